@@ -1,0 +1,3 @@
+from tpserve.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""The ``tpserve`` command line. Errors become one line on stderr here, and nowhere else."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tpserve import launch
+from tpserve.errors import ServerError, TpserveError
+
+app = typer.Typer(
+    help="Serve LLMs with vLLM tensor parallelism and measure tok/s honestly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(envvar="TPSERVE_MODEL", help="Hugging Face repo id or local model folder.")] = "",
+    served_model_name: Annotated[str, typer.Option(
+        envvar="TPSERVE_SERVED_MODEL_NAME", help="Name clients see at /v1/models (default: the model).")] = "",
+    tensor_parallel_size: Annotated[int, typer.Option(
+        "--tensor-parallel-size", "-tp", envvar="TPSERVE_TENSOR_PARALLEL_SIZE",
+        help="GPUs one model copy is split across.")] = 1,
+    max_model_len: Annotated[int | None, typer.Option(
+        envvar="TPSERVE_MAX_MODEL_LEN", help="Context length (default: the model's).")] = None,
+    dtype: Annotated[str, typer.Option(envvar="TPSERVE_DTYPE", help="Weight and activation dtype.")] = "auto",
+    host: Annotated[str, typer.Option(envvar="TPSERVE_HOST", help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="TPSERVE_PORT", help="Port to listen on.")] = 8000,
+    extra_args: Annotated[str, typer.Option(
+        envvar="TPSERVE_EXTRA_ARGS", help="More vLLM arguments as one shell-quoted string.")] = "",
+    dry_run: Annotated[bool, typer.Option(help="Print the vLLM command instead of running it.")] = False,
+) -> None:
+    """Launch vLLM's OpenAI-compatible server for one model (the container's entrypoint).
+
+    Arguments after `--` go to vLLM verbatim. Example:
+
+        tpserve serve --model meta-llama/Llama-2-70b-chat-hf -tp 4 -- --enforce-eager
+    """
+    config = launch.ServeConfig(
+        model=model,
+        served_model_name=served_model_name,
+        tensor_parallel_size=tensor_parallel_size,
+        max_model_len=max_model_len,
+        dtype=dtype,
+        host=host,
+        port=port,
+        extra_args=launch.parse_extra_args(extra_args) + tuple(ctx.args),
+    )
+    launch.validate(config)
+    argv = launch.vllm_argv(config)
+    if dry_run:
+        typer.echo(launch.shlex.join(argv))
+        return
+    launch.exec_vllm(argv)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the local vLLM server.")] = 8000,
+    num_requests: Annotated[int, typer.Option(help="Requests to send (the built-in suite has 59).")] = 59,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once (Locust users).")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Output tokens per request.")] = 64,
+    health_timeout: Annotated[float, typer.Option(help="Seconds to wait for the server's /health.")] = 300.0,
+    locustfile: Annotated[Path, typer.Option(help="The Locust file to run.")] = Path("loadtest/prompts.py"),
+    results_dir: Annotated[Path, typer.Option(help="Where the results JSON goes.")] = Path("results"),
+    cache_dir: Annotated[Path, typer.Option(help="Model folder and vLLM caches.")] = Path(".cache"),
+) -> None:
+    """Serve a tiny Llama with real vLLM on CPU and measure it with the Locust load test.
+
+    Example (from the repository root):
+
+        tpserve demo --num-requests 59 --concurrency 8
+    """
+    from tpserve.demo import DemoOptions, run_demo
+    from tpserve.workload.report import print_summary
+
+    for name, value in (("--num-requests", num_requests), ("--concurrency", concurrency),
+                        ("--max-tokens", max_tokens)):
+        if value < 1:
+            raise typer.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    options = DemoOptions(port=port, num_requests=num_requests, concurrency=concurrency, max_tokens=max_tokens,
+                          health_timeout_s=health_timeout, locustfile=locustfile, results_dir=results_dir,
+                          cache_dir=cache_dir)
+    document, path = run_demo(options, say=lambda text: console.print(f"[dim]{text}[/dim]"))
+    print_summary(document, Console())
+    console.print(f"results: {path}")
+    if not document["ok"]:
+        raise TpserveError("the run failed its checks: " + "; ".join(document["problems"]))
+
+
+def _terminate(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    """Entry point: run the app, turning tpserve's errors into one line and an exit status."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app(standalone_mode=False)
+    except TpserveError as exc:
+        if isinstance(exc, ServerError) and exc.log_tail:
+            console.print("[dim]last lines of the server log:[/dim]")
+            console.print(exc.log_tail, markup=False, highlight=False, end="")
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except (typer.BadParameter, typer.Exit) as exc:
+        raise exc
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
