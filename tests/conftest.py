@@ -25,7 +25,8 @@ def port() -> int:
 
 def run(*argv: str, timeout: float = 600, env: dict | None = None, cwd: Path = REPO):
     """Run a command the way a user would, capturing its output."""
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+                          check=False)
 
 
 def tpserve(*args: str, **kwargs):

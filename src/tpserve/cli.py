@@ -116,8 +116,8 @@ def main() -> None:
     except typer.Abort:
         console.print("aborted")
         sys.exit(130)
-    except (typer.BadParameter, typer.Exit) as exc:
-        raise exc
+    except (typer.BadParameter, typer.Exit):
+        raise
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         import click
 

@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve.errors import LoadTestError, ServerError
+from tpserve.errors import LoadTestError
 from tpserve.machine import describe_machine
 from tpserve.server import LocalServer
 from tpserve.shapes import TINY_LLAMA, write_model_folder
@@ -126,6 +126,6 @@ def run_demo(options: DemoOptions, say=print) -> tuple[dict, Path]:
         "locust_exit_status": status,
     }
     document["machine"] = describe_machine()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = write_json(options.results_dir / f"{stamp}-demo.json", document)
     return document, path

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections import deque
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -129,7 +130,7 @@ class LocalServer:
                 time.sleep(0.2)
         self.process.wait()
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

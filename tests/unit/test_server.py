@@ -30,8 +30,8 @@ def test_a_port_in_use_is_refused_with_the_fix(listening_port):
 
 # A stand-in for a server that never answers /health and starts a child of its own, as vLLM does.
 SILENT_PARENT = [sys.executable, "-c",
-                 "import subprocess, sys, time; print('loading weights', flush=True); "
-                 "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)"]
+                 ("import subprocess, sys, time; print('loading weights', flush=True); "
+                 "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)")]
 
 
 def test_a_server_that_never_gets_healthy_times_out_with_its_log_and_leaves_nothing(tmp_path):
@@ -67,8 +67,8 @@ def test_a_server_that_dies_is_noticed(tmp_path):
 
 def test_stop_escalates_to_sigkill_for_a_process_that_ignores_sigterm(tmp_path):
     argv = [sys.executable, "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
-            "time.sleep(300)"]
+            ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+            "time.sleep(300)")]
     server = LocalServer(argv, port=free_port(), log_path=tmp_path / "server.log")
     server.start()
     time.sleep(0.5)
