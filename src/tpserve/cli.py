@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -22,46 +24,100 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 
 
+def default_cache_dir() -> Path:
+    """The model cache: TPSERVE_CACHE_DIR, else under HF_HOME (the image puts that on the model volume)."""
+    hf_home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    return Path(hf_home) / "tpserve"
+
+
+CacheDir = Annotated[Path | None, typer.Option(
+    envvar="TPSERVE_CACHE_DIR", show_default=False,
+    help="Model cache folder (default: $HF_HOME/tpserve).")]
+Revision = Annotated[str, typer.Option(
+    envvar="TPSERVE_REVISION", help="Branch, tag or commit sha; pin a sha for reproducible serving.")]
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def serve(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(envvar="TPSERVE_MODEL", help="Hugging Face repo id or local model folder.")] = "",
+    model: Annotated[str, typer.Option(
+        envvar="TPSERVE_MODEL", help="Hugging Face repo id (served from the cache) or a local model folder.")] = "",
+    revision: Revision = "main",
     served_model_name: Annotated[str, typer.Option(
-        envvar="TPSERVE_SERVED_MODEL_NAME", help="Name clients see at /v1/models (default: the model).")] = "",
+        envvar="TPSERVE_SERVED_MODEL_NAME", help="Name clients see at /v1/models (default: the repo id).")] = "",
     tensor_parallel_size: Annotated[int, typer.Option(
         "--tensor-parallel-size", "-tp", envvar="TPSERVE_TENSOR_PARALLEL_SIZE",
         help="GPUs one model copy is split across.")] = 1,
+    pipeline_parallel_size: Annotated[int, typer.Option(
+        "--pipeline-parallel-size", "-pp", envvar="TPSERVE_PIPELINE_PARALLEL_SIZE",
+        help="Pipeline stages (TP x PP GPUs in all).")] = 1,
     max_model_len: Annotated[int | None, typer.Option(
         envvar="TPSERVE_MAX_MODEL_LEN", help="Context length (default: the model's).")] = None,
     dtype: Annotated[str, typer.Option(envvar="TPSERVE_DTYPE", help="Weight and activation dtype.")] = "auto",
+    gpu_memory_utilization: Annotated[float | None, typer.Option(
+        envvar="TPSERVE_GPU_MEMORY_UTILIZATION", help="Fraction of each GPU's memory vLLM may use.")] = None,
+    allreduce_fusion: Annotated[bool, typer.Option(
+        "--allreduce-fusion/--no-allreduce-fusion", envvar="TPSERVE_ALLREDUCE_FUSION",
+        help="Off for hosts without NVLink multicast, where vLLM 0.26's fused all-reduce crashes at TP > 1.")] = True,
     host: Annotated[str, typer.Option(envvar="TPSERVE_HOST", help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(envvar="TPSERVE_PORT", help="Port to listen on.")] = 8000,
+    cache_dir: CacheDir = None,
     extra_args: Annotated[str, typer.Option(
         envvar="TPSERVE_EXTRA_ARGS", help="More vLLM arguments as one shell-quoted string.")] = "",
-    dry_run: Annotated[bool, typer.Option(help="Print the vLLM command instead of running it.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Check everything, then print the vLLM command instead of running it.")] = False,
 ) -> None:
-    """Launch vLLM's OpenAI-compatible server for one model (the container's entrypoint).
+    """Check the launch, then exec vLLM's OpenAI-compatible server (the container's entrypoint).
 
-    Arguments after `--` go to vLLM verbatim. Example:
+    A repo id is served only from a verified `tpserve fetch` of exactly that repo and revision.
+    Arguments after `--` go to vLLM verbatim; the API key comes from the VLLM_API_KEY variable.
+    Example:
 
-        tpserve serve --model meta-llama/Llama-2-70b-chat-hf -tp 4 -- --enforce-eager
+        tpserve serve --model meta-llama/Llama-2-70b-chat-hf --revision REV -tp 4 -- --enforce-eager
     """
     config = launch.ServeConfig(
         model=model,
+        revision=revision,
         served_model_name=served_model_name,
         tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
         max_model_len=max_model_len,
         dtype=dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+        allreduce_fusion=allreduce_fusion,
         host=host,
         port=port,
         extra_args=launch.parse_extra_args(extra_args) + tuple(ctx.args),
     )
-    launch.validate(config)
-    argv = launch.vllm_argv(config)
+    argv = launch.prepare(config, cache_dir or default_cache_dir())
     if dry_run:
-        typer.echo(launch.shlex.join(argv))
+        typer.echo(shlex.join(argv))
         return
     launch.exec_vllm(argv)
+
+
+@app.command()
+def fetch(
+    model: Annotated[str, typer.Argument(help="Hugging Face repo id, e.g. meta-llama/Llama-2-70b-chat-hf.")],
+    revision: Revision = "main",
+    cache_dir: CacheDir = None,
+    progress: Annotated[bool, typer.Option(help="Show download progress bars.")] = True,
+) -> None:
+    """Download a model once into the cache, keyed by repo id and commit sha, with a verified manifest.
+
+    The token comes from the HF_TOKEN variable only. Running it again on a complete cache does
+    nothing; an interrupted download resumes; damaged files are fetched again. Example:
+
+        HF_TOKEN=... tpserve fetch meta-llama/Llama-2-70b-chat-hf --revision main
+    """
+    from tpserve import cache
+
+    folder = cache_dir or default_cache_dir()
+    manifest = cache.fetch(model, revision, folder, token=os.environ.get("HF_TOKEN") or None, progress=progress)
+    path = cache.model_path(folder, manifest.repo_id, manifest.resolved_sha)
+    size = sum(entry.size for entry in manifest.files)
+    params = f"{manifest.parameter_count / 1e9:.1f}B parameters, " if manifest.parameter_count else ""
+    typer.echo(f"{manifest.repo_id}@{manifest.requested_revision} = {manifest.resolved_sha}: "
+               f"{len(manifest.files)} files, {size / 2**30:.2f} GiB, {params}at {path}")
 
 
 @app.command()

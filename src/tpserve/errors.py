@@ -45,3 +45,65 @@ class ServerDiedError(ServerError):
 
 class LoadTestError(TpserveError):
     """The load test failed, or its figures cannot be trusted."""
+
+
+class ModelConfigError(TpserveError):
+    """A model's config.json lacks a field tpserve needs, or describes an architecture it cannot size."""
+
+
+class CacheError(TpserveError):
+    """The model cache cannot get, or does not hold, the model that was asked for."""
+
+    def __init__(self, message: str, *, repo_id: str = "", revision: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.repo_id = repo_id
+        self.revision = revision
+        self.path = path
+
+
+class CacheIncompleteError(CacheError):
+    """A model folder has no manifest: its fetch never finished, or another tool wrote it."""
+
+
+class CacheDamagedError(CacheError):
+    """Files of a fetched model are missing, or were changed after the fetch."""
+
+    def __init__(self, message: str, *, paths: tuple[str, ...] = (), **facts: str) -> None:
+        super().__init__(message, **facts)
+        self.paths = paths
+
+
+class CacheMismatchError(CacheError):
+    """A model folder holds another model, or another revision, than the one asked for."""
+
+
+class NoSpaceError(CacheError):
+    """The disk under the cache filled up, or would, before the download finished."""
+
+    def __init__(self, message: str, *, needed_bytes: int | None = None, **facts: str) -> None:
+        super().__init__(message, **facts)
+        self.needed_bytes = needed_bytes
+
+
+class HubError(CacheError):
+    """The Hugging Face hub refused a request, or could not be reached."""
+
+
+class GatedModelError(HubError):
+    """The model is gated and the token's account has not been granted access."""
+
+
+class ModelNotFoundError(HubError):
+    """No such model on the hub, or it is private and the token cannot see it."""
+
+
+class RevisionNotFoundError(HubError):
+    """The model exists but has no such branch, tag or commit."""
+
+
+class TokenRejectedError(HubError):
+    """The hub rejected the token itself (401): it is invalid or expired."""
+
+
+class DownloadInterruptedError(HubError):
+    """The hub was unreachable, or the connection broke before every file arrived; fetch again to resume."""

@@ -6,14 +6,20 @@ SIGTERM directly for a graceful shutdown.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from tpserve.errors import ConfigError
+from tpserve import cache, preflight
+from tpserve.errors import CacheError, ConfigError
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+# vLLM 0.26 picks FlashInfer's all-reduce + RMSNorm fusion at TP > 1, which needs NVLink multicast
+# (fabric memory); on hosts without it CUDA-graph capture dies with an illegal memory access.
+FUSION_OFF = '{"pass_config": {"fuse_allreduce_rms": false}}'
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 
 # Flags tpserve sets from its own options; passing them again as extra args would be ambiguous.
@@ -22,6 +28,10 @@ OWNED_FLAGS = {
     "--served-model-name": "--served-model-name",
     "--tensor-parallel-size": "--tensor-parallel-size",
     "-tp": "--tensor-parallel-size",
+    "--pipeline-parallel-size": "--pipeline-parallel-size",
+    "-pp": "--pipeline-parallel-size",
+    "--gpu-memory-utilization": "--gpu-memory-utilization",
+    "--revision": "--revision",
     "--max-model-len": "--max-model-len",
     "--dtype": "--dtype",
     "--host": "--host",
@@ -34,9 +44,13 @@ class ServeConfig:
     """Everything ``tpserve serve`` needs to launch vLLM."""
 
     model: str
+    revision: str = "main"
     served_model_name: str = ""
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
     max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    allreduce_fusion: bool = True
     dtype: str = "auto"
     host: str = "0.0.0.0"
     port: int = 8000
@@ -63,6 +77,10 @@ def validate(config: ServeConfig) -> None:
         problems.append("no model: pass --model (a Hugging Face repo id or a local folder) or set TPSERVE_MODEL")
     if config.tensor_parallel_size < 1:
         problems.append(f"--tensor-parallel-size must be at least 1, got {config.tensor_parallel_size}")
+    if config.pipeline_parallel_size < 1:
+        problems.append(f"--pipeline-parallel-size must be at least 1, got {config.pipeline_parallel_size}")
+    if config.gpu_memory_utilization is not None and not 0 < config.gpu_memory_utilization <= 1:
+        problems.append(f"--gpu-memory-utilization must be within (0, 1], got {config.gpu_memory_utilization}")
     if config.max_model_len is not None and config.max_model_len < 1:
         problems.append(f"--max-model-len must be at least 1, got {config.max_model_len}")
     if config.dtype not in DTYPES:
@@ -73,6 +91,12 @@ def validate(config: ServeConfig) -> None:
         flag = arg.split("=", 1)[0]
         if flag in OWNED_FLAGS:
             problems.append(f"{flag} is set by tpserve: use tpserve serve {OWNED_FLAGS[flag]}, not an extra argument")
+        elif flag == "--api-key":
+            problems.append("--api-key on the command line shows in process listings and logs: "
+                            "set the VLLM_API_KEY environment variable (from a Secret) instead")
+        elif flag == "--compilation-config" and not config.allreduce_fusion:
+            problems.append("--no-allreduce-fusion sets vLLM's --compilation-config: put "
+                            '"pass_config": {"fuse_allreduce_rms": false} inside your own instead')
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -84,12 +108,17 @@ def vllm_argv(config: ServeConfig, python: str = sys.executable) -> list[str]:
         "--model", config.model,
         "--served-model-name", config.name,
         "--tensor-parallel-size", str(config.tensor_parallel_size),
+        "--pipeline-parallel-size", str(config.pipeline_parallel_size),
         "--dtype", config.dtype,
         "--host", config.host,
         "--port", str(config.port),
     ]
     if config.max_model_len is not None:
         argv += ["--max-model-len", str(config.max_model_len)]
+    if config.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(config.gpu_memory_utilization)]
+    if not config.allreduce_fusion:
+        argv += ["--compilation-config", FUSION_OFF]
     return argv + list(config.extra_args)
 
 
@@ -101,3 +130,63 @@ def exec_vllm(argv: list[str]) -> None:
         os.execv(argv[0], argv)
     except OSError as exc:
         raise ConfigError(f"cannot run {argv[0]}: {exc.strerror}; is vLLM installed in this Python?") from exc
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where the weights to serve are, what they are, and the name clients should see."""
+
+    path: Path
+    name: str
+    config: dict
+    manifest: cache.Manifest | None = None
+
+
+def resolve_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
+    """Find the model on disk and prove it is the one asked for.
+
+    A local folder is served as it is (its manifest, if it has one, is verified and names it); a
+    repo id is served only from a verified cache entry for exactly that repo and revision, so a
+    stale or different model can never answer under the requested name.
+    """
+    local = Path(config.model).expanduser()
+    if local.is_dir():
+        manifest = cache.verify(local) if (local / cache.MANIFEST_NAME).is_file() else None
+        name = config.served_model_name or (manifest.repo_id if manifest else config.model)
+        return ResolvedModel(local, name, _read_config(local), manifest)
+    found = cache.find_cached(config.model, config.revision, cache_dir)
+    if found is None and cache.COMMIT_SHA.fullmatch(config.revision):
+        pinned = cache.model_path(cache_dir, config.model, config.revision)
+        if pinned.is_dir():
+            cache.verify(pinned, repo_id=config.model, revision=config.revision)  # names what it holds
+    if found is None:
+        raise CacheError(
+            f"{config.model}@{config.revision} is not in the model cache at {cache_dir}: run "
+            f"tpserve fetch {config.model} --revision {config.revision} --cache-dir {cache_dir} first "
+            "(the Helm chart's init container does this)",
+            repo_id=config.model, revision=config.revision, path=str(cache_dir))
+    manifest = cache.verify(found, repo_id=config.model, revision=config.revision)
+    return ResolvedModel(found, config.name, _read_config(found), manifest)
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{folder} has no config.json: point --model at a Hugging Face model folder") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def prepare(config: ServeConfig, cache_dir: Path, env=os.environ) -> list[str]:
+    """Validate CONFIG, resolve and check its model, and return the vLLM command to exec."""
+    validate(config)
+    model = resolve_model(config, cache_dir)
+    tensor, pipeline = config.tensor_parallel_size, config.pipeline_parallel_size
+    problems = preflight.check_heads(model.config, tensor, pipeline, model.name)
+    problems += preflight.check_gpus(tensor, pipeline, preflight.visible_gpus(env))
+    problems += preflight.check_shm(tensor, pipeline)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return vllm_argv(replace(config, model=str(model.path), served_model_name=model.name))

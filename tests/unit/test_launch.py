@@ -14,7 +14,7 @@ def test_the_vllm_command_carries_every_setting_and_extra_args_last():
     assert vllm_argv(config, python="py") == [
         "py", "-m", VLLM_MODULE, "--model", "meta-llama/Llama-2-70b-chat-hf",
         "--served-model-name", "meta-llama/Llama-2-70b-chat-hf", "--tensor-parallel-size", "4",
-        "--dtype", "float16", "--host", "0.0.0.0", "--port", "9000", "--max-model-len", "4096",
+        "--pipeline-parallel-size", "1", "--dtype", "float16", "--host", "0.0.0.0", "--port", "9000", "--max-model-len", "4096",
         "--enforce-eager",
     ]
 
@@ -53,17 +53,18 @@ def test_extra_args_string_is_split_like_a_shell_and_bad_quoting_is_explained():
 
 def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "tpserve", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+                          env=env, timeout=60, check=False)
 
 
-def test_dry_run_prints_the_exact_command_from_flags_env_and_passthrough(monkeypatch):
-    env = {"PATH": "/usr/bin:/bin", "TPSERVE_MODEL": "org/model", "TPSERVE_TENSOR_PARALLEL_SIZE": "2",
-           "TPSERVE_EXTRA_ARGS": "--enforce-eager"}
+def test_dry_run_prints_the_exact_command_from_flags_env_and_passthrough(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "num_attention_heads": 8}')
+    env = {"PATH": "/usr/bin:/bin", "TPSERVE_MODEL": str(tmp_path), "TPSERVE_TENSOR_PARALLEL_SIZE": "2",
+           "TPSERVE_EXTRA_ARGS": "--enforce-eager", "CUDA_VISIBLE_DEVICES": "0,1"}
     done = run_cli("serve", "--port", "8123", "--dry-run", "--", "--load-format", "dummy", env=env)
     assert done.returncode == 0, done.stderr
     argv = shlex.split(done.stdout)
     assert argv[1:3] == ["-m", VLLM_MODULE]
-    assert argv[argv.index("--model") + 1] == "org/model"
+    assert argv[argv.index("--model") + 1] == str(tmp_path)
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
     assert argv[argv.index("--port") + 1] == "8123"
     assert argv[-3:] == ["--enforce-eager", "--load-format", "dummy"]
