@@ -162,8 +162,7 @@ def resolve_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
     if found is None:
         raise CacheError(
             f"{config.model}@{config.revision} is not in the model cache at {cache_dir}: run "
-            f"tpserve fetch {config.model} --revision {config.revision} --cache-dir {cache_dir} first "
-            "(the Helm chart's init container does this)",
+            f"tpserve fetch {config.model} --revision {config.revision} --cache-dir {cache_dir} first",
             repo_id=config.model, revision=config.revision, path=str(cache_dir))
     manifest = cache.verify(found, repo_id=config.model, revision=config.revision)
     return ResolvedModel(found, config.name, _read_config(found), manifest)

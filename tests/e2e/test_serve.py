@@ -1,0 +1,33 @@
+"""``tpserve serve`` becomes vLLM itself, so the container's SIGTERM reaches vLLM and it shuts down cleanly."""
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import CACHE
+from tpserve.demo import cpu_env
+from tpserve.server import LocalServer, _session_members
+
+
+def test_serve_execs_vllm_in_its_own_process_which_shuts_down_gracefully_on_sigterm(tiny_model, tmp_path, port):
+    argv = [sys.executable, "-m", "tpserve", "serve", "--model", str(tiny_model), "--served-model-name", "t",
+            "--host", "127.0.0.1", "--port", str(port), "--", "--load-format", "dummy"]
+    server = LocalServer(argv, port=port, log_path=tmp_path / "server.log", env=cpu_env(CACHE))
+    server.start()
+    try:
+        server.wait_healthy(300)
+        pid = server.process.pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"vllm.entrypoints.openai.api_server" in cmdline and b"tpserve" not in cmdline
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while server.exit_status() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert server.exit_status() == 0, server.log_tail()
+        assert "Shutting down" in server.log_tail(200)
+        time.sleep(2)
+        assert _session_members(pid) == [], "vLLM left processes behind after its own shutdown"
+    finally:
+        server.stop()
