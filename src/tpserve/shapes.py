@@ -84,7 +84,13 @@ TINY_LLAMA = LlamaShape(
     max_position_embeddings=2048,
 )
 
-SHAPES = {shape.name: shape for shape in (TINY_LLAMA,)}
+# Llama-2's published shapes; with dummy weights they run at the real models' speed.
+LLAMA2_7B = LlamaShape("llama-2-7b", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=32)
+LLAMA2_70B = LlamaShape("llama-2-70b", hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                        num_attention_heads=64, num_key_value_heads=8)
+
+SHAPES = {shape.name: shape for shape in (TINY_LLAMA, LLAMA2_7B, LLAMA2_70B)}
 
 
 def tokenizer_model_path() -> Path:

@@ -75,3 +75,14 @@ def test_report_of_a_clean_run_is_ok_and_names_model_and_plan():
     assert report["ok"] and report["problems"] == []
     assert report["model_id"] == "m" and report["plan"]["num_requests"] == 3
     assert report["output_throughput"] == pytest.approx(12.0)
+
+
+def test_a_run_cut_short_before_all_requests_is_a_problem_not_a_smaller_denominator():
+    state = RunState(PLAN, builtin_specs(4))
+    state.issued = 2
+    state.record(ok())
+    state.metrics_before = {GENERATION_TOKENS: 0.0}
+    report = build_report(state, {GENERATION_TOKENS: 9.0})
+    assert not report["ok"]
+    assert "the run stopped after 1 of 3 requests" in report["problems"][0]
+    assert report["token_check"]["status"] == "skipped: the run stopped with 1 requests in flight"

@@ -144,3 +144,7 @@ def _env():
     import os
 
     return dict(os.environ)
+
+
+def test_vllm_runs_offline_because_its_weights_are_already_verified_on_disk():
+    assert launch.vllm_env({"HF_HUB_OFFLINE": "0", "PATH": "/bin"}) == {"HF_HUB_OFFLINE": "1", "PATH": "/bin"}

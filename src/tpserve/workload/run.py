@@ -161,6 +161,10 @@ def build_report(state: RunState, metrics_after: dict[str, float]) -> dict:
             f"{summary['failed']} of {summary['num_prompts']} requests failed "
             f"(allowed error rate {state.plan.max_error_rate:g})"
         )
+    if state.plan.num_requests and summary["num_prompts"] < state.plan.num_requests:
+        problems.append(
+            f"the run stopped after {summary['num_prompts']} of {state.plan.num_requests} requests "
+            "(--run-time ran out, or the run was interrupted): its figures cover a smaller workload")
     if check["status"].startswith("mismatch"):
         problems.append(check["status"])
     return {
