@@ -54,6 +54,7 @@ class RunState:
         self.started_at = _now()
         self.metrics_before: dict[str, float] = {}
         self.server_version = ""
+        self.reported = False
 
     @property
     def in_flight(self) -> int:

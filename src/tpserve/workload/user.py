@@ -109,12 +109,13 @@ def start_run(environment, **_kwargs) -> None:
              plan.num_requests or "unlimited", plan.max_tokens, model, plan.host)
 
 
-@events.quitting.add_listener
+@events.test_stop.add_listener
 def finish_run(environment, **_kwargs) -> None:
     """Cross-check with the server, write the report, and set the exit status from its problems."""
     state: RunState | None = getattr(environment, "tpserve_state", None)
-    if state is None:
+    if state is None or state.reported:
         return
+    state.reported = True
     options = environment.parsed_options
     try:
         after = server_counters(options.host)
@@ -147,7 +148,10 @@ class CompletionUser(FastHttpUser):
             raise StopUser()
         state.record(self.send(spec, state.plan))
         if state.finished:
-            gevent.spawn_later(0, self.environment.runner.quit)
+            # Headless runs end here; in the web UI the run stops and the UI stays up for the next one.
+            end = self.environment.runner.quit if self.environment.parsed_options.headless else (
+                self.environment.runner.stop)
+            gevent.spawn_later(0, end)
 
     def send(self, spec: RequestSpec, plan: RunPlan) -> RequestResult:
         body = {
