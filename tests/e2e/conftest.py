@@ -44,7 +44,7 @@ def vllm_server(tiny_model, tmp_path_factory):
 
 
 def counters(server) -> dict:
-    from tpserve.workload.run import server_counters
+    from tpserve.workload.serverapi import server_counters
 
     return server_counters(server.url)
 

@@ -51,3 +51,50 @@ def test_a_refused_connection_is_a_clear_error_not_a_crash(tmp_path, port):
     assert done.returncode == 2
     assert f"cannot reach http://127.0.0.1:{port}/v1/models" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_chat_streams_are_measured_and_add_up_too(vllm_server, tmp_path):
+    before = counters(vllm_server)
+    done = locust(vllm_server, tmp_path, "-u", "3", "-r", "3", "--endpoint", "chat", "--num-requests", "6",
+                  "--max-tokens", "12")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["endpoint"] == "/v1/chat/completions" and report["completed"] == 6
+    assert counters(vllm_server)[GENERATION_TOKENS] - before[GENERATION_TOKENS] == 6 * 12
+
+
+def test_random_prompts_have_the_asked_length_warmup_is_excluded_and_poisson_lateness_reported(
+        vllm_server, tmp_path):
+    before = counters(vllm_server)
+    done = locust(vllm_server, tmp_path, "-u", "4", "-r", "4", "--prompt-set", "random", "--random-input-len",
+                  "40", "--num-requests", "8", "--warmup-requests", "2", "--request-rate", "20",
+                  "--max-tokens", "10", "--seed", "5")
+    after = counters(vllm_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "run.json").read_text())
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [r["prompt_tokens"] for r in records] == [40] * 8
+    assert report["warmup_requests_sent"] == 2 and report["num_prompts"] == 8
+    assert report["token_check"]["status"] == "ok"  # counted from after the warm-up
+    assert after[GENERATION_TOKENS] - before[GENERATION_TOKENS] == (8 + 2) * 10
+    assert report["mode"] == "8 requests, poisson 20 req/s, concurrency 4" and "p99_send_lateness_ms" in report
+    assert report["plan"]["seed"] == 5
+
+
+def test_a_prompt_file_drives_the_run(vllm_server, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "One two three", "max_tokens": 5}\n{"prompt": "Four five"}\n')
+    done = locust(vllm_server, tmp_path, "-u", "1", "-r", "1", "--prompt-set", "file", "--prompt-file",
+                  str(prompts), "--num-requests", "4", "--max-tokens", "7")
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [r["completion_tokens"] for r in records] == [5, 7, 5, 7]
+
+
+def test_an_empty_prompt_file_stops_the_run_with_a_clear_error(vllm_server, tmp_path):
+    prompts = tmp_path / "empty.jsonl"
+    prompts.write_text("")
+    done = locust(vllm_server, tmp_path, "-u", "1", "-r", "1", "--prompt-set", "file", "--prompt-file",
+                  str(prompts))
+    assert done.returncode == 2
+    assert f"prompt file {prompts} holds no prompts" in done.stderr and "Traceback" not in done.stderr

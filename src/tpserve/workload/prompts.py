@@ -8,6 +8,12 @@ input length, so the suite is a realistic mix of prompt sizes rather than a qual
 
 from __future__ import annotations
 
+import json
+import random
+from pathlib import Path
+from typing import Protocol
+
+from tpserve.errors import LoadTestError
 from tpserve.workload.records import RequestSpec
 
 BUILTIN_PROMPTS: tuple[str, ...] = (
@@ -79,3 +85,98 @@ def builtin_specs(max_tokens: int) -> list[RequestSpec]:
         RequestSpec(prompt=text, max_tokens=max_tokens, prompt_id=f"builtin-{i:02d}")
         for i, text in enumerate(BUILTIN_PROMPTS)
     ]
+
+
+def load_jsonl(path: str | Path, max_tokens: int, endpoint: str = "completions") -> list[RequestSpec]:
+    """Prompts from a JSONL file: one object per line with "prompt" (text) or "messages" (chat), and
+    optionally "max_tokens" and "id". Every bad line is reported with its number; nothing is skipped.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise LoadTestError(f"prompt file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LoadTestError(f"cannot read prompt file {path}: {exc}") from exc
+    specs, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            specs.append(_spec_from_line(line, number, max_tokens, endpoint))
+        except _BadLine as exc:
+            problems.append(f"line {number}: {exc}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise LoadTestError(f"prompt file {path} has bad lines: {shown}")
+    if not specs:
+        raise LoadTestError(f"prompt file {path} holds no prompts: write one JSON object per line, "
+                            'e.g. {"prompt": "Hello"}')
+    return specs
+
+
+class _BadLine(Exception):
+    """One line of a prompt file that cannot become a request."""
+
+
+def _spec_from_line(line: str, number: int, max_tokens: int, endpoint: str) -> RequestSpec:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise _BadLine(f"not JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise _BadLine("not a JSON object")
+    prompt, messages = record.get("prompt"), record.get("messages")
+    if messages is not None:
+        if endpoint != "chat":
+            raise _BadLine('has "messages", which only --endpoint chat can send')
+        if not (isinstance(messages, list) and messages and all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages)):
+            raise _BadLine('"messages" must be a non-empty list of {"role": ..., "content": ...}')
+    elif not isinstance(prompt, str) or not prompt.strip():
+        raise _BadLine('needs a non-empty "prompt" string (or "messages" for chat)')
+    tokens = record.get("max_tokens", max_tokens)
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+        raise _BadLine(f'"max_tokens" must be a positive integer, got {tokens!r}')
+    return RequestSpec(prompt=prompt or "", max_tokens=tokens, prompt_id=str(record.get("id", f"line-{number}")),
+                       messages=tuple(messages or ()))
+
+
+# Pseudo-words for random prompts: plain ASCII syllables, so any tokenizer splits them into many tokens.
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+class Tokenizer(Protocol):
+    def count(self, text: str, special: bool = True) -> int: ...
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+
+
+def random_specs(tokenizer: Tokenizer, count: int, input_len: int, max_tokens: int, seed: int = 0,
+                 max_tries: int = 6) -> list[RequestSpec]:
+    """COUNT prompts of INPUT_LEN prompt tokens each (special tokens included, as the server counts).
+
+    Each starts with its own index, so no two share a prefix and the prefix cache cannot inflate the
+    results. Text is cut at the token level and re-checked, since decode/encode can merge tokens.
+    """
+    if count < 1 or input_len < 2:
+        raise LoadTestError(f"random prompts need at least 1 prompt of 2 tokens, got {count} × {input_len}")
+    special = tokenizer.count("", special=True)
+    rng = random.Random(seed)
+    specs = []
+    for index in range(count):
+        words = " ".join("".join(rng.choices(_SYLLABLES, k=rng.randint(1, 3))) for _ in range(input_len))
+        ids = tokenizer.encode(f"{index}: {words}")
+        target = input_len - special
+        for _ in range(max_tries):
+            text = tokenizer.decode(ids[:target])
+            got = tokenizer.count(text)
+            if got == input_len:
+                break
+            target += input_len - got
+        else:
+            raise LoadTestError(f"could not make a prompt of exactly {input_len} tokens (got {got}); "
+                                "try another --random-input-len")
+        specs.append(RequestSpec(prompt=text, max_tokens=max_tokens, prompt_id=f"random-{index}"))
+    return specs

@@ -7,11 +7,15 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class RequestSpec:
-    """One request to send: the prompt and how many tokens must come back."""
+    """One request to send: the prompt (or chat messages) and how many tokens must come back."""
 
     prompt: str
     max_tokens: int
     prompt_id: str = ""
+    messages: tuple[dict, ...] = ()
+
+    def chat_messages(self) -> list[dict]:
+        return list(self.messages) or [{"role": "user", "content": self.prompt}]
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,20 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import requests
-
 from tpserve.errors import LoadTestError
-from tpserve.workload.metrics import summarize
+from tpserve.workload.metrics import percentile, summarize
 from tpserve.workload.records import RequestResult, RequestSpec
-from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS, counter_totals
-
-HTTP_TIMEOUT_S = 10
+from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What a run sends. ``num_requests`` 0 means: until Locust's ``--run-time`` ends it."""
+    """What a run sends. ``num_requests`` 0 means: until Locust's ``--run-time`` ends it.
+
+    ``request_rate`` 0 is a closed loop (each of ``concurrency`` users sends its next request when
+    the last one finishes); above 0, sends follow a Poisson process at that rate, still capped at
+    ``concurrency`` in flight. ``warmup_requests`` are sent first and left out of every figure.
+    """
 
     host: str
     model: str
@@ -33,8 +34,18 @@ class RunPlan:
     num_requests: int
     temperature: float = 0.0
     prompt_set: str = "builtin"
+    endpoint: str = "completions"
     concurrency: int = 1
+    request_rate: float = 0.0
+    warmup_requests: int = 0
+    seed: int = 0
     max_error_rate: float = 0.0
+
+    @property
+    def mode(self) -> str:
+        load = f"poisson {self.request_rate:g} req/s" if self.request_rate else "closed loop"
+        count = f"{self.num_requests} requests" if self.num_requests else "timed"
+        return f"{count}, {load}, concurrency {self.concurrency}"
 
 
 def _now() -> str:
@@ -42,19 +53,31 @@ def _now() -> str:
 
 
 class RunState:
-    """Hands out request specs in order and collects results. Greenlet-safe (gevent is cooperative)."""
+    """Hands out request specs in order and collects results. Greenlet-safe (gevent is cooperative).
 
-    def __init__(self, plan: RunPlan, specs: list[RequestSpec]) -> None:
+    Warm-up requests come first, from WARMUP_SPECS (or the main set); measured requests are handed
+    out only once every warm-up request has finished, and only they enter the results.
+    """
+
+    def __init__(self, plan: RunPlan, specs: list[RequestSpec], warmup_specs: list[RequestSpec] | None = None):
         if not specs:
             raise LoadTestError("the prompt set is empty: give a prompt file with at least one prompt")
         self.plan = plan
         self.specs = specs
+        self.warmup_specs = warmup_specs or specs
         self.results: list[RequestResult] = []
+        self.warmup_results: list[RequestResult] = []
         self.issued = 0
+        self.warmup_issued = 0
+        self.send_lateness: list[float] = []
         self.started_at = _now()
         self.metrics_before: dict[str, float] = {}
         self.server_version = ""
         self.reported = False
+
+    @property
+    def warmed_up(self) -> bool:
+        return len(self.warmup_results) >= self.plan.warmup_requests
 
     @property
     def in_flight(self) -> int:
@@ -64,59 +87,24 @@ class RunState:
     def finished(self) -> bool:
         return bool(self.plan.num_requests) and len(self.results) >= self.plan.num_requests
 
+    def next_warmup(self) -> RequestSpec | None:
+        """The next warm-up request, or None once all of them have been handed out."""
+        if self.warmup_issued >= self.plan.warmup_requests:
+            return None
+        spec = self.warmup_specs[self.warmup_issued % len(self.warmup_specs)]
+        self.warmup_issued += 1
+        return spec
+
     def next_spec(self) -> RequestSpec | None:
-        """The next request to send, or None once ``num_requests`` have been handed out."""
+        """The next measured request, or None once ``num_requests`` have been handed out."""
         if self.plan.num_requests and self.issued >= self.plan.num_requests:
             return None
         spec = self.specs[self.issued % len(self.specs)]
         self.issued += 1
         return spec
 
-    def record(self, result: RequestResult) -> None:
-        self.results.append(result)
-
-
-def _get(host: str, path: str, headers: dict | None = None) -> requests.Response:
-    url = host.rstrip("/") + path
-    try:
-        response = requests.get(url, headers=headers, timeout=HTTP_TIMEOUT_S)
-    except requests.RequestException as exc:
-        raise LoadTestError(f"cannot reach {url}: {exc.__class__.__name__}; is the server running?") from exc
-    if response.status_code != 200:
-        raise LoadTestError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
-    return response
-
-
-def served_models(host: str, headers: dict | None = None) -> list[str]:
-    """The model ids the server lists at /v1/models."""
-    return [entry["id"] for entry in _get(host, "/v1/models", headers).json().get("data", [])]
-
-
-def resolve_model(host: str, wanted: str, headers: dict | None = None) -> str:
-    """Check that the server serves WANTED (or, if empty, exactly one model) and return its id."""
-    models = served_models(host, headers)
-    if wanted:
-        if wanted not in models:
-            raise LoadTestError(
-                f"the server at {host} serves {models or 'no model'}, not {wanted!r}: "
-                "point the load test at the right server or pass --model with a listed name"
-            )
-        return wanted
-    if len(models) != 1:
-        raise LoadTestError(f"the server at {host} serves {models or 'no model'}; pass --model to choose one")
-    return models[0]
-
-
-def server_counters(host: str) -> dict[str, float]:
-    """vLLM's prompt/generation token counters from /metrics (absent names mean "not exported")."""
-    return counter_totals(_get(host, "/metrics").text)
-
-
-def server_version(host: str) -> str:
-    try:
-        return str(_get(host, "/version").json().get("version", ""))
-    except (LoadTestError, ValueError):
-        return ""
+    def record(self, result: RequestResult, warmup: bool = False) -> None:
+        (self.warmup_results if warmup else self.results).append(result)
 
 
 def token_check(results: list[RequestResult], before: dict, after: dict, in_flight: int) -> dict:
@@ -172,7 +160,10 @@ def build_report(state: RunState, metrics_after: dict[str, float]) -> dict:
         "tpserve_report": 1,
         "model_id": state.plan.model,
         "backend": "openai",
-        "endpoint": "/v1/completions",
+        "endpoint": "/v1/chat/completions" if state.plan.endpoint == "chat" else "/v1/completions",
+        "mode": state.plan.mode,
+        "warmup_requests_sent": len(state.warmup_results),
+        **lateness_summary(state.send_lateness),
         "server_version": state.server_version,
         "plan": asdict(state.plan),
         "client": {"host": socket.gethostname(), "python": platform.python_version()},
@@ -183,6 +174,15 @@ def build_report(state: RunState, metrics_after: dict[str, float]) -> dict:
         "problems": problems,
         "ok": not problems,
     }
+
+
+def lateness_summary(lateness_s: list[float]) -> dict:
+    """How late the paced sends left compared with their Poisson schedule (empty for closed loops)."""
+    if not lateness_s:
+        return {}
+    ms = sorted(x * 1000 for x in lateness_s)
+    return {"mean_send_lateness_ms": sum(ms) / len(ms), "p99_send_lateness_ms": percentile(ms, 99),
+            "max_send_lateness_ms": ms[-1]}
 
 
 def write_json(path: str | Path, document: dict) -> Path:

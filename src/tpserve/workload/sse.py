@@ -54,8 +54,10 @@ def result_from_stream(
 ) -> RequestResult:
     """Consume a stream's timestamped lines and measure the request as ``vllm bench serve`` does.
 
-    TTFT is the arrival of the first event carrying ``choices``; ITL the gaps between successive
-    such events; token counts come from the final ``usage`` event (``stream_options.include_usage``).
+    TTFT is the arrival of the first event carrying ``choices`` (for chat, the role-only delta counts,
+    as in vLLM's benchmark); ITL the gaps between successive such events; the latency ends at the
+    last of them (the trailing usage event carries no token); token counts come from the final
+    ``usage`` event (``stream_options.include_usage``). ``finish_time`` is the last line read.
     """
     first_output = last_output = 0.0
     itl: list[float] = []
@@ -69,7 +71,7 @@ def result_from_stream(
             send_time=send_time,
             finish_time=finish,
             ttft=first_output - send_time if first_output else 0.0,
-            latency=finish - send_time,
+            latency=(last_output or finish) - send_time,
             itl=tuple(itl),
             prompt_tokens=int((usage or {}).get("prompt_tokens") or 0),
             completion_tokens=int((usage or {}).get("completion_tokens") or 0),

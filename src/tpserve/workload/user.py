@@ -1,8 +1,8 @@
-"""The Locust side of the load test: options, the streaming user, and the run's start and end.
+"""The Locust side of the load test: the streaming user, and the run's start and end.
 
-Import this module from a Locust file (``loadtest/prompts.py`` does) to get the
-``CompletionUser`` class and the tpserve options (listed in README.md).
-Every option can also be set through its ``TPSERVE_*`` environment variable.
+Import this module from a Locust file (``loadtest/prompts.py`` does) to get the ``CompletionUser``
+class and the tpserve options (see :mod:`tpserve.workload.options` and README.md); every option can
+also be set through its ``TPSERVE_*`` environment variable.
 """
 
 from __future__ import annotations
@@ -12,65 +12,27 @@ import logging
 import time
 
 import gevent
+from gevent.event import Event
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 
 from tpserve.errors import LoadTestError
+from tpserve.workload import options as cli
 from tpserve.workload import report
-from tpserve.workload.prompts import builtin_specs
+from tpserve.workload.pacing import PoissonPacer
 from tpserve.workload.records import RequestResult, RequestSpec
-from tpserve.workload.run import (
-    RunPlan,
-    RunState,
-    build_report,
-    resolve_model,
-    server_counters,
-    server_version,
-    write_json,
-    write_records,
-)
+from tpserve.workload.run import RunPlan, RunState, build_report, write_json, write_records
+from tpserve.workload.serverapi import resolve_model, server_counters, server_version
 from tpserve.workload.sse import StreamError, check_length, result_from_stream
 
 log = logging.getLogger("tpserve.loadtest")
 
-ENDPOINT = "/v1/completions"
+ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
-    group = parser  # Locust's own add_argument (web-UI flags) lives on the parser, not on groups
-    group.add_argument("--model", env_var="TPSERVE_MODEL", default="",
-                       help="Model id the server must list at /v1/models (default: the only one it lists)")
-    group.add_argument("--num-requests", env_var="TPSERVE_NUM_REQUESTS", type=int, default=59,
-                       help="Send exactly this many requests, then stop (0: run until --run-time)")
-    group.add_argument("--max-tokens", env_var="TPSERVE_MAX_TOKENS", type=int, default=128,
-                       help="Output tokens per request; ignore_eos makes every completion this long")
-    group.add_argument("--temperature", env_var="TPSERVE_TEMPERATURE", type=float, default=0.0,
-                       help="Sampling temperature sent with every request")
-    group.add_argument("--max-error-rate", env_var="TPSERVE_MAX_ERROR_RATE", type=float, default=0.0,
-                       help="Exit non-zero when more than this fraction of requests fail")
-    group.add_argument("--api-key", env_var="TPSERVE_API_KEY", default="", is_secret=True,
-                       help="Bearer token for servers started with an API key (prefer the env variable)")
-    group.add_argument("--results-json", env_var="TPSERVE_RESULTS_JSON", default="",
-                       help="Write the run's summary (vllm bench serve key names) to this file")
-    group.add_argument("--records-jsonl", env_var="TPSERVE_RECORDS_JSONL", default="",
-                       help="Write one JSON line per request to this file")
-
-
-def _options_error(options) -> str | None:
-    if options.num_requests < 0:
-        return f"--num-requests must be 0 or more, got {options.num_requests}"
-    if options.max_tokens < 1:
-        return f"--max-tokens must be at least 1, got {options.max_tokens}"
-    if not 0 <= options.max_error_rate <= 1:
-        return f"--max-error-rate must be within [0, 1], got {options.max_error_rate}"
-    if not options.host:
-        return "no server address: pass --host http://HOST:PORT"
-    return None
-
-
-def _headers(options) -> dict:
-    return {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+    cli.add_options(parser)
 
 
 def _abort(environment, message: str) -> None:
@@ -82,31 +44,28 @@ def _abort(environment, message: str) -> None:
 
 @events.test_start.add_listener
 def start_run(environment, **_kwargs) -> None:
-    """Check the options and the server's identity, and read the server's counters before any load."""
+    """Check the options and the server's identity, build the prompts, and read the server's counters."""
     options = environment.parsed_options
-    if error := _options_error(options):
+    if error := cli.options_error(options):
         _abort(environment, error)
         return
     try:
-        model = resolve_model(options.host, options.model, _headers(options))
-        plan = RunPlan(
-            host=options.host,
-            model=model,
-            max_tokens=options.max_tokens,
-            num_requests=options.num_requests,
-            temperature=options.temperature,
-            concurrency=options.num_users or 1,
-            max_error_rate=options.max_error_rate,
-        )
-        state = RunState(plan, builtin_specs(options.max_tokens))
+        model = resolve_model(options.host, options.model, cli.headers(options))
+        plan, specs, warmup_specs = cli.plan_and_specs(options, model)
+        state = RunState(plan, specs, warmup_specs)
         state.server_version = server_version(options.host)
-        state.metrics_before = server_counters(options.host)
+        if not plan.warmup_requests:
+            state.metrics_before = server_counters(options.host)
     except LoadTestError as exc:
         _abort(environment, str(exc))
         return
     environment.tpserve_state = state
-    log.info("tpserve: %s requests of %s output tokens to %s at %s",
-             plan.num_requests or "unlimited", plan.max_tokens, model, plan.host)
+    environment.tpserve_pacer = PoissonPacer(plan.request_rate, plan.seed) if plan.request_rate else None
+    environment.tpserve_warm = Event()
+    if not plan.warmup_requests:
+        environment.tpserve_warm.set()
+    log.info("tpserve: %s of %s output tokens to %s at %s (%s prompts, seed %s)",
+             plan.mode, plan.max_tokens, model, plan.host, plan.prompt_set, plan.seed)
 
 
 @events.test_stop.add_listener
@@ -133,8 +92,13 @@ def finish_run(environment, **_kwargs) -> None:
     environment.process_exit_code = 0 if document["ok"] else 1
 
 
+def _end_run(environment) -> None:
+    # Headless runs end here; in the web UI the run stops and the UI stays up for the next one.
+    gevent.spawn_later(0, environment.runner.quit if environment.parsed_options.headless else environment.runner.stop)
+
+
 class CompletionUser(FastHttpUser):
-    """Streams ``/v1/completions`` back to back: the number of users is the concurrency."""
+    """Streams completions: the number of users caps the requests in flight (the concurrency)."""
 
     wait_time = constant(0)
     network_timeout = 300.0
@@ -142,30 +106,55 @@ class CompletionUser(FastHttpUser):
 
     @task
     def complete(self) -> None:
-        state: RunState | None = getattr(self.environment, "tpserve_state", None)
-        spec = state.next_spec() if state else None
+        environment = self.environment
+        state: RunState | None = getattr(environment, "tpserve_state", None)
+        if state is None:
+            raise StopUser()
+        if not state.warmed_up:
+            warmup = state.next_warmup()
+            if warmup is not None:
+                self._warm_up(state, warmup)
+                return
+            environment.tpserve_warm.wait()
+        spec = state.next_spec()
         if spec is None:
             raise StopUser()
+        pacer: PoissonPacer | None = environment.tpserve_pacer
+        if pacer is not None:
+            send_at = pacer.next_send_time(time.perf_counter())
+            gevent.sleep(max(0.0, send_at - time.perf_counter()))
+            state.send_lateness.append(max(0.0, time.perf_counter() - send_at))
         state.record(self.send(spec, state.plan))
         if state.finished:
-            # Headless runs end here; in the web UI the run stops and the UI stays up for the next one.
-            end = self.environment.runner.quit if self.environment.parsed_options.headless else (
-                self.environment.runner.stop)
-            gevent.spawn_later(0, end)
+            _end_run(environment)
 
-    def send(self, spec: RequestSpec, plan: RunPlan) -> RequestResult:
+    def _warm_up(self, state: RunState, spec: RequestSpec) -> None:
+        result = self.send(spec, state.plan, name="warm-up")
+        state.record(result, warmup=True)
+        if state.warmed_up and not self.environment.tpserve_warm.is_set():
+            try:
+                state.metrics_before = server_counters(state.plan.host)
+            except LoadTestError as exc:
+                log.error("tpserve: cannot read the server's counters after warm-up: %s", exc)
+            self.environment.tpserve_warm.set()
+
+    def send(self, spec: RequestSpec, plan: RunPlan, name: str | None = None) -> RequestResult:
         body = {
             "model": plan.model,
-            "prompt": spec.prompt,
             "max_tokens": spec.max_tokens,
             "ignore_eos": True,
             "temperature": plan.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if plan.endpoint == "chat":
+            body["messages"] = spec.chat_messages()
+        else:
+            body["prompt"] = spec.prompt
+        path = ENDPOINT_PATHS[plan.endpoint]
         sent = time.perf_counter()
-        with self.client.request("POST", ENDPOINT, json=body, stream=True, catch_response=True,
-                                 headers=_headers(self.environment.parsed_options)) as response:
+        with self.client.request("POST", path, name=name or path, json=body, stream=True, catch_response=True,
+                                 headers=cli.headers(self.environment.parsed_options)) as response:
             result = self._read(response, spec, sent)
             response.request_meta["response_time"] = result.latency * 1000
             response.request_meta["response_length"] = result.completion_tokens
@@ -190,8 +179,9 @@ class CompletionUser(FastHttpUser):
 def _timed_lines(raw):
     """Lines of the raw HTTP body as they arrive, each with its arrival time.
 
-    Reads with the socket response's ``readline`` rather than Locust's ``iter_lines``, whose 1 KiB
-    blocks hold the first event back (measured: ~310 ms instead of ~51 ms TTFT with locust 2.47.0).
+    Reads with the socket response's ``readline`` rather than Locust's ``iter_lines``, which reads
+    1 KiB blocks and so can hold an event back until a block fills
+    (``benchmarks/client_headroom.py`` measures both).
     """
     while True:
         try:

@@ -1,0 +1,107 @@
+"""The load test's command-line options (each also a ``TPSERVE_*`` variable) and what they build.
+
+Locust parses them (``events.init_command_line_parser``); :func:`plan_and_specs` turns them into a
+:class:`RunPlan` and the prompts to send, or a one-line :class:`LoadTestError`.
+"""
+
+from __future__ import annotations
+
+import random
+
+from tpserve.workload.prompts import builtin_specs, load_jsonl, random_specs
+from tpserve.workload.records import RequestSpec
+from tpserve.workload.run import RunPlan
+from tpserve.workload.serverapi import ServerTokenizer
+
+ENDPOINTS = ("completions", "chat")
+PROMPT_SETS = ("builtin", "random", "file")
+
+
+def add_options(parser) -> None:
+    add = parser.add_argument  # Locust's own add_argument (web-UI flags) lives on the parser, not on groups
+    add("--model", env_var="TPSERVE_MODEL", default="",
+        help="Model id the server must list at /v1/models (default: the only one it lists)")
+    add("--endpoint", env_var="TPSERVE_ENDPOINT", default="completions", choices=ENDPOINTS,
+        help="Stream /v1/completions or /v1/chat/completions")
+    add("--prompt-set", env_var="TPSERVE_PROMPT_SET", default="builtin", choices=PROMPT_SETS,
+        help="builtin: 59 written prompts; random: unique prompts of --random-input-len tokens; "
+             "file: --prompt-file")
+    add("--prompt-file", env_var="TPSERVE_PROMPT_FILE", default="",
+        help='JSONL, one {"prompt": ...} or {"messages": [...]} per line, optional "max_tokens"')
+    add("--random-input-len", env_var="TPSERVE_RANDOM_INPUT_LEN", type=int, default=128,
+        help="Prompt tokens of each random prompt (special tokens included)")
+    add("--num-requests", env_var="TPSERVE_NUM_REQUESTS", type=int, default=59,
+        help="Send exactly this many measured requests, then stop (0: run until --run-time)")
+    add("--max-tokens", env_var="TPSERVE_MAX_TOKENS", type=int, default=128,
+        help="Output tokens per request; ignore_eos makes every completion this long")
+    add("--temperature", env_var="TPSERVE_TEMPERATURE", type=float, default=0.0,
+        help="Sampling temperature sent with every request")
+    add("--request-rate", env_var="TPSERVE_REQUEST_RATE", type=float, default=0.0,
+        help="Poisson arrivals at this many requests/s (0: closed loop, each user back to back)")
+    add("--warmup-requests", env_var="TPSERVE_WARMUP_REQUESTS", type=int, default=0,
+        help="Requests sent first and left out of every figure")
+    add("--seed", env_var="TPSERVE_SEED", type=int, default=-1,
+        help="Seed for random prompts and arrivals (default: a new one per run, recorded in the report)")
+    add("--max-error-rate", env_var="TPSERVE_MAX_ERROR_RATE", type=float, default=0.0,
+        help="Exit non-zero when more than this fraction of requests fail")
+    add("--api-key", env_var="TPSERVE_API_KEY", default="", is_secret=True,
+        help="Bearer token for servers started with an API key (prefer the env variable)")
+    add("--results-json", env_var="TPSERVE_RESULTS_JSON", default="",
+        help="Write the run's summary (vllm bench serve key names) to this file")
+    add("--records-jsonl", env_var="TPSERVE_RECORDS_JSONL", default="",
+        help="Write one JSON line per request to this file")
+
+
+def options_error(options) -> str | None:
+    """The first problem with the options, in words that name the fix; None when they are usable."""
+    checks = (
+        (options.num_requests < 0, f"--num-requests must be 0 or more, got {options.num_requests}"),
+        (options.max_tokens < 1, f"--max-tokens must be at least 1, got {options.max_tokens}"),
+        (not 0 <= options.max_error_rate <= 1, f"--max-error-rate must be within [0, 1], got {options.max_error_rate}"),
+        (options.request_rate < 0, f"--request-rate must be 0 (closed loop) or more, got {options.request_rate}"),
+        (options.warmup_requests < 0, f"--warmup-requests must be 0 or more, got {options.warmup_requests}"),
+        (options.prompt_set == "random" and options.random_input_len < 2,
+         f"--random-input-len must be at least 2, got {options.random_input_len}"),
+        (options.prompt_set == "file" and not options.prompt_file, "--prompt-set file needs --prompt-file PATH"),
+        (options.prompt_set != "file" and bool(options.prompt_file),
+         "--prompt-file is read only with --prompt-set file"),
+        (options.prompt_set == "random" and options.num_requests == 0,
+         "--prompt-set random needs --num-requests: each request gets its own unique prompt"),
+        (not options.host, "no server address: pass --host http://HOST:PORT"),
+    )
+    return next((message for failed, message in checks if failed), None)
+
+
+def headers(options) -> dict:
+    return {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+
+
+def plan_and_specs(options, model: str) -> tuple[RunPlan, list[RequestSpec], list[RequestSpec]]:
+    """The run's plan, its measured prompts and its warm-up prompts."""
+    seed = options.seed if options.seed >= 0 else random.SystemRandom().randrange(2**31)
+    plan = RunPlan(
+        host=options.host, model=model, max_tokens=options.max_tokens, num_requests=options.num_requests,
+        temperature=options.temperature, endpoint=options.endpoint, concurrency=options.num_users or 1,
+        request_rate=options.request_rate, warmup_requests=options.warmup_requests, seed=seed,
+        max_error_rate=options.max_error_rate,
+        prompt_set=_describe_prompts(options),
+    )
+    if options.prompt_set == "random":
+        tokenizer = ServerTokenizer(options.host, model, headers(options))
+        # Warm-up prompts are extra unique prompts, so warming up leaves nothing in the prefix cache.
+        everything = random_specs(tokenizer, options.num_requests + options.warmup_requests,
+                                  options.random_input_len, options.max_tokens, seed)
+        return plan, everything[options.warmup_requests:], everything[:options.warmup_requests]
+    if options.prompt_set == "file":
+        specs = load_jsonl(options.prompt_file, options.max_tokens, options.endpoint)
+    else:
+        specs = builtin_specs(options.max_tokens)
+    return plan, specs, specs
+
+
+def _describe_prompts(options) -> str:
+    if options.prompt_set == "random":
+        return f"random ({options.random_input_len} input tokens)"
+    if options.prompt_set == "file":
+        return f"file {options.prompt_file}"
+    return "builtin (59 prompts)"
