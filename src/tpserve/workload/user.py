@@ -180,8 +180,8 @@ def _timed_lines(raw):
     """Lines of the raw HTTP body as they arrive, each with its arrival time.
 
     Reads with the socket response's ``readline`` rather than Locust's ``iter_lines``, which reads
-    1 KiB blocks and so can hold an event back until a block fills
-    (``benchmarks/client_headroom.py`` measures both).
+    1 KiB blocks and so can hold an event back until a block fills; ``benchmarks/client_headroom.py``
+    measures what this reader adds to TTFT.
     """
     while True:
         try:
