@@ -4,7 +4,9 @@ Not a model: it answers POST /v1/completions by streaming ``max_tokens`` one-tok
 the socket takes them (chunked SSE, as vLLM sends), after FIRST_DELAY seconds, and records — on the
 host's monotonic clock, which every process on the host shares — when each request's first event
 left. It also serves /v1/models, /version and a /metrics generation counter, so the load test runs
-against it unchanged.
+against it unchanged. A prompt starting with ``fault:`` asks for a misbehaving answer instead
+(``fault:500``, ``fault:cut``, ``fault:malformed``, ``fault:short``, ``fault:nousage``), which the
+end-to-end tests use to check that every fault is counted with its reason.
 
     python benchmarks/sse_server.py --port 8041 --first-delay 0.02 --log first-events.jsonl
 """
@@ -62,7 +64,14 @@ class Server:
 
     async def stream(self, request: dict, writer: asyncio.StreamWriter) -> None:
         tokens = int(request["max_tokens"])
-        prompt_tokens = len(str(request.get("prompt", "")).split())
+        prompt = str(request.get("prompt", ""))
+        prompt_tokens = len(prompt.split())
+        fault = prompt.split()[0][len("fault:"):] if prompt.startswith("fault:") else ""
+        if fault == "500":
+            body = b'{"error": {"message": "injected failure", "code": 500}}'
+            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            return
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(self.first_delay)
@@ -72,12 +81,23 @@ class Server:
         await writer.drain()
         if self.log:
             self.log.write(json.dumps({"prompt": request.get("prompt"), "first_event_sent": time.perf_counter()}) + "\n")
+        if fault == "cut":
+            writer.write(chunk)
+            await writer.drain()
+            writer.transport.abort()
+            raise ConnectionError("fault:cut")
+        if fault == "malformed":
+            bad = b"data: {this is not json\n\n"
+            writer.write(f"{len(bad):x}\r\n".encode() + bad + b"\r\n")
+        if fault == "short":
+            tokens -= 1
         for i in range(1, tokens):
             writer.write(chunk)
             if i % 64 == 0:
                 await writer.drain()
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
-        for last in (json.dumps({"choices": [], "usage": usage}).encode(), b"[DONE]"):
+        finals = [b"[DONE]"] if fault == "nousage" else [json.dumps({"choices": [], "usage": usage}).encode(), b"[DONE]"]
+        for last in finals:
             data = b"data: " + last + b"\n\n"
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         writer.write(b"0\r\n\r\n")

@@ -1,0 +1,65 @@
+"""Faults on the wire are counted as failed requests with their reasons: never a crash, a hang,
+or a smaller denominator. The misbehaving server is ``benchmarks/sse_server.py``'s fault modes."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import REPO, run
+
+FAULTS = {
+    "fault:500": "HTTP 500: ",
+    "fault:cut": "malformed stream: connection lost mid-stream",
+    "fault:malformed": "malformed stream: data is not JSON",
+    "fault:short": "completion_tokens 4 != max_tokens 5",
+    "fault:nousage": "stream had no usage event",
+}
+
+
+@pytest.fixture
+def faulty_server(port):
+    server = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "sse_server.py"), "--port", str(port),
+                               "--first-delay", "0"])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/version", timeout=1)
+            break
+        except requests.RequestException:
+            assert time.monotonic() < deadline, "the SSE server did not start"
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.kill()
+    server.wait()
+
+
+def test_every_fault_is_a_failed_request_with_its_reason_and_the_run_fails(faulty_server, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    lines = [{"prompt": "fine request"}] + [{"prompt": f"{fault} x"} for fault in FAULTS]
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
+               "-u", "2", "-r", "2", "--host", faulty_server, "--prompt-set", "file", "--prompt-file", str(prompts),
+               "--num-requests", str(2 * len(lines)), "--max-tokens", "5", "--results-json",
+               str(tmp_path / "run.json"), "--run-time", "60s", timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert (report["num_prompts"], report["completed"], report["failed"]) == (12, 2, 10)
+    assert report["problems"][0] == "10 of 12 requests failed (allowed error rate 0)"
+    reasons = report["errors"]
+    for fault, reason in FAULTS.items():
+        assert sum(count for text, count in reasons.items() if text.startswith(reason)) == 2, (fault, reasons)
+
+
+def test_a_tolerated_error_rate_lets_the_run_pass(faulty_server, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "fine"}\n{"prompt": "fine"}\n{"prompt": "fine"}\n{"prompt": "fault:500"}\n')
+    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
+               "-u", "1", "-r", "1", "--host", faulty_server, "--prompt-set", "file", "--prompt-file", str(prompts),
+               "--num-requests", "8", "--max-tokens", "3", "--max-error-rate", "0.25", "--run-time", "60s",
+               timeout=120)
+    assert done.returncode == 0, done.stderr
