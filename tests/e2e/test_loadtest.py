@@ -98,3 +98,20 @@ def test_an_empty_prompt_file_stops_the_run_with_a_clear_error(vllm_server, tmp_
                   str(prompts))
     assert done.returncode == 2
     assert f"prompt file {prompts} holds no prompts" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_worker_processes_send_the_run_once_and_the_master_merges_their_raw_records(vllm_server, tmp_path):
+    before = counters(vllm_server)
+    done = locust(vllm_server, tmp_path, "--processes", "2", "-u", "4", "-r", "4", "--num-requests", "13",
+                  "--max-tokens", "9", "--prompt-set", "random", "--random-input-len", "24", "--seed", "3",
+                  "--warmup-requests", "2")
+    after = counters(vllm_server)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["workers"] == 2
+    assert (report["num_prompts"], report["completed"], report["warmup_requests_sent"]) == (13, 13, 2)
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["prompt_id"] for r in records) == sorted(f"random-{i}" for i in range(13))
+    assert after[GENERATION_TOKENS] - before[GENERATION_TOKENS] == (13 + 2) * 9
+    assert report["token_check"]["status"] == "ok"
+    assert 0 < report["duration"] < 120

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from tpserve.errors import LoadTestError
-from tpserve.workload.options import options_error, plan_and_specs
+from tpserve.workload.distributed import share
+from tpserve.workload.options import build_plan, build_specs, options_error, plan_and_specs
 from tpserve.workload.pacing import PoissonPacer
 from tpserve.workload.prompts import load_jsonl, random_specs
 from tpserve.workload.records import RequestResult
@@ -90,11 +91,26 @@ class CharTokenizer:
 
 
 def test_random_prompts_have_exactly_the_asked_length_and_unique_prefixes():
-    specs = random_specs(CharTokenizer(), 20, 33, 8, seed=1)
+    specs = random_specs(CharTokenizer(), range(20), 33, 8, seed=1)
     assert all(CharTokenizer().count(s.prompt) == 33 for s in specs)
     assert len({s.prompt[:4] for s in specs}) == 20
-    assert specs == random_specs(CharTokenizer(), 20, 33, 8, seed=1)
-    assert specs != random_specs(CharTokenizer(), 20, 33, 8, seed=2)
+    assert specs == random_specs(CharTokenizer(), range(20), 33, 8, seed=1)
+    assert specs != random_specs(CharTokenizer(), range(20), 33, 8, seed=2)
+
+
+@pytest.mark.parametrize("prompt_set", ["builtin", "random"])
+def test_workers_together_send_exactly_what_one_process_would(monkeypatch, prompt_set):
+    monkeypatch.setattr("tpserve.workload.options.ServerTokenizer", lambda *a: CharTokenizer())
+    opts = options(prompt_set=prompt_set, num_requests=7)
+    plan = build_plan(opts, "m")
+    (whole, _) = build_specs(opts, plan)
+    shards = [build_specs(opts, plan, workers=3, index=i)[0] for i in range(3)]
+    sent = {}
+    for index, specs in enumerate(shards):
+        count = share(7, 3, index)
+        for j in range(count):
+            sent[index + 3 * j] = specs[j % len(specs)]
+    assert [sent[k] for k in range(7)] == [whole[k % len(whole)] for k in range(7)]
 
 
 def test_random_prompts_are_split_into_measured_and_distinct_warmup_prompts(monkeypatch):
@@ -162,3 +178,20 @@ def test_report_names_the_chat_endpoint():
     state.issued = 1
     state.record(_result())
     assert json.loads(json.dumps(build_report(state, {})))["endpoint"] == "/v1/chat/completions"
+
+
+def test_requests_are_shared_evenly_between_workers_first_ones_taking_the_rest():
+    from tpserve.workload.distributed import share
+
+    assert [share(13, 4, i) for i in range(4)] == [4, 3, 3, 3]
+    assert sum(share(1000, 7, i) for i in range(7)) == 1000
+    with pytest.raises(ValueError, match="outside 0..3"):
+        share(10, 4, 4)
+
+
+def test_worker_records_are_moved_onto_the_masters_clock():
+    from tpserve.workload.distributed import to_master_clock
+
+    record = _result().to_json() | {"send_time": 10.0, "finish_time": 11.0}
+    (moved,) = to_master_clock([record], worker_offset=1000.5, master_offset=1000.0)
+    assert (moved.send_time, moved.finish_time, moved.latency) == (10.5, 11.5, 1.0)

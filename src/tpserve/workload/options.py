@@ -76,27 +76,45 @@ def headers(options) -> dict:
     return {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
 
 
-def plan_and_specs(options, model: str) -> tuple[RunPlan, list[RequestSpec], list[RequestSpec]]:
-    """The run's plan, its measured prompts and its warm-up prompts."""
-    seed = options.seed if options.seed >= 0 else random.SystemRandom().randrange(2**31)
-    plan = RunPlan(
+def build_plan(options, model: str, seed: int | None = None) -> RunPlan:
+    """The run's plan from the options; a fresh seed unless one is given or set."""
+    if seed is None:
+        seed = options.seed if options.seed >= 0 else random.SystemRandom().randrange(2**31)
+    return RunPlan(
         host=options.host, model=model, max_tokens=options.max_tokens, num_requests=options.num_requests,
         temperature=options.temperature, endpoint=options.endpoint, concurrency=options.num_users or 1,
         request_rate=options.request_rate, warmup_requests=options.warmup_requests, seed=seed,
-        max_error_rate=options.max_error_rate,
-        prompt_set=_describe_prompts(options),
+        max_error_rate=options.max_error_rate, prompt_set=_describe_prompts(options),
     )
+
+
+def build_specs(options, plan: RunPlan, workers: int = 1, index: int = 0) -> tuple[list[RequestSpec], list[RequestSpec]]:
+    """Measured and warm-up prompts for worker INDEX of WORKERS (the whole set for one process).
+
+    Request k of the run goes to worker k mod WORKERS, so the workers together send exactly what one
+    process would, in the same order.
+    """
     if options.prompt_set == "random":
-        tokenizer = ServerTokenizer(options.host, model, headers(options))
+        tokenizer = ServerTokenizer(options.host, plan.model, headers(options))
         # Warm-up prompts are extra unique prompts, so warming up leaves nothing in the prefix cache.
-        everything = random_specs(tokenizer, options.num_requests + options.warmup_requests,
-                                  options.random_input_len, options.max_tokens, seed)
-        return plan, everything[options.warmup_requests:], everything[:options.warmup_requests]
+        measured = range(index, options.num_requests, workers)
+        warmup = range(options.num_requests + index, options.num_requests + options.warmup_requests, workers)
+        return (random_specs(tokenizer, measured, options.random_input_len, options.max_tokens, plan.seed),
+                random_specs(tokenizer, warmup, options.random_input_len, options.max_tokens, plan.seed)
+                if len(warmup) else [])
     if options.prompt_set == "file":
         specs = load_jsonl(options.prompt_file, options.max_tokens, options.endpoint)
     else:
         specs = builtin_specs(options.max_tokens)
-    return plan, specs, specs
+    if workers > 1:
+        specs = [specs[k % len(specs)] for k in range(index, index + workers * len(specs), workers)]
+    return specs, specs
+
+
+def plan_and_specs(options, model: str) -> tuple[RunPlan, list[RequestSpec], list[RequestSpec]]:
+    """The plan, measured prompts and warm-up prompts of a run in one process."""
+    plan = build_plan(options, model)
+    return (plan, *build_specs(options, plan))
 
 
 def _describe_prompts(options) -> str:

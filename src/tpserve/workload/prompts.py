@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -153,19 +154,22 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
-def random_specs(tokenizer: Tokenizer, count: int, input_len: int, max_tokens: int, seed: int = 0,
+def random_specs(tokenizer: Tokenizer, indices: Iterable[int], input_len: int, max_tokens: int, seed: int = 0,
                  max_tries: int = 6) -> list[RequestSpec]:
-    """COUNT prompts of INPUT_LEN prompt tokens each (special tokens included, as the server counts).
+    """Prompts of INPUT_LEN prompt tokens each (special tokens included, as the server counts), one per index.
 
-    Each starts with its own index, so no two share a prefix and the prefix cache cannot inflate the
-    results. Text is cut at the token level and re-checked, since decode/encode can merge tokens.
+    Each prompt starts with its own index, so no two share a prefix and the prefix cache cannot
+    inflate the results; each is drawn from its own seed and index, so a run split over several
+    processes sends exactly the prompts one process would. Text is cut at the token level and
+    re-checked, since decode/encode can merge tokens.
     """
-    if count < 1 or input_len < 2:
-        raise LoadTestError(f"random prompts need at least 1 prompt of 2 tokens, got {count} × {input_len}")
+    indices = list(indices)
+    if not indices or input_len < 2:
+        raise LoadTestError(f"random prompts need at least 1 prompt of 2 tokens, got {len(indices)} × {input_len}")
     special = tokenizer.count("", special=True)
-    rng = random.Random(seed)
     specs = []
-    for index in range(count):
+    for index in indices:
+        rng = random.Random(seed * 1_000_003 + index)
         words = " ".join("".join(rng.choices(_SYLLABLES, k=rng.randint(1, 3))) for _ in range(input_len))
         ids = tokenizer.encode(f"{index}: {words}")
         target = input_len - special

@@ -70,6 +70,10 @@ class RunState:
         self.issued = 0
         self.warmup_issued = 0
         self.send_lateness: list[float] = []
+        self.reported_results = 0  # on a worker: how many results went to the master already
+        self.reported_warmup = 0
+        self.workers: dict[str, tuple[int, int]] = {}  # on the master: (issued, warm-up issued) per worker
+        self.clock_offset = 0.0  # on the master: wall clock minus monotonic counter
         self.started_at = _now()
         self.metrics_before: dict[str, float] = {}
         self.server_version = ""
@@ -81,7 +85,7 @@ class RunState:
 
     @property
     def in_flight(self) -> int:
-        return self.issued - len(self.results)
+        return self.issued + self.warmup_issued - len(self.results) - len(self.warmup_results)
 
     @property
     def finished(self) -> bool:
@@ -140,7 +144,8 @@ def token_check(results: list[RequestResult], before: dict, after: dict, in_flig
 def build_report(state: RunState, metrics_after: dict[str, float]) -> dict:
     """The run's JSON report: ``vllm bench serve`` keys plus what is needed to trust and reproduce it."""
     summary = summarize(state.results)
-    check = token_check(state.results, state.metrics_before, metrics_after, state.in_flight)
+    # The counters were read before the warm-up: warm-up tokens count on both sides of the check.
+    check = token_check(state.results + state.warmup_results, state.metrics_before, metrics_after, state.in_flight)
     problems = []
     error_rate = summary["failed"] / summary["num_prompts"] if summary["num_prompts"] else 1.0
     if not summary["num_prompts"]:

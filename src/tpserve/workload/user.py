@@ -10,16 +10,20 @@ from __future__ import annotations
 import http.client
 import logging
 import time
+from dataclasses import replace
 
 import gevent
 from gevent.event import Event
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
 
 from tpserve.errors import LoadTestError
 from tpserve.workload import options as cli
 from tpserve.workload import report
+from tpserve.workload.distributed import clock_offset, share, to_master_clock
 from tpserve.workload.pacing import PoissonPacer
+from tpserve.workload.prompts import builtin_specs
 from tpserve.workload.records import RequestResult, RequestSpec
 from tpserve.workload.run import RunPlan, RunState, build_report, write_json, write_records
 from tpserve.workload.serverapi import resolve_model, server_counters, server_version
@@ -42,37 +46,151 @@ def _abort(environment, message: str) -> None:
     gevent.spawn_later(0, environment.runner.quit)
 
 
+def _is_worker(environment) -> bool:
+    return isinstance(environment.runner, WorkerRunner)
+
+
+def _is_master(environment) -> bool:
+    return isinstance(environment.runner, MasterRunner)
+
+
 @events.test_start.add_listener
 def start_run(environment, **_kwargs) -> None:
-    """Check the options and the server's identity, build the prompts, and read the server's counters."""
+    """Check the options and the server's identity, build the prompts, and read the server's counters.
+
+    With Locust workers (``--processes N`` or ``--master``/``--worker``) the master plans and checks,
+    and hands each worker its share through the options Locust forwards to them.
+    """
+    if _is_worker(environment):
+        _start_worker(environment)
+        return
     options = environment.parsed_options
     if error := cli.options_error(options):
         _abort(environment, error)
         return
     try:
         model = resolve_model(options.host, options.model, cli.headers(options))
-        plan, specs, warmup_specs = cli.plan_and_specs(options, model)
-        state = RunState(plan, specs, warmup_specs)
+        plan = cli.build_plan(options, model)
+        if _is_master(environment):
+            workers = environment.runner.worker_count
+            if error := _distributed_error(plan, workers):
+                _abort(environment, error)
+                return
+            options.tpserve_shard = {"workers": workers, "model": model, "seed": plan.seed}
+            specs = cli.build_specs(options, plan)[0] if options.prompt_set != "random" else builtin_specs(1)
+            state = RunState(plan, specs)
+        else:
+            state = RunState(plan, *cli.build_specs(options, plan))
         state.server_version = server_version(options.host)
-        if not plan.warmup_requests:
-            state.metrics_before = server_counters(options.host)
+        state.metrics_before = server_counters(options.host)
     except LoadTestError as exc:
         _abort(environment, str(exc))
         return
-    environment.tpserve_state = state
-    environment.tpserve_pacer = PoissonPacer(plan.request_rate, plan.seed) if plan.request_rate else None
-    environment.tpserve_warm = Event()
-    if not plan.warmup_requests:
-        environment.tpserve_warm.set()
+    state.clock_offset = clock_offset()
+    _install(environment, state)
     log.info("tpserve: %s of %s output tokens to %s at %s (%s prompts, seed %s)",
              plan.mode, plan.max_tokens, model, plan.host, plan.prompt_set, plan.seed)
 
 
+def _distributed_error(plan: RunPlan, workers: int) -> str | None:
+    if plan.concurrency < workers:
+        return f"{workers} worker processes need at least {workers} users (-u): each worker sends its own share"
+    if plan.num_requests and plan.num_requests < workers:
+        return f"{plan.num_requests} requests cannot be shared by {workers} worker processes: send more or use fewer"
+    return None
+
+
+def _start_worker(environment) -> None:
+    options = environment.parsed_options
+    shard = getattr(options, "tpserve_shard", None)
+    if not shard:
+        _abort(environment, "the master sent no tpserve plan: run the master with tpserve's Locust file too")
+        return
+    workers, index = shard["workers"], environment.runner.worker_index
+    if index >= workers:
+        _abort(environment, f"worker {index} joined after the master planned for {workers} workers")
+        return
+    whole = cli.build_plan(options, shard["model"], seed=shard["seed"])
+    plan = replace(whole, num_requests=share(whole.num_requests, workers, index),
+                   warmup_requests=share(whole.warmup_requests, workers, index),
+                   request_rate=whole.request_rate / workers)
+    try:
+        state = RunState(plan, *cli.build_specs(options, whole, workers, index))
+    except LoadTestError as exc:
+        _abort(environment, str(exc))
+        return
+    _install(environment, state, pacer_seed=whole.seed + 1 + index)
+
+
+def _install(environment, state: RunState, pacer_seed: int | None = None) -> None:
+    plan = state.plan
+    environment.tpserve_state = state
+    environment.tpserve_pacer = (PoissonPacer(plan.request_rate, plan.seed if pacer_seed is None else pacer_seed)
+                                 if plan.request_rate else None)
+    environment.tpserve_warm = Event()
+    if not plan.warmup_requests:
+        environment.tpserve_warm.set()
+
+
+_ENVIRONMENTS: list = []
+
+
+@events.init.add_listener
+def remember_environment(environment, **_kwargs) -> None:
+    # report_to_master and worker_report listeners are not handed the environment; a process has one.
+    _ENVIRONMENTS.append(environment)
+
+
+def _state() -> RunState | None:
+    return getattr(_ENVIRONMENTS[-1], "tpserve_state", None) if _ENVIRONMENTS else None
+
+
+@events.report_to_master.add_listener
+def send_records(client_id, data, **_kwargs) -> None:
+    """On a worker: pass the records finished since the last report to the master, raw."""
+    state = _state()
+    if state is None:
+        return
+    data["tpserve"] = {
+        "results": [r.to_json() for r in state.results[state.reported_results:]],
+        "warmup": [r.to_json() for r in state.warmup_results[state.reported_warmup:]],
+        "issued": state.issued, "warmup_issued": state.warmup_issued, "clock_offset": clock_offset(),
+    }
+    state.reported_results, state.reported_warmup = len(state.results), len(state.warmup_results)
+
+
+@events.worker_report.add_listener
+def receive_records(client_id, data, **_kwargs) -> None:
+    """On the master: merge a worker's records onto the master's clock; end the run once all are in."""
+    state = _state()
+    part = data.get("tpserve")
+    if state is None or not part:
+        return
+    state.results += to_master_clock(part["results"], part["clock_offset"], state.clock_offset)
+    state.warmup_results += to_master_clock(part["warmup"], part["clock_offset"], state.clock_offset)
+    state.workers[client_id] = (part["issued"], part["warmup_issued"])
+    state.issued = sum(issued for issued, _ in state.workers.values())
+    state.warmup_issued = sum(warmup for _, warmup in state.workers.values())
+    if state.finished:
+        _end_run(_ENVIRONMENTS[-1])
+
+
 @events.test_stop.add_listener
-def finish_run(environment, **_kwargs) -> None:
+def stop_run(environment, **_kwargs) -> None:
+    # A headless master finalises at quitting, after the workers' last reports have arrived.
+    if not (_is_master(environment) and environment.parsed_options.headless):
+        finish_run(environment)
+
+
+@events.quitting.add_listener
+def quit_run(environment, **_kwargs) -> None:
+    finish_run(environment)
+
+
+def finish_run(environment) -> None:
     """Cross-check with the server, write the report, and set the exit status from its problems."""
     state: RunState | None = getattr(environment, "tpserve_state", None)
-    if state is None or state.reported:
+    if state is None or state.reported or _is_worker(environment):
         return
     state.reported = True
     options = environment.parsed_options
@@ -82,6 +200,8 @@ def finish_run(environment, **_kwargs) -> None:
         log.error("tpserve: cannot read the server's counters after the run: %s", exc)
         after = {}
     document = build_report(state, after)
+    if _is_master(environment):
+        document["workers"] = len(state.workers)
     if options.results_json:
         write_json(options.results_json, document)
     if options.records_jsonl:
@@ -125,17 +245,12 @@ class CompletionUser(FastHttpUser):
             gevent.sleep(max(0.0, send_at - time.perf_counter()))
             state.send_lateness.append(max(0.0, time.perf_counter() - send_at))
         state.record(self.send(spec, state.plan))
-        if state.finished:
+        if state.finished and not _is_worker(environment):
             _end_run(environment)
 
     def _warm_up(self, state: RunState, spec: RequestSpec) -> None:
-        result = self.send(spec, state.plan, name="warm-up")
-        state.record(result, warmup=True)
-        if state.warmed_up and not self.environment.tpserve_warm.is_set():
-            try:
-                state.metrics_before = server_counters(state.plan.host)
-            except LoadTestError as exc:
-                log.error("tpserve: cannot read the server's counters after warm-up: %s", exc)
+        state.record(self.send(spec, state.plan, name="warm-up"), warmup=True)
+        if state.warmed_up:
             self.environment.tpserve_warm.set()
 
     def send(self, spec: RequestSpec, plan: RunPlan, name: str | None = None) -> RequestResult:
