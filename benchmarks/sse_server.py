@@ -5,7 +5,8 @@ the socket takes them (chunked SSE, as vLLM sends), after FIRST_DELAY seconds, a
 host's monotonic clock, which every process on the host shares — when each request's first event
 left. It also serves /v1/models, /version and a /metrics generation counter, so the load test runs
 against it unchanged. A prompt starting with ``fault:`` asks for a misbehaving answer instead
-(``fault:500``, ``fault:cut``, ``fault:malformed``, ``fault:short``, ``fault:nousage``), which the
+(``fault:500``, ``fault:cut``, ``fault:malformed``, ``fault:short``, ``fault:nousage``,
+``fault:stall`` — silent for 30 s after the first event), which the
 end-to-end tests use to check that every fault is counted with its reason.
 
     python benchmarks/sse_server.py --port 8041 --first-delay 0.02 --log first-events.jsonl
@@ -81,6 +82,8 @@ class Server:
         await writer.drain()
         if self.log:
             self.log.write(json.dumps({"prompt": request.get("prompt"), "first_event_sent": time.perf_counter()}) + "\n")
+        if fault == "stall":
+            await asyncio.sleep(30)
         if fault == "cut":
             writer.write(chunk)
             await writer.drain()

@@ -2,6 +2,7 @@
 or a smaller denominator. The misbehaving server is ``benchmarks/sse_server.py``'s fault modes."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -63,3 +64,21 @@ def test_a_tolerated_error_rate_lets_the_run_pass(faulty_server, tmp_path):
                "--num-requests", "8", "--max-tokens", "3", "--max-error-rate", "0.25", "--run-time", "60s",
                timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_stalled_stream_times_out_as_a_failure_and_locusts_own_reports_still_work(faulty_server, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "fine"}\n{"prompt": "fault:stall"}\n')
+    env = {**os.environ, "TPSERVE_MAX_TOKENS": "4", "TPSERVE_REQUEST_TIMEOUT": "1.5"}
+    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
+               "-u", "2", "-r", "2", "--host", faulty_server, "--prompt-set", "file", "--prompt-file", str(prompts),
+               "--num-requests", "2", "--results-json", str(tmp_path / "run.json"), "--run-time", "60s",
+               "--csv", str(tmp_path / "locust"), "--html", str(tmp_path / "locust.html"), timeout=120, env=env)
+    assert done.returncode == 1, done.stderr
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["plan"]["max_tokens"] == 4  # set through the environment
+    (reason,) = [text for text in report["errors"] if "stall" not in text]
+    assert reason.startswith("malformed stream: connection lost mid-stream") and report["completed"] == 1
+    assert report["duration"] < 30  # the stall ended at the timeout, not after 30 s
+    stats = (tmp_path / "locust_stats.csv").read_text()
+    assert "/v1/completions" in stats and (tmp_path / "locust.html").stat().st_size > 0

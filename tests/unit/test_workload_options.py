@@ -17,7 +17,8 @@ from tpserve.workload.run import RunPlan, RunState, build_report, lateness_summa
 def options(**overrides):
     base = {"num_requests": 10, "max_tokens": 16, "max_error_rate": 0.0, "request_rate": 0.0, "warmup_requests": 0,
                 "prompt_set": "builtin", "prompt_file": "", "random_input_len": 32, "host": "http://127.0.0.1:1",
-                "endpoint": "completions", "seed": 7, "temperature": 0.0, "num_users": 4, "model": "", "api_key": ""}
+                "endpoint": "completions", "seed": 7, "temperature": 0.0, "num_users": 4, "model": "", "api_key": "",
+                "request_timeout": 300.0}
     return SimpleNamespace(**{**base, **overrides})
 
 
@@ -27,6 +28,7 @@ def options(**overrides):
     ({"max_error_rate": 2}, "--max-error-rate must be within [0, 1], got 2"),
     ({"request_rate": -3}, "--request-rate must be 0 (closed loop) or more, got -3"),
     ({"warmup_requests": -1}, "--warmup-requests must be 0 or more, got -1"),
+    ({"request_timeout": 0}, "--request-timeout must be above 0, got 0"),
     ({"prompt_set": "random", "random_input_len": 1}, "--random-input-len must be at least 2, got 1"),
     ({"prompt_set": "file"}, "--prompt-set file needs --prompt-file PATH"),
     ({"prompt_file": "x.jsonl"}, "--prompt-file is read only with --prompt-set file"),

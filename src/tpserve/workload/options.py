@@ -42,6 +42,8 @@ def add_options(parser) -> None:
         help="Requests sent first and left out of every figure")
     add("--seed", env_var="TPSERVE_SEED", type=int, default=-1,
         help="Seed for random prompts and arrivals (default: a new one per run, recorded in the report)")
+    add("--request-timeout", env_var="TPSERVE_REQUEST_TIMEOUT", type=float, default=300.0,
+        help="Seconds a request may wait for the server's next bytes before it fails")
     add("--max-error-rate", env_var="TPSERVE_MAX_ERROR_RATE", type=float, default=0.0,
         help="Exit non-zero when more than this fraction of requests fail")
     add("--api-key", env_var="TPSERVE_API_KEY", default="", is_secret=True,
@@ -59,6 +61,7 @@ def options_error(options) -> str | None:
         (options.max_tokens < 1, f"--max-tokens must be at least 1, got {options.max_tokens}"),
         (not 0 <= options.max_error_rate <= 1, f"--max-error-rate must be within [0, 1], got {options.max_error_rate}"),
         (options.request_rate < 0, f"--request-rate must be 0 (closed loop) or more, got {options.request_rate}"),
+        (options.request_timeout <= 0, f"--request-timeout must be above 0, got {options.request_timeout}"),
         (options.warmup_requests < 0, f"--warmup-requests must be 0 or more, got {options.warmup_requests}"),
         (options.prompt_set == "random" and options.random_input_len < 2,
          f"--random-input-len must be at least 2, got {options.random_input_len}"),

@@ -124,6 +124,8 @@ def _start_worker(environment) -> None:
 
 def _install(environment, state: RunState, pacer_seed: int | None = None) -> None:
     plan = state.plan
+    # Users are created after test_start, so their HTTP clients pick this up.
+    CompletionUser.network_timeout = environment.parsed_options.request_timeout
     environment.tpserve_state = state
     environment.tpserve_pacer = (PoissonPacer(plan.request_rate, plan.seed if pacer_seed is None else pacer_seed)
                                  if plan.request_rate else None)
