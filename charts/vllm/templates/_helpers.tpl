@@ -20,6 +20,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
+vllm.testSelectorLabels identify the `helm test` pod. Its name differs from the server's, so neither the
+Service nor the Deployment's ReplicaSet (which adopts matching orphan pods) ever selects it.
+*/}}
+{{- define "vllm.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
 vllm.labels go on every object and pod: the selector labels plus what identifies the versions.
 */}}
 {{- define "vllm.labels" -}}
@@ -31,10 +40,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 
 {{/*
-vllm.gpus is how many GPUs one server pod takes: one per tensor-parallel rank.
+vllm.gpus is how many GPUs one server pod takes: tensor × pipeline parallel ranks, one GPU each.
 */}}
 {{- define "vllm.gpus" -}}
-{{- .Values.parallelism.tensor | int -}}
+{{- mul (int .Values.parallelism.tensor) (int .Values.parallelism.pipeline) -}}
 {{- end -}}
 
 {{/*
@@ -42,4 +51,91 @@ vllm.servedName is the model name clients send: model.servedName, or model.name 
 */}}
 {{- define "vllm.servedName" -}}
 {{- .Values.model.servedName | default .Values.model.name -}}
+{{- end -}}
+
+{{/*
+vllm.image is an image reference from a map of registry, repository, tag and optional digest.
+*/}}
+{{- define "vllm.image" -}}
+{{- $name := .repository -}}
+{{- with .registry }}{{ $name = printf "%s/%s" . $name }}{{ end -}}
+{{- $name = printf "%s:%s" $name (toString .tag) -}}
+{{- with .digest }}{{ $name = printf "%s@%s" $name . }}{{ end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/*
+vllm.pinned is "true" when model.revision is a full commit sha, so the model's folder is known now.
+*/}}
+{{- define "vllm.pinned" -}}
+{{- regexMatch "^[0-9a-f]{40}$" (toString .Values.model.revision) -}}
+{{- end -}}
+
+{{/*
+Paths inside the pod. The cache volume is mounted at /models, as in tpserve's image; weights live in
+tpserve's cache layout <HF_HOME>/tpserve/<org>--<name>/<sha>/ (src/tpserve/cache.py model_path).
+*/}}
+{{- define "vllm.cacheDir" -}}/models/hf/tpserve{{- end -}}
+{{- define "vllm.pathFile" -}}/run/tpserve/model-path{{- end -}}
+
+{{/*
+vllm.modelPath is the verified folder the server loads when model.revision is pinned.
+*/}}
+{{- define "vllm.modelPath" -}}
+{{- printf "%s/%s/%s" (include "vllm.cacheDir" .) (replace "/" "--" .Values.model.name) .Values.model.revision -}}
+{{- end -}}
+
+{{/*
+vllm.claimName is the PersistentVolumeClaim of the cache: cache.existingClaim, or the one the chart makes.
+*/}}
+{{- define "vllm.claimName" -}}
+{{- .Values.cache.existingClaim | default (printf "%s-cache" (include "vllm.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+vllm.fusionOff is "true" when the fused all-reduce must be switched off: only TP > 1 uses it.
+*/}}
+{{- define "vllm.fusionOff" -}}
+{{- and (not .Values.vllm.allreduceFusion) (gt (int .Values.parallelism.tensor) 1) -}}
+{{- end -}}
+
+{{/*
+vllm.nodeSelector is nodeSelector plus the gpu.product shortcut.
+*/}}
+{{- define "vllm.nodeSelector" -}}
+{{- $selector := deepCopy .Values.nodeSelector -}}
+{{- with .Values.gpu.product }}{{ $_ := set $selector "nvidia.com/gpu.product" . }}{{ end -}}
+{{- with $selector }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/*
+vllm.securityContext is every container's: nothing beyond what a non-root process needs.
+*/}}
+{{- define "vllm.securityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/*
+vllm.secretEnv is an environment variable read from a Secret key: {name, secret, key, optional}.
+*/}}
+{{- define "vllm.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret | quote }}
+      key: {{ .key | quote }}
+      optional: {{ .optional }}
+{{- end -}}
+
+{{/*
+vllm.bytes is a Kubernetes quantity (16Gi, 500M, 1.5T) in bytes, for comparing sizes.
+*/}}
+{{- define "vllm.bytes" -}}
+{{- $parts := regexFindAll "^[0-9.]+|[a-zA-Z]+$" (toString .) -1 -}}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
+{{- $unit := ternary (last $parts) "" (eq (len $parts) 2) -}}
+{{- mulf (first $parts | float64) (get $units $unit | default 1.0) -}}
 {{- end -}}

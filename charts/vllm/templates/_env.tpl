@@ -1,0 +1,97 @@
+{{/*
+The environment of the server and init containers. Secrets only ever arrive through secretKeyRef.
+*/}}
+
+{{/*
+vllm.tpserveEnv is the configuration of `tpserve serve` (README.md lists every variable).
+*/}}
+{{- define "vllm.tpserveEnv" -}}
+- name: TPSERVE_MODEL
+  value: {{ .Values.model.name | quote }}
+- name: TPSERVE_REVISION
+  value: {{ .Values.model.revision | quote }}
+- name: TPSERVE_SERVED_MODEL_NAME
+  value: {{ include "vllm.servedName" . | quote }}
+- name: TPSERVE_TENSOR_PARALLEL_SIZE
+  value: {{ .Values.parallelism.tensor | int | quote }}
+- name: TPSERVE_PIPELINE_PARALLEL_SIZE
+  value: {{ .Values.parallelism.pipeline | int | quote }}
+- name: TPSERVE_DTYPE
+  value: {{ .Values.vllm.dtype | quote }}
+- name: TPSERVE_HOST
+  value: "0.0.0.0"
+- name: TPSERVE_PORT
+  value: "8000"
+- name: TPSERVE_CACHE_DIR
+  value: {{ include "vllm.cacheDir" . | quote }}
+{{- if eq (include "vllm.fusionOff" .) "true" }}
+- name: TPSERVE_ALLREDUCE_FUSION
+  value: "false"
+{{- end }}
+{{- with .Values.vllm.maxModelLen }}
+- name: TPSERVE_MAX_MODEL_LEN
+  value: {{ int . | quote }}
+{{- end }}
+{{- with .Values.vllm.gpuMemoryUtilization }}
+- name: TPSERVE_GPU_MEMORY_UTILIZATION
+  value: {{ toString . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+vllm.userEnv renders a map of extra variables: a string is a value, a map is used as written (valueFrom).
+*/}}
+{{- define "vllm.userEnv" -}}
+{{- range $name, $value := . }}
+- name: {{ $name }}
+  {{- if kindIs "map" $value }}
+  {{- toYaml $value | nindent 2 }}
+  {{- else }}
+  value: {{ toString $value | quote }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+vllm.serverEnv is the server container's environment. The server never gets HF_TOKEN: it reads only the
+verified folder, offline.
+*/}}
+{{- define "vllm.serverEnv" -}}
+{{- include "vllm.baseEnv" . }}
+- name: HF_HUB_OFFLINE
+  value: "1"
+- name: TRANSFORMERS_OFFLINE
+  value: "1"
+# Code of trust-remote-code models goes to HOME: the weights are mounted read-only.
+- name: HF_MODULES_CACHE
+  value: /home/vllm/.cache/huggingface/modules
+- name: VLLM_CACHE_ROOT
+  value: /models/vllm-cache
+- name: VLLM_NO_USAGE_STATS
+  value: "1"
+- name: DO_NOT_TRACK
+  value: "1"
+{{- if .Values.image.tpserve }}
+{{- include "vllm.tpserveEnv" . | nindent 0 }}
+{{- end }}
+{{- with .Values.apiKey.secretName }}
+{{- include "vllm.secretEnv" (dict "name" "VLLM_API_KEY" "secret" . "key" $.Values.apiKey.secretKey "optional" false) | nindent 0 }}
+{{- end }}
+{{- include "vllm.userEnv" .Values.vllm.extraEnv }}
+{{- end -}}
+
+{{/*
+vllm.baseEnv is what both containers need to run as uid 1000 on a read-only root filesystem: a
+writable HOME (Triton, FlashInfer and CUDA keep JIT caches under it), a USER name for getpass (uid 1000
+may have no passwd entry in the image), and HF_HOME on the cache volume.
+*/}}
+{{- define "vllm.baseEnv" -}}
+- name: HOME
+  value: /home/vllm
+- name: USER
+  value: vllm
+- name: HF_HOME
+  value: /models/hf
+- name: PYTHONUNBUFFERED
+  value: "1"
+{{- end -}}

@@ -1,0 +1,102 @@
+{{/*
+The server container's command, arguments and environment, for both images:
+- the official vLLM image runs vLLM's OpenAI server directly, on the folder the init container verified;
+- tpserve's image (image.tpserve) runs `tpserve serve`, configured by TPSERVE_* variables, which repeats
+  its launch checks (cache manifest, heads, visible GPUs, /dev/shm) and then execs the same server.
+With a pinned revision the folder is known now and the command is exec-form. With a moving revision only
+the init container knows the commit, so a shell reads the folder from the file it wrote and execs the
+server (which stays PID 1 and gets SIGTERM itself).
+*/}}
+
+{{/*
+vllm.fusionOffJson is vLLM's flag value that switches the fused all-reduce + RMSNorm off.
+*/}}
+{{- define "vllm.fusionOffJson" -}}
+{"pass_config": {"fuse_allreduce_rms": false}}
+{{- end -}}
+
+{{/*
+vllm.extraArgs renders vllm.extraArgs as --name=value lines: true is a bare flag, false is left out,
+maps and lists become JSON, whole numbers never turn into 1e+06.
+*/}}
+{{- define "vllm.extraArgs" -}}
+{{- range $name, $value := .Values.vllm.extraArgs }}
+{{- if kindIs "bool" $value }}
+{{- if $value }}
+- {{ printf "--%s" $name | quote }}
+{{- end }}
+{{- else if or (kindIs "map" $value) (kindIs "slice" $value) }}
+- {{ printf "--%s=%s" $name (toJson $value) | quote }}
+{{- else if and (kindIs "float64" $value) (eq (floor $value) $value) }}
+- {{ printf "--%s=%d" $name (int64 $value) | quote }}
+{{- else }}
+- {{ printf "--%s=%v" $name $value | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+vllm.serverFlags are the vLLM flags every server gets besides --model (official image only).
+*/}}
+{{- define "vllm.serverFlags" -}}
+- --served-model-name
+- {{ include "vllm.servedName" . | quote }}
+- --tensor-parallel-size
+- {{ .Values.parallelism.tensor | int | quote }}
+- --pipeline-parallel-size
+- {{ .Values.parallelism.pipeline | int | quote }}
+- --dtype
+- {{ .Values.vllm.dtype | quote }}
+- --host
+- "0.0.0.0"
+- --port
+- "8000"
+{{- with .Values.vllm.maxModelLen }}
+- --max-model-len
+- {{ int . | quote }}
+{{- end }}
+{{- with .Values.vllm.gpuMemoryUtilization }}
+- --gpu-memory-utilization
+- {{ toString . | quote }}
+{{- end }}
+{{- if eq (include "vllm.fusionOff" .) "true" }}
+- --compilation-config
+- {{ include "vllm.fusionOffJson" . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+vllm.serverCommand is the container's command and args.
+*/}}
+{{- define "vllm.serverCommand" -}}
+{{- $pinned := eq (include "vllm.pinned" .) "true" -}}
+{{- $readPath := printf "model=$(cat %s) && exec" (include "vllm.pathFile" .) -}}
+{{- if .Values.image.tpserve }}
+{{- if not $pinned }}
+command: ["/bin/sh", "-c", {{ printf "%s tpserve serve --model \"$model\" \"$@\"" $readPath | quote }}, "tpserve"]
+{{- end }}
+args:
+  - "--"
+  - {{ printf "--shutdown-timeout=%d" (int .Values.shutdown.drainSeconds) | quote }}
+  {{- with include "vllm.extraArgs" . | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+{{- else }}
+{{- if $pinned }}
+command: ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+{{- else }}
+command: ["/bin/sh", "-c", {{ printf "%s python3 -m vllm.entrypoints.openai.api_server --model \"$model\" \"$@\"" $readPath | quote }}, "vllm"]
+{{- end }}
+args:
+  {{- if $pinned }}
+  - --model
+  - {{ include "vllm.modelPath" . | quote }}
+  {{- end }}
+  {{- include "vllm.serverFlags" . | trim | nindent 2 }}
+  - --shutdown-timeout
+  - {{ .Values.shutdown.drainSeconds | int | quote }}
+  {{- with include "vllm.extraArgs" . | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- end -}}

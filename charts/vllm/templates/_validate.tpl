@@ -1,0 +1,145 @@
+{{/*
+vllm.validateValues checks what the schema cannot: how values relate to each other and to the model.
+It collects every problem and fails once with all of them, so one `helm install` shows everything to
+fix. Messages name the value and the fix, and never echo a secret.
+*/}}
+{{- define "vllm.validateValues" -}}
+{{- $v := .Values -}}
+{{- $problems := list -}}
+{{- $tokenPaths := include "vllm.tokenPaths" (dict "path" "" "value" $v) | trim -}}
+{{- range $path := splitList "\n" $tokenPaths }}{{ if $path }}
+{{- $problems = append $problems (printf "%s holds what looks like a Hugging Face token: values are stored in the release and shown by `helm get values`; put the token in a Secret and name it in hfToken.secretName" $path) -}}
+{{- end }}{{ end -}}
+{{- $problems = concat $problems (include "vllm.modelProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.parallelismProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.settingProblems" . | fromYamlArray) -}}
+{{- if $problems -}}
+{{- fail (printf "\nthe values of chart vllm have %d problem(s); nothing was applied:\n- %s" (len $problems) (join "\n- " $problems)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+vllm.tokenPaths prints the path of every string in a values subtree that looks like a Hugging Face
+token (hf_... or api_org_...), one per line. Input: dict "path" "value".
+*/}}
+{{- define "vllm.tokenPaths" -}}
+{{- $path := .path -}}
+{{- if kindIs "map" .value -}}
+{{- range $key, $child := .value }}
+{{ include "vllm.tokenPaths" (dict "path" (ternary $key (printf "%s.%s" $path $key) (eq $path "")) "value" $child) }}
+{{- end -}}
+{{- else if kindIs "slice" .value -}}
+{{- range $index, $child := .value }}
+{{ include "vllm.tokenPaths" (dict "path" (printf "%s[%d]" $path $index) "value" $child) }}
+{{- end -}}
+{{- else if and (kindIs "string" .value) (regexMatch "(hf_|api_org_)[A-Za-z0-9]{30,}" .value) -}}
+{{ $path }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+vllm.modelProblems: the model must be a repo id, pinned to a commit unless a moving revision is chosen.
+*/}}
+{{- define "vllm.modelProblems" -}}
+{{- $model := .Values.model -}}
+{{- $name := $model.name | default "" | toString -}}
+{{- $revision := $model.revision | default "" | toString -}}
+{{- $problems := list -}}
+{{- if not $name -}}
+{{- $problems = append $problems "model.name is empty: set it to the Hugging Face repo id to serve, e.g. --set model.name=meta-llama/Llama-2-7b-chat-hf" -}}
+{{- else if or (not (regexMatch "^([A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]{1,96}$" $name)) (contains "--" $name) (contains ".." $name) -}}
+{{- $problems = append $problems (printf "model.name %q is not a Hugging Face repo id: expected ORG/NAME, e.g. meta-llama/Llama-2-7b-chat-hf" $name) -}}
+{{- end -}}
+{{- if not $revision -}}
+{{- $problems = append $problems "model.revision is empty: set the 40-hex commit sha to serve (the model page's \"Files and versions\" history lists them)" -}}
+{{- else if and (not (regexMatch "^[0-9a-f]{40}$" $revision)) (not $model.allowMovingRevision) -}}
+{{- $problems = append $problems (printf "model.revision %q is a branch or tag, so a restart could serve other weights: pin a 40-hex commit sha, or set model.allowMovingRevision=true to serve whatever it points to at each start" $revision) -}}
+{{- end -}}
+{{- range $value, $secret := dict "hfToken" .Values.hfToken "apiKey" .Values.apiKey }}
+{{- with $secret.secretName }}
+{{- if and (not (regexMatch "(hf_|api_org_)[A-Za-z0-9]{30,}" .)) (not (regexMatch "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$" .)) }}
+{{- $problems = append $problems (printf "%s.secretName %q is not a Secret name (lowercase letters, digits, '-' and '.')" $value .) -}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $problems -}}
+{{- end -}}
+
+{{/*
+vllm.parallelismProblems: TP must split the heads evenly (as vLLM requires), and TP × PP GPUs must fit on
+one node. Valid sizes are those of tpserve.preflight.valid_tensor_parallel_sizes.
+*/}}
+{{- define "vllm.parallelismProblems" -}}
+{{- $tp := int .Values.parallelism.tensor -}}
+{{- $pp := int .Values.parallelism.pipeline -}}
+{{- $heads := int .Values.model.attentionHeads -}}
+{{- $kv := int .Values.model.kvHeads | default $heads -}}
+{{- $problems := list -}}
+{{- if gt $heads 0 -}}
+{{- $valid := list -}}
+{{- range $size := untilStep 1 65 1 -}}
+{{- $kvOk := ternary (eq (mod $kv $size) 0) (eq (mod $size $kv) 0) (ge $kv $size) -}}
+{{- if and (eq (mod $heads $size) 0) $kvOk }}{{ $valid = append $valid $size }}{{ end -}}
+{{- end -}}
+{{- if not (has $tp $valid) -}}
+{{- $what := printf "model.attentionHeads=%d" $heads -}}
+{{- if and .Values.model.kvHeads (ne $kv $heads) }}{{ $what = printf "%s and model.kvHeads=%d" $what $kv }}{{ end -}}
+{{- $problems = append $problems (printf "parallelism.tensor=%d cannot split %s evenly: use one of %s" $tp $what (join ", " $valid)) -}}
+{{- end -}}
+{{- end -}}
+{{- $gpus := mul $tp $pp -}}
+{{- if gt $gpus (int .Values.gpu.perNode) -}}
+{{- $problems = append $problems (printf "parallelism.tensor × parallelism.pipeline = %d × %d = %d GPUs, more than gpu.perNode=%d: one pod runs on one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)" $tp $pp $gpus (int .Values.gpu.perNode)) -}}
+{{- end -}}
+{{- if and (gt $gpus 1) (ge (include "vllm.bytes" .Values.shm.sizeLimit | float64) (include "vllm.bytes" .Values.resources.memory | float64)) -}}
+{{- $problems = append $problems (printf "shm.sizeLimit=%s does not fit in resources.memory=%s: /dev/shm is RAM charged to the pod, raise resources.memory or lower shm.sizeLimit" .Values.shm.sizeLimit .Values.resources.memory) -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (ne .Values.cache.accessMode "ReadWriteMany") -}}
+{{- $problems = append $problems (printf "replicaCount=%d needs cache.accessMode=ReadWriteMany: every replica mounts the same cache claim" (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- toYaml $problems -}}
+{{- end -}}
+
+{{/*
+vllm.settingProblems: extra args and env must not fight the chart's own settings or carry secrets.
+*/}}
+{{- define "vllm.settingProblems" -}}
+{{- $problems := list -}}
+{{- $ownedFlags := dict "model" "model.name" "served-model-name" "model.servedName" "revision" "model.revision" "tensor-parallel-size" "parallelism.tensor" "pipeline-parallel-size" "parallelism.pipeline" "dtype" "vllm.dtype" "max-model-len" "vllm.maxModelLen" "gpu-memory-utilization" "vllm.gpuMemoryUtilization" "shutdown-timeout" "shutdown.drainSeconds" "host" "the chart (0.0.0.0)" "port" "the chart (8000; service.port is the Service's)" -}}
+{{- range $flag, $_ := .Values.vllm.extraArgs }}
+{{- if hasPrefix "-" $flag }}
+{{- $problems = append $problems (printf "vllm.extraArgs.%s: write flags without leading dashes, e.g. enforce-eager: true" $flag) -}}
+{{- else if eq $flag "api-key" }}
+{{- $problems = append $problems "vllm.extraArgs.api-key would put the key on the command line, visible in the pod spec and process listings: put it in a Secret and set apiKey.secretName" -}}
+{{- else if hasKey $ownedFlags $flag }}
+{{- $problems = append $problems (printf "vllm.extraArgs.%s is set by the chart: use %s" $flag (get $ownedFlags $flag)) -}}
+{{- end }}
+{{- end }}
+{{- if and (hasKey .Values.vllm.extraArgs "compilation-config") (eq (include "vllm.fusionOff" .) "true") }}
+{{- $problems = append $problems "vllm.extraArgs.compilation-config and vllm.allreduceFusion=false both set --compilation-config: put \"pass_config\": {\"fuse_allreduce_rms\": false} inside yours and set vllm.allreduceFusion=true" -}}
+{{- end }}
+{{- $secretEnv := dict "HF_TOKEN" "hfToken.secretName" "HUGGING_FACE_HUB_TOKEN" "hfToken.secretName" "VLLM_API_KEY" "apiKey.secretName" "TPSERVE_API_KEY" "apiKey.secretName" -}}
+{{- $ownedEnv := list "HOME" "USER" "HF_HOME" "HF_HUB_OFFLINE" "TRANSFORMERS_OFFLINE" "HF_MODULES_CACHE" "VLLM_CACHE_ROOT" "VLLM_NO_USAGE_STATS" "DO_NOT_TRACK" "PYTHONUNBUFFERED" "PYTHONPATH" "PYTHONDONTWRITEBYTECODE" "HF_HUB_DISABLE_TELEMETRY" "HF_HUB_DISABLE_PROGRESS_BARS" "HF_XET_CACHE" "HF_XET_CHUNK_CACHE_SIZE_BYTES" "NVIDIA_VISIBLE_DEVICES" -}}
+{{- range $value, $env := dict "vllm.extraEnv" .Values.vllm.extraEnv "fetch.extraEnv" .Values.fetch.extraEnv }}
+{{- range $name, $_ := $env }}
+{{- if hasKey $secretEnv $name }}
+{{- $problems = append $problems (printf "%s.%s: secrets come only from a Secret the chart references; set %s" $value $name (get $secretEnv $name)) -}}
+{{- else if or (has $name $ownedEnv) (hasPrefix "TPSERVE_" $name) }}
+{{- $problems = append $problems (printf "%s.%s is set by the chart; remove it" $value $name) -}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.probes.readinessPath "/v1/models") .Values.apiKey.secretName }}
+{{- $problems = append $problems "probes.readinessPath=/v1/models answers 401 once apiKey.secretName is set, so the pod would never be ready: use /health" -}}
+{{- end }}
+{{- $product := get .Values.nodeSelector "nvidia.com/gpu.product" -}}
+{{- if and .Values.gpu.product $product (ne $product .Values.gpu.product) }}
+{{- $problems = append $problems (printf "gpu.product=%s contradicts nodeSelector nvidia.com/gpu.product=%s: set only one" .Values.gpu.product $product) -}}
+{{- end }}
+{{- range $label, $_ := include "vllm.selectorLabels" . | fromYaml }}
+{{- if hasKey $.Values.podLabels $label }}
+{{- $problems = append $problems (printf "podLabels.%s would change the labels the Service and Deployment select pods by: remove it" $label) -}}
+{{- end }}
+{{- end }}
+{{- toYaml $problems -}}
+{{- end -}}

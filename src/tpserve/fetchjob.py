@@ -1,0 +1,113 @@
+"""``python3 -m tpserve.fetchjob``: the Helm chart's init container, which gets the model ready to serve.
+
+It fetches one model revision into the cache (``tpserve.cache``: downloaded once, keyed by repo and
+commit, verified against its manifest), checks the tensor- and pipeline-parallel sizes against the
+model's own config.json, and writes the verified folder to a file the server's command reads. The
+server then loads exactly that folder with ``HF_HUB_OFFLINE=1``.
+
+The chart runs this from files it ships (``charts/vllm/files/tpserve/``, byte-identical to
+``src/tpserve/``) on the serving image's own Python and huggingface_hub, so the official vLLM image
+needs nothing built. That is why it uses argparse and plain prints: typer and rich are not imported.
+
+    python3 -m tpserve.fetchjob --model meta-llama/Llama-2-7b-chat-hf --revision SHA \\
+        --cache-dir /models/hf/tpserve --tensor-parallel-size 1 --path-file /run/tpserve/model-path
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from tpserve import cache, preflight
+from tpserve.errors import ConfigError, ModelConfigError, TpserveError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m tpserve.fetchjob",
+        description="Fetch and verify a model revision, check it against the parallelism, and record its folder.")
+    parser.add_argument("--model", required=True, help="Hugging Face repo id, e.g. meta-llama/Llama-2-7b-chat-hf")
+    parser.add_argument("--revision", required=True, help="a 40-hex commit sha (or, with --allow-moving-revision, "
+                                                          "a branch or tag)")
+    parser.add_argument("--cache-dir", required=True, type=Path, help="the tpserve model cache, e.g. $HF_HOME/tpserve")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--pipeline-parallel-size", type=int, default=1)
+    parser.add_argument("--allow-moving-revision", action="store_true",
+                        help="accept a branch or tag: the commit it points to is resolved now and recorded")
+    parser.add_argument("--path-file", type=Path, help="write the verified model folder to this file")
+    parser.add_argument("--mkdir", type=Path, action="append", default=[], metavar="DIR",
+                        help="also create DIR (repeatable): folders the server writes on the same volume, "
+                             "made here by the pod's user rather than by the kubelet")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Fetch, verify and check ARGS' model; return its folder (also written to ``--path-file``)."""
+    if not cache.COMMIT_SHA.fullmatch(args.revision) and not args.allow_moving_revision:
+        raise ConfigError(
+            f"revision {args.revision!r} of {args.model} is a branch or tag, so what is served could change "
+            "on any restart: pin a 40-hex commit sha, or pass --allow-moving-revision "
+            "(the chart's model.allowMovingRevision)")
+    token = os.environ.get("HF_TOKEN") or None
+    print(f"fetching {args.model}@{args.revision} into {args.cache_dir}", flush=True)
+    manifest = cache.fetch(args.model, args.revision, args.cache_dir, token=token, progress=False)
+    folder = cache.model_path(args.cache_dir, manifest.repo_id, manifest.resolved_sha)
+    check_parallelism(folder, args.model, args.tensor_parallel_size, args.pipeline_parallel_size)
+    for folder_to_make in args.mkdir:
+        folder_to_make.mkdir(parents=True, exist_ok=True)
+    if args.path_file is not None:
+        write_atomically(args.path_file, f"{folder}\n")
+    size = sum(entry.size for entry in manifest.files)
+    params = f"{manifest.parameter_count / 1e9:.1f}B parameters, " if manifest.parameter_count else ""
+    print(f"{manifest.repo_id}@{args.revision} = {manifest.resolved_sha}: {len(manifest.files)} files, "
+          f"{size / 2**30:.2f} GiB, {params}verified at {folder}", flush=True)
+    return folder
+
+
+def check_parallelism(folder: Path, model: str, tensor: int, pipeline: int) -> None:
+    """Refuse sizes the model's heads or layers cannot be split into, before the GPUs are taken for minutes.
+
+    A config.json without the fields tpserve reads (another architecture's layout) is not an error:
+    vLLM checks it again when it loads the model.
+    """
+    config = json.loads((folder / cache.CONFIG_NAME).read_text())
+    try:
+        problems = preflight.check_heads(config, tensor, pipeline, model)
+    except ModelConfigError as exc:
+        print(f"note: cannot check tensor parallel {tensor} against {model}'s heads ({exc}); vLLM will",
+              flush=True)
+        return
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write TEXT to PATH so that a reader sees the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: tpserve's errors become one line on stderr and the error's exit status."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except TpserveError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

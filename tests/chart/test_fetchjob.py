@@ -1,0 +1,175 @@
+"""The init container's code: the tpserve modules the chart ships, run the way the pod runs them.
+
+The chart mounts charts/vllm/files/tpserve as a `tpserve` package on PYTHONPATH and runs
+`python3 -m tpserve.fetchjob` with the image's own Python and huggingface_hub. These tests run exactly
+those files, in a subprocess with that PYTHONPATH, against the fake hub of tests/hubfake (the real
+huggingface_hub client over HTTP), and check them byte for byte against src/tpserve.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.chart.conftest import CHART, load_tool
+from tests.conftest import REPO, run
+from tests.hubfake import HubFake, fixture_files
+
+SHIPPED = CHART / "files" / "tpserve"
+MODEL = "tiny-org/tiny-llama"
+FILES = fixture_files("tiny-llama")
+sync = load_tool("sync_chart_files")
+
+
+@pytest.fixture
+def hub():
+    fake = HubFake().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def pod(tmp_path):
+    """Paths of a pod's volumes, as the chart lays them out."""
+    return {"cache": tmp_path / "models" / "hf" / "tpserve", "path_file": tmp_path / "run" / "model-path",
+            "compile": tmp_path / "models" / "vllm-cache", "home": tmp_path / "hf-home"}
+
+
+def fetchjob(hub: HubFake, pod: dict, *args: str, token: str | None = None):
+    """`python3 -m tpserve.fetchjob` from the shipped files, with the init container's environment."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("HF_", "HUGGING_FACE", "TPSERVE_")) and key.lower() not in (
+               "http_proxy", "https_proxy", "all_proxy")}
+    env |= {"PYTHONPATH": str(SHIPPED.parent), "PYTHONDONTWRITEBYTECODE": "1", "HF_ENDPOINT": hub.url,
+            "HF_HOME": str(pod["home"]), "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost"}
+    if token:
+        env["HF_TOKEN"] = token
+    argv = ["--model", MODEL, "--cache-dir", str(pod["cache"]), "--path-file", str(pod["path_file"]),
+            "--mkdir", str(pod["compile"]), *args]
+    return run(sys.executable, "-m", "tpserve.fetchjob", *argv, env=env, timeout=120)
+
+
+def test_the_shipped_modules_are_byte_identical_to_src_tpserve():
+    done = run(sys.executable, "tools/sync_chart_files.py", "--check", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_stale_copy_fails_the_check_naming_it_and_the_command_that_fixes_it(tmp_path):
+    target = tmp_path / "tpserve"
+    shutil.copytree(SHIPPED, target)
+    (target / "cache.py").write_text("# edited\n")
+    (target / "cli.py").write_text("")
+    (target / "hub.py").unlink()
+    done = run(sys.executable, "tools/sync_chart_files.py", "--check", "--target", str(target), timeout=60)
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [f"{target / 'hub.py'} is missing",
+                                        f"{target / 'cache.py'} differs from {REPO / 'src/tpserve/cache.py'}",
+                                        f"{target / 'cli.py'} is not a module the init container needs"]
+    assert f"run `python tools/sync_chart_files.py --target {target}`" in done.stderr
+
+
+def test_the_shipped_modules_import_only_each_other_the_standard_library_and_huggingface_hub():
+    for path in SHIPPED.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                top = name.split(".")[0]
+                if top == "tpserve":
+                    imported = [name] + ([f"tpserve.{alias.name}" for alias in node.names]
+                                         if isinstance(node, ast.ImportFrom) and name == "tpserve" else [])
+                    for module in imported:
+                        if module != "tpserve":
+                            assert f"{module.split('.')[1]}.py" in sync.MODULES, f"{path.name} imports {module}"
+                else:
+                    assert top in sys.stdlib_module_names or top == "huggingface_hub", f"{path.name} imports {name}"
+
+
+def test_the_init_container_imports_the_shipped_files_not_an_installed_tpserve():
+    env = {**os.environ, "PYTHONPATH": str(SHIPPED.parent), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = run(sys.executable, "-c", "import tpserve.fetchjob as m; print(m.__file__)", env=env)
+    assert Path(done.stdout.strip()) == SHIPPED / "fetchjob.py", done.stderr
+
+
+def test_a_pinned_commit_is_fetched_verified_and_its_folder_handed_to_the_server(hub, pod):
+    sha = hub.publish(MODEL, FILES)
+    done = fetchjob(hub, pod, "--revision", sha, "--tensor-parallel-size", "2")
+    assert done.returncode == 0, done.stderr
+    folder = pod["cache"] / "tiny-org--tiny-llama" / sha
+    assert pod["path_file"].read_text() == f"{folder}\n"
+    assert (folder / "tpserve-manifest.json").is_file() and (folder / "model.safetensors").is_file()
+    assert pod["compile"].is_dir()
+    assert done.stdout.splitlines()[-1].startswith(f"{MODEL}@{sha} = {sha}: 5 files, ")
+    assert done.stdout.splitlines()[-1].endswith(f"verified at {folder}")
+
+
+def test_a_second_start_with_a_pinned_commit_needs_no_network(hub, pod):
+    sha = hub.publish(MODEL, FILES)
+    assert fetchjob(hub, pod, "--revision", sha).returncode == 0
+    hub.requests.clear()
+    pod["path_file"].unlink()
+    done = fetchjob(hub, pod, "--revision", sha)
+    assert done.returncode == 0, done.stderr
+    assert hub.requests == []
+    assert pod["path_file"].read_text() == f"{pod['cache'] / 'tiny-org--tiny-llama' / sha}\n"
+
+
+def test_a_moving_revision_is_refused_unless_allowed(hub, pod):
+    hub.publish(MODEL, FILES)
+    done = fetchjob(hub, pod, "--revision", "main")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: revision 'main' of {MODEL} is a branch or tag, so what is served could change on any restart: "
+        "pin a 40-hex commit sha, or pass --allow-moving-revision (the chart's model.allowMovingRevision)\n")
+    assert not pod["path_file"].exists() and hub.requests == []
+
+
+def test_an_allowed_moving_revision_hands_over_the_commit_it_resolved_to(hub, pod):
+    first = hub.publish(MODEL, FILES)
+    assert fetchjob(hub, pod, "--revision", "main", "--allow-moving-revision").returncode == 0
+    assert pod["path_file"].read_text() == f"{pod['cache'] / 'tiny-org--tiny-llama' / first}\n"
+    second = hub.publish(MODEL, {**FILES, "generation_config.json": b'{"temperature": 0.5}'})
+    assert second != first
+    done = fetchjob(hub, pod, "--revision", "main", "--allow-moving-revision")
+    assert done.returncode == 0, done.stderr
+    assert pod["path_file"].read_text() == f"{pod['cache'] / 'tiny-org--tiny-llama' / second}\n"
+
+
+def test_a_tensor_parallel_size_the_heads_cannot_take_fails_before_the_server_starts(hub, pod):
+    sha = hub.publish(MODEL, FILES)
+    done = fetchjob(hub, pod, "--revision", sha, "--tensor-parallel-size", "3", "--pipeline-parallel-size", "3")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {MODEL} has 4 attention heads and 2 KV heads, which tensor parallel 3 cannot split evenly: "
+        f"use one of 1, 2, 4; {MODEL} has 2 layers, fewer than pipeline parallel 3: lower it\n")
+    assert not pod["path_file"].exists()
+
+
+def test_a_gated_model_without_a_token_says_how_to_get_access(hub, pod):
+    sha = hub.publish(MODEL, FILES, gated=True)
+    done = fetchjob(hub, pod, "--revision", sha)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: {MODEL} is gated: set HF_TOKEN to a token of an account that accepted "
+                                  f"its terms at {hub.url}/{MODEL}")
+
+
+def test_a_gated_model_is_fetched_with_the_token_from_hf_token(hub, pod):
+    sha = hub.publish(MODEL, FILES, gated=True)
+    hub.valid_tokens.add("hf_granted")
+    hub.repos[MODEL].granted.add("hf_granted")
+    done = fetchjob(hub, pod, "--revision", sha, token="hf_granted")
+    assert done.returncode == 0, done.stderr
+    assert {request.token for request in hub.requests} == {"hf_granted"}
+
+
+def test_a_model_whose_config_tpserve_cannot_read_is_left_to_vllm_to_check(hub, pod):
+    sha = hub.publish(MODEL, {**FILES, "config.json": b'{"model_type": "other", "text_config": {}}'})
+    done = fetchjob(hub, pod, "--revision", sha, "--tensor-parallel-size", "4")
+    assert done.returncode == 0, done.stderr
+    assert "note: cannot check tensor parallel 4 against" in done.stdout

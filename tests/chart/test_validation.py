@@ -1,0 +1,180 @@
+"""Values that cannot work fail `helm install` before anything is applied, with messages that name the fix.
+
+vllm.validateValues collects every problem and fails once; values.schema.json rejects unknown keys and
+wrong types. Each test asserts the exact line a user sees.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tpserve.preflight import valid_tensor_parallel_sizes
+
+TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+HEADER = "the values of chart vllm have {} problem(s); nothing was applied:\n"
+
+
+def problems(stderr: str) -> list[str]:
+    """The problem lines of vllm.validateValues' failure."""
+    return [line[2:] for line in stderr.splitlines() if line.startswith("- ")]
+
+
+def test_tp_that_does_not_divide_the_attention_heads_is_rejected_with_the_sizes_that_would(render_error):
+    stderr = render_error("--set", "parallelism.tensor=3")
+    assert problems(stderr) == [
+        ("parallelism.tensor=3 cannot split model.attentionHeads=64 and model.kvHeads=8 evenly: "
+        "use one of 1, 2, 4, 8, 16, 32, 64")]
+    assert HEADER.format(1) in stderr
+
+
+def test_without_kv_heads_the_attention_heads_alone_decide(render_error):
+    assert problems(render_error("--set", "parallelism.tensor=3", "--set", "model.kvHeads=0")) == [
+        "parallelism.tensor=3 cannot split model.attentionHeads=64 evenly: use one of 1, 2, 4, 8, 16, 32, 64"]
+
+
+def test_kv_heads_rule_out_sizes_that_divide_the_attention_heads(render_error):
+    stderr = render_error("--set", "model.attentionHeads=40", "--set", "model.kvHeads=8",
+                          "--set", "parallelism.tensor=5", "--set", "gpu.perNode=8")
+    sizes = ", ".join(map(str, valid_tensor_parallel_sizes(40, 8)))
+    assert sizes == "1, 2, 4, 8, 40"
+    assert problems(stderr) == [
+        f"parallelism.tensor=5 cannot split model.attentionHeads=40 and model.kvHeads=8 evenly: use one of {sizes}"]
+
+
+@pytest.mark.parametrize("heads, kv", [(64, 8), (32, 32), (40, 8), (28, 4), (12, 12)])
+def test_the_chart_accepts_exactly_the_sizes_tpserve_preflight_accepts(render_text, render_error, heads, kv):
+    valid = valid_tensor_parallel_sizes(heads, kv, limit=8)
+    for tensor in range(1, 9):
+        args = ("--set", f"model.attentionHeads={heads}", "--set", f"model.kvHeads={kv}",
+                "--set", f"parallelism.tensor={tensor}", "--set", "resources.memory=200Gi")
+        if tensor in valid:
+            assert render_text("r", *args)
+        else:
+            assert "cannot split" in problems(render_error(*args))[0]
+
+
+def test_tp_times_pp_above_the_gpus_of_a_node_is_rejected(render_error):
+    assert problems(render_error("--set", "parallelism.pipeline=4")) == [
+        ("parallelism.tensor × parallelism.pipeline = 4 × 4 = 16 GPUs, more than gpu.perNode=8: one pod runs on "
+        "one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)")]
+    assert problems(render_error("--set", "gpu.perNode=2")) == [
+        ("parallelism.tensor × parallelism.pipeline = 4 × 1 = 4 GPUs, more than gpu.perNode=2: one pod runs on "
+        "one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)")]
+
+
+@pytest.mark.parametrize("set_arg, path", [
+    (f"model.servedName={TOKEN}", "model.servedName"),
+    (f"vllm.extraArgs.some-flag={TOKEN}", "vllm.extraArgs.some-flag"),
+    (f"tolerations[0].value={TOKEN}", "tolerations[0].value"),
+    (f"podAnnotations.token={TOKEN}", "podAnnotations.token"),
+    (f"hfToken.secretName={TOKEN.lower()}", "hfToken.secretName"),
+])
+def test_a_literal_token_anywhere_in_values_is_rejected_without_echoing_it(render_error, set_arg, path):
+    stderr = render_error("--set", set_arg)
+    assert problems(stderr) == [
+        (f"{path} holds what looks like a Hugging Face token: values are stored in the release and shown by "
+        "`helm get values`; put the token in a Secret and name it in hfToken.secretName")]
+    assert TOKEN not in stderr and TOKEN.lower() not in stderr
+
+
+def test_a_token_in_extra_env_is_refused_twice_as_a_literal_and_as_a_secret_variable(render_error):
+    assert problems(render_error("--set", f"vllm.extraEnv.HF_TOKEN={TOKEN}")) == [
+        ("vllm.extraEnv.HF_TOKEN holds what looks like a Hugging Face token: values are stored in the release and "
+        "shown by `helm get values`; put the token in a Secret and name it in hfToken.secretName"),
+        "vllm.extraEnv.HF_TOKEN: secrets come only from a Secret the chart references; set hfToken.secretName"]
+
+
+@pytest.mark.parametrize("set_arg", ["model.name=", "model.name=null"])
+def test_a_missing_model_name_is_rejected(render_error, set_arg):
+    assert problems(render_error("--set", set_arg)) == [
+        ("model.name is empty: set it to the Hugging Face repo id to serve, "
+        "e.g. --set model.name=meta-llama/Llama-2-7b-chat-hf")]
+
+
+def test_a_model_name_that_is_no_repo_id_is_rejected(render_error):
+    assert problems(render_error("--set", "model.name=/models/llama")) == [
+        ('model.name "/models/llama" is not a Hugging Face repo id: expected ORG/NAME, '
+        "e.g. meta-llama/Llama-2-7b-chat-hf")]
+
+
+def test_a_moving_revision_needs_an_explicit_opt_in(render_error, render):
+    assert problems(render_error("--set", "model.revision=main")) == [
+        ('model.revision "main" is a branch or tag, so a restart could serve other weights: pin a 40-hex commit '
+        "sha, or set model.allowMovingRevision=true to serve whatever it points to at each start")]
+    assert render("r", "--set", "model.revision=main", "--set", "model.allowMovingRevision=true")
+
+
+def test_every_problem_is_reported_in_one_failure(render_error):
+    stderr = render_error("--set", "model.name=", "--set", "parallelism.tensor=3", "--set", "parallelism.pipeline=3",
+                          "--set", f"model.servedName={TOKEN}")
+    assert HEADER.format(4) in stderr
+    assert stderr.count("execution error") == 1
+    assert [line.split(" ", 1)[0] for line in problems(stderr)] == [
+        "model.servedName", "model.name", "parallelism.tensor=3", "parallelism.tensor"]
+
+
+@pytest.mark.parametrize("set_args, message", [
+    (("vllm.extraArgs.tensor-parallel-size=2",), ("vllm.extraArgs.tensor-parallel-size is set by the chart: "
+                                                 "use parallelism.tensor")),
+    (("vllm.extraArgs.model=x",), "vllm.extraArgs.model is set by the chart: use model.name"),
+    (("vllm.extraArgs.api-key=secret",),
+     ("vllm.extraArgs.api-key would put the key on the command line, visible in the pod spec and process "
+     "listings: put it in a Secret and set apiKey.secretName")),
+    (("vllm.extraArgs.--enforce-eager=true",),
+     "vllm.extraArgs.--enforce-eager: write flags without leading dashes, e.g. enforce-eager: true"),
+    (("vllm.extraArgs.compilation-config.level=3",),
+     ('vllm.extraArgs.compilation-config and vllm.allreduceFusion=false both set --compilation-config: put '
+     '"pass_config": {"fuse_allreduce_rms": false} inside yours and set vllm.allreduceFusion=true')),
+    (("vllm.extraEnv.VLLM_API_KEY=x",),
+     "vllm.extraEnv.VLLM_API_KEY: secrets come only from a Secret the chart references; set apiKey.secretName"),
+    (("fetch.extraEnv.HF_HOME=/x",), "fetch.extraEnv.HF_HOME is set by the chart; remove it"),
+    (("vllm.extraEnv.TPSERVE_MODEL=x",), "vllm.extraEnv.TPSERVE_MODEL is set by the chart; remove it"),
+    (("shm.sizeLimit=96Gi",), ("shm.sizeLimit=96Gi does not fit in resources.memory=96Gi: /dev/shm is RAM charged "
+                              "to the pod, raise resources.memory or lower shm.sizeLimit")),
+    (("probes.readinessPath=/v1/models", "apiKey.secretName=keys"),
+     ("probes.readinessPath=/v1/models answers 401 once apiKey.secretName is set, so the pod would never be "
+     "ready: use /health")),
+    (("replicaCount=2",), ("replicaCount=2 needs cache.accessMode=ReadWriteMany: every replica mounts the same "
+                          "cache claim")),
+    (("gpu.product=NVIDIA-A100-SXM4-80GB", "nodeSelector.nvidia\\.com/gpu\\.product=NVIDIA-H100-80GB-HBM3"),
+     ("gpu.product=NVIDIA-A100-SXM4-80GB contradicts nodeSelector nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3: "
+     "set only one")),
+    (("podLabels.app\\.kubernetes\\.io/instance=x",),
+     ("podLabels.app.kubernetes.io/instance would change the labels the Service and Deployment select pods by: "
+     "remove it")),
+    (("apiKey.secretName=Keys_1",), ('apiKey.secretName "Keys_1" is not a Secret name (lowercase letters, '
+                                    "digits, '-' and '.')")),
+])
+def test_settings_that_fight_the_chart_or_each_other_are_rejected(render_error, set_args, message):
+    args = [arg for set_arg in set_args for arg in ("--set", set_arg)]
+    assert problems(render_error(*args)) == [message]
+
+
+def test_a_small_shm_in_enough_memory_and_fusion_on_with_own_compilation_config_are_fine(render):
+    assert render("r", "--set", "shm.sizeLimit=1Ti", "--set", "resources.memory=1.5Ti")
+    assert render("r", "--set", "vllm.allreduceFusion=true", "--set", "vllm.extraArgs.compilation-config.level=3")
+
+
+@pytest.mark.parametrize("set_arg, message", [
+    ("modle.name=x", "- at '': additional properties 'modle' not allowed"),
+    ("model.nmae=x", "- at '/model': additional properties 'nmae' not allowed"),
+    ("parallelism.tensorParallel=2", "- at '/parallelism': additional properties 'tensorParallel' not allowed"),
+    ("resources.gpu=1", "- at '/resources': additional properties 'gpu' not allowed"),
+    ("tolerations[0].efect=NoSchedule", "- at '/tolerations/0': additional properties 'efect' not allowed"),
+    ("cache.storageclass=fast", "- at '/cache': additional properties 'storageclass' not allowed"),
+])
+def test_an_unknown_value_key_fails_with_the_schema_error(render_error, set_arg, message):
+    stderr = render_error("--set", set_arg)
+    assert "values don't meet the specifications of the schema(s)" in stderr
+    assert message in stderr
+
+
+@pytest.mark.parametrize("set_arg, message", [
+    ("image.tag=latest", "- at '/image/tag': 'not' failed"),
+    ("parallelism.tensor=0", "- at '/parallelism/tensor': minimum: got 0, want 1"),
+    ("shm.sizeLimit=lots", "- at '/shm/sizeLimit': 'lots' does not match pattern"),
+    ("probes.readinessPath=/", "- at '/probes/readinessPath': value must be one of '/health', '/v1/models'"),
+    ("startup.maxLoadSeconds=10", "- at '/startup/maxLoadSeconds': minimum: got 10, want 60"),
+])
+def test_values_of_the_wrong_shape_fail_with_the_schema_error(render_error, set_arg, message):
+    assert message in render_error("--set", set_arg)
