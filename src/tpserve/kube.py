@@ -1,0 +1,116 @@
+"""``tpserve sweep --on kubernetes``: each layout as a Helm release of ``charts/vllm``.
+
+For a point the sweep runs ``helm upgrade --install`` with ``parallelism.tensor`` and ``replicaCount``,
+waits with the kubernetes client until the Deployment's new pods are all ready, and reaches the
+Service through ``kubectl port-forward`` (the Service spreads the load over the replicas).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tpserve.errors import ConfigError, ServerNotHealthyError
+from tpserve.sweep import Backend, Point
+
+CHART_NAME = "vllm"
+
+
+def fullname(release: str) -> str:
+    """The chart's object names for RELEASE (its ``vllm.fullname`` helper)."""
+    name = release if CHART_NAME in release else f"{release}-{CHART_NAME}"
+    return name[:63].rstrip("-")
+
+
+def helm_argv(release: str, chart: Path, namespace: str, point: Point, values: Sequence[Path] = (),
+              sets: Sequence[str] = (), helm: str = "helm") -> list[str]:
+    """The exact helm command that deploys POINT (later --set wins, so the layout comes last)."""
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
+    argv = [helm, "upgrade", "--install", release, str(chart), "--namespace", namespace]
+    for path in values:
+        argv += ["--values", str(path)]
+    for item in sets:
+        argv += ["--set", item]
+    return argv + ["--set", f"parallelism.tensor={point.tensor}", "--set", f"replicaCount={point.replicas}"]
+
+
+def rollout_done(deployment) -> tuple[bool, str]:
+    """Whether a Deployment's current spec is fully rolled out and ready, and if not, why."""
+    status, spec = deployment.status, deployment.spec
+    wanted = spec.replicas if spec.replicas is not None else 1
+    if (status.observed_generation or 0) < (deployment.metadata.generation or 0):
+        return False, "the controller has not seen the new spec yet"
+    updated, ready = status.updated_replicas or 0, status.ready_replicas or 0
+    if updated < wanted or ready < wanted or (status.replicas or 0) > wanted:
+        reasons = "; ".join(f"{c.type}={c.status}: {c.message}" for c in status.conditions or [] if c.message)
+        return False, f"{ready}/{wanted} ready, {updated}/{wanted} updated" + (f" ({reasons})" if reasons else "")
+    return True, f"{ready}/{wanted} ready"
+
+
+def wait_rolled_out(apps_api, name: str, namespace: str, timeout_s: float, poll_s: float = 5.0,
+                    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> float:
+    """Poll the Deployment until :func:`rollout_done`; return the seconds it took."""
+    started = clock()
+    while True:
+        done, why = rollout_done(apps_api.read_namespaced_deployment_status(name, namespace))
+        waited = clock() - started
+        if done:
+            return waited
+        if waited >= timeout_s:
+            raise ServerNotHealthyError(
+                f"deployment {namespace}/{name} was not ready after {timeout_s:.0f} s: {why}; "
+                f"see kubectl -n {namespace} describe deployment {name}")
+        sleep(poll_s)
+
+
+def _wait_port(port: int, process: subprocess.Popen, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerNotHealthyError(f"kubectl port-forward exited with status {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise ServerNotHealthyError(f"kubectl port-forward did not open port {port} within {timeout_s:.0f} s")
+
+
+def kubernetes_backend(release: str, chart: Path, namespace: str, *, values: Sequence[Path] = (),
+                       sets: Sequence[str] = (), port: int = 8100, timeout_s: float = 3600,
+                       apps_api=None, run=subprocess.run, helm: str = "helm", kubectl: str = "kubectl") -> Backend:
+    """Deploy each point with helm and yield the port-forwarded Service URL."""
+
+    @contextmanager
+    def start(point: Point) -> Iterator[list[str]]:
+        argv = helm_argv(release, chart, namespace, point, values, sets, helm)
+        done = run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ServerNotHealthyError(f"helm failed for {point.label}: {done.stderr.strip()[-500:]}")
+        api = apps_api or _apps_api()
+        wait_rolled_out(api, fullname(release), namespace, timeout_s)
+        forward = subprocess.Popen([kubectl, "port-forward", "--namespace", namespace, f"svc/{fullname(release)}",
+                                    f"{port}:8000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_port(port, forward)
+            yield [f"http://127.0.0.1:{port}"]
+        finally:
+            forward.terminate()
+            forward.wait(timeout=10)
+
+    return start
+
+
+def _apps_api():
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.AppsV1Api()

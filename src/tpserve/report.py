@@ -1,0 +1,212 @@
+"""``tpserve report``: the reference note's table from measured runs, with spread, latency and cost.
+
+Reads load-test reports (single runs, ``tpserve sweep`` runs, GPU test runs), refuses to compare
+runs of different workloads, groups repeats of one layout, and answers which layout serves the most
+tokens per GPU — overall, within a latency budget, and per dollar when GPU prices are given.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tpserve.errors import ConfigError
+
+# What makes two runs the same experiment; any difference here and their tok/s are not comparable.
+WORKLOAD_FIELDS = ("endpoint", "prompt_set", "max_tokens", "num_requests", "concurrency", "request_rate",
+                   "temperature")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One layout of one model on one kind of device, over its repeats."""
+
+    model: str
+    device: str
+    tensor: int
+    replicas: int
+    runs: int
+    mean_tok_s: float
+    stdev_tok_s: float
+    min_tok_s: float
+    max_tok_s: float
+    median_ttft_ms: float
+    median_tpot_ms: float
+
+    @property
+    def devices(self) -> int:
+        return self.tensor * self.replicas
+
+    @property
+    def tok_s_per_device(self) -> float:
+        return self.mean_tok_s / self.devices
+
+    def cost_per_million(self, price_per_device_hour: float) -> float:
+        return price_per_device_hour * self.devices / (self.mean_tok_s * 3600) * 1e6
+
+
+def load_runs(paths: Iterable[Path]) -> list[tuple[Path, dict]]:
+    """Every load-test report in PATHS (files, or the JSON files directly inside folders)."""
+    runs = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path} does not exist")
+        files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+        for file in files:
+            try:
+                document = json.loads(file.read_text())
+            except (OSError, ValueError) as exc:
+                if not path.is_dir():
+                    raise ConfigError(f"{file} is not a JSON results file: {exc}") from exc
+                continue
+            if isinstance(document, dict) and "output_throughput" in document and "plan" in document:
+                runs.append((file, document))
+            elif not path.is_dir():
+                raise ConfigError(f"{file} is not a load-test report (no output_throughput and plan)")
+    if not runs:
+        raise ConfigError("no load-test reports found: pass results files or folders written by tpserve")
+    return runs
+
+
+def workload(document: dict) -> dict:
+    plan = document["plan"]
+    return {name: plan.get(name) for name in WORKLOAD_FIELDS} | {"endpoint": document.get("endpoint")}
+
+
+def check_same_workload(runs: Sequence[tuple[Path, dict]]) -> dict:
+    """The one workload all RUNS share; otherwise an error naming the difference and the files."""
+    first_path, first = runs[0]
+    reference = workload(first)
+    for path, document in runs[1:]:
+        other = workload(document)
+        differences = [f"{name} {reference[name]!r} vs {other[name]!r}" for name in reference
+                       if reference[name] != other[name]]
+        if differences:
+            raise ConfigError(f"{first_path.name} and {path.name} measured different workloads "
+                              f"({'; '.join(differences)}): their tok/s cannot be compared; report them separately")
+    return reference
+
+
+def device_kind(document: dict) -> str:
+    gpus = document.get("machine", {}).get("gpus") or []
+    if gpus:
+        return gpus[0].split(",")[0].strip()
+    return f"CPU ({document.get('machine', {}).get('cpu', 'unknown')})"
+
+
+def layout(document: dict) -> tuple[int, int]:
+    if "sweep" in document:
+        return document["sweep"]["tensor"], document["sweep"]["replicas"]
+    return int(document.get("tensor_parallel_size", 1)), 1
+
+
+def rows(runs: Sequence[tuple[Path, dict]]) -> list[Row]:
+    groups: dict[tuple, list[dict]] = {}
+    for _, document in runs:
+        groups.setdefault((document["model_id"], device_kind(document), *layout(document)), []).append(document)
+    table = []
+    for (model, device, tensor, replicas), documents in sorted(groups.items()):
+        tok_s = [d["output_throughput"] for d in documents]
+        table.append(Row(model, device, tensor, replicas, len(documents), statistics.fmean(tok_s),
+                         statistics.stdev(tok_s) if len(tok_s) > 1 else 0.0, min(tok_s), max(tok_s),
+                         statistics.median(d["median_ttft_ms"] for d in documents),
+                         statistics.median(d["median_tpot_ms"] for d in documents)))
+    return table
+
+
+def parse_prices(items: Sequence[str]) -> dict[str, float]:
+    prices = {}
+    for item in items:
+        kind, _, value = item.partition("=")
+        try:
+            prices[kind.strip().lower()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--price takes KIND=USD_PER_GPU_HOUR (e.g. h200=3.5), got {item!r}") from None
+        if not kind.strip() or prices[kind.strip().lower()] <= 0:
+            raise ConfigError(f"--price takes KIND=USD_PER_GPU_HOUR with a price above 0, got {item!r}")
+    return prices
+
+
+def price_for(row: Row, prices: dict[str, float]) -> float | None:
+    matches = [price for kind, price in prices.items() if kind in row.device.lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
+def markdown(table: Sequence[Row], work: dict, prices: dict[str, float], ttft_budget_ms: float | None = None,
+             tpot_budget_ms: float | None = None) -> str:
+    """The table and the one-line answers, as markdown."""
+    priced = bool(prices)
+    head = "| model | device | GPUs (TP × replicas) | avg output tok/s | ± stdev (runs) | tok/s per GPU | TTFT p50 ms | TPOT p50 ms |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    if priced:
+        head, rule = head + " $ per 1M output tokens |", rule + "---|"
+    lines = [f"Workload: {', '.join(f'{k} {v}' for k, v in work.items())}", "", head, rule]
+    for row in table:
+        line = (f"| {row.model} | {row.device} | {row.devices} ({row.tensor} × {row.replicas}) | "
+                f"{row.mean_tok_s:,.1f} | {row.stdev_tok_s:,.1f} ({row.runs}) | {row.tok_s_per_device:,.1f} | "
+                f"{row.median_ttft_ms:,.1f} | {row.median_tpot_ms:,.2f} |")
+        if priced:
+            price = price_for(row, prices)
+            line += f" {row.cost_per_million(price):,.3f} |" if price else " — |"
+        lines.append(line)
+    lines += ["", *answers(table, prices, ttft_budget_ms, tpot_budget_ms)]
+    return "\n".join(lines) + "\n"
+
+
+def answers(table: Sequence[Row], prices: dict[str, float], ttft_budget_ms: float | None,
+            tpot_budget_ms: float | None) -> list[str]:
+    def name(row: Row) -> str:
+        return f"{row.model} on {row.devices} × {row.device} (TP {row.tensor} × {row.replicas})"
+
+    out = []
+    for model in sorted({row.model for row in table}):
+        mine = [row for row in table if row.model == model]
+        best = max(mine, key=lambda r: r.tok_s_per_device)
+        out.append(f"- Most tok/s per GPU: {name(best)}, {best.tok_s_per_device:,.1f} tok/s per GPU.")
+        if ttft_budget_ms is not None or tpot_budget_ms is not None:
+            within = [r for r in mine if (ttft_budget_ms is None or r.median_ttft_ms <= ttft_budget_ms)
+                      and (tpot_budget_ms is None or r.median_tpot_ms <= tpot_budget_ms)]
+            budget = " and ".join(f"{label} p50 ≤ {value:g} ms" for label, value in
+                                  (("TTFT", ttft_budget_ms), ("TPOT", tpot_budget_ms)) if value is not None)
+            if within:
+                pick = max(within, key=lambda r: r.tok_s_per_device)
+                out.append(f"- Most tok/s per GPU within {budget}: {name(pick)}, {pick.tok_s_per_device:,.1f}.")
+            else:
+                out.append(f"- No layout of {model} met {budget}.")
+        costed = [(row.cost_per_million(p), row) for row in mine if (p := price_for(row, prices))]
+        if costed:
+            cost, cheapest = min(costed, key=lambda item: item[0])
+            out.append(f"- Cheapest per output token: {name(cheapest)}, ${cost:,.3f} per million.")
+    return out
+
+
+def plot(table: Sequence[Row], path: Path) -> Path:
+    """tok/s against GPUs per model and device, and tok/s per GPU, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (total, per_gpu) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key in sorted({(row.model, row.device) for row in table}):
+        series = sorted((r for r in table if (r.model, r.device) == key), key=lambda r: r.devices)
+        gpus = [r.devices for r in series]
+        label = f"{key[0]} ({key[1]})"
+        total.errorbar(gpus, [r.mean_tok_s for r in series], yerr=[r.stdev_tok_s for r in series], marker="o",
+                       capsize=3, label=label)
+        per_gpu.plot(gpus, [r.tok_s_per_device for r in series], marker="o", label=label)
+    for axes, title in ((total, "output tok/s"), (per_gpu, "output tok/s per GPU")):
+        axes.set_xlabel("GPUs")
+        axes.set_title(title)
+        axes.set_xticks(sorted({r.devices for r in table}))
+        axes.grid(alpha=0.3)
+    total.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

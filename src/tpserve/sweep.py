@@ -1,0 +1,222 @@
+"""``tpserve sweep``: the load test over a grid of layouts, each point measured R times.
+
+A layout is a tensor-parallel size and a number of replicas (independent servers, each on its own
+GPUs). Locally each replica is ``tpserve serve`` on its own devices — ``CUDA_VISIBLE_DEVICES`` on a GPU
+host, pinned CPU cores (``VLLM_CPU_OMP_THREADS_BIND``) without GPUs —; on Kubernetes it is the chart
+(:mod:`tpserve.kube`). The load is the same Locust file users run, one process per replica, and the
+point's figures come from the merged raw records. A point that fails is recorded with its reason and
+the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tpserve.demo import CPU_ENV_DEFAULTS
+from tpserve.errors import ConfigError, LoadTestError, TpserveError
+from tpserve.machine import describe_machine
+from tpserve.preflight import visible_gpus
+from tpserve.server import LocalServer
+from tpserve.workload.distributed import share
+from tpserve.workload.metrics import summarize
+from tpserve.workload.records import RequestResult
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_LOCUSTFILE = REPO / "loadtest" / "prompts.py"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One layout: TENSOR GPUs per replica, REPLICAS independent servers."""
+
+    tensor: int
+    replicas: int = 1
+
+    @property
+    def devices(self) -> int:
+        return self.tensor * self.replicas
+
+    @property
+    def label(self) -> str:
+        return f"tp{self.tensor}x{self.replicas}"
+
+
+def parse_grid(tensors: str, replicas: str = "1") -> list[Point]:
+    """``"1,2,4"`` × ``"1"`` → points, in the order given."""
+    def numbers(text: str, name: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise ConfigError(f"{name} must be comma-separated whole numbers, got {text!r}") from None
+        if not values or any(v < 1 for v in values):
+            raise ConfigError(f"{name} must list numbers of at least 1, got {text!r}")
+        return values
+    return [Point(t, r) for t in numbers(tensors, "--tensor") for r in numbers(replicas, "--replicas")]
+
+
+@dataclass(frozen=True)
+class Load:
+    """The workload every point gets: the load test's options, shared out over the replicas."""
+
+    num_requests: int = 59
+    max_tokens: int = 256
+    concurrency: int = 59
+    prompt_set: str = "builtin"
+    random_input_len: int = 128
+    endpoint: str = "completions"
+    warmup_requests: int = 0
+    locustfile: Path = DEFAULT_LOCUSTFILE
+    run_timeout_s: int = 1200
+
+    def locust_argv(self, url: str, model: str, index: int, replicas: int, out: Path, seed: int) -> list[str]:
+        requests = share(self.num_requests, replicas, index)
+        users = max(1, share(self.concurrency, replicas, index))
+        return [sys.executable, "-m", "locust", "-f", str(self.locustfile), "--headless", "-u", str(users),
+                "-r", str(users), "--host", url, "--model", model, "--num-requests", str(requests),
+                "--max-tokens", str(self.max_tokens), "--prompt-set", self.prompt_set,
+                "--random-input-len", str(self.random_input_len), "--endpoint", self.endpoint,
+                "--warmup-requests", str(share(self.warmup_requests, replicas, index)),
+                "--seed", str(seed), "--run-time", f"{self.run_timeout_s}s", "--only-summary",
+                "--results-json", str(out / f"replica{index}.json"), "--records-jsonl",
+                str(out / f"replica{index}.jsonl")]
+
+
+def measure(urls: Sequence[str], model: str, load: Load, work: Path, seed: int) -> dict:
+    """Run the load against every replica at once and merge their raw records into one report."""
+    work.mkdir(parents=True, exist_ok=True)
+    processes = [subprocess.Popen(load.locust_argv(url, model, i, len(urls), work, seed + i),
+                                  stdout=subprocess.DEVNULL, stderr=(work / f"replica{i}.log").open("wb"))
+                 for i, url in enumerate(urls)]
+    statuses = [p.wait() for p in processes]
+    reports, records = [], []
+    for i, status in enumerate(statuses):
+        path = work / f"replica{i}.json"
+        if not path.is_file():
+            tail = (work / f"replica{i}.log").read_text(errors="replace")[-600:]
+            raise LoadTestError(f"the load test of replica {i} exited with status {status} and wrote no "
+                                f"results: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}")
+        reports.append(json.loads(path.read_text()))
+        records += [RequestResult.from_json(json.loads(line))
+                    for line in (work / f"replica{i}.jsonl").read_text().splitlines()]
+    merged = summarize(records)
+    problems = [f"replica {i}: {p}" for i, report in enumerate(reports) for p in report["problems"]]
+    first = reports[0]
+    return {
+        **{k: first[k] for k in ("model_id", "server_version", "endpoint", "mode")},
+        "plan": {**first["plan"], "num_requests": load.num_requests, "concurrency": load.concurrency},
+        **merged,
+        "token_check": {"status": "ok" if all(r["token_check"]["status"] == "ok" for r in reports)
+                        else "; ".join(r["token_check"]["status"] for r in reports),
+                        "per_replica": [r["token_check"] for r in reports]},
+        "problems": problems, "ok": not problems,
+    }
+
+
+@dataclass
+class SweepResult:
+    runs: list[Path] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+
+
+Backend = Callable[[Point], AbstractContextManager[list[str]]]
+
+
+def sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, load: Load, repeats: int,
+          out: Path, extra: dict | None = None, progress: Callable[[str], None] = print) -> SweepResult:
+    """Measure every point REPEATS times; write one JSON per run, and failures.json for the points that failed."""
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {repeats}")
+    out.mkdir(parents=True, exist_ok=True)
+    machine = describe_machine()
+    result = SweepResult()
+    for point in points:
+        started = time.monotonic()
+        try:
+            with backend(point) as urls:
+                progress(f"{point.label}: {len(urls)} server(s) up after {time.monotonic() - started:.0f} s")
+                for repeat in range(repeats):
+                    report = measure(urls, model, load, out / "work" / f"{point.label}-run{repeat + 1}",
+                                     seed=1000 * repeat)
+                    report["sweep"] = {"name": name, **asdict(point), "devices": point.devices,
+                                       "repeat": repeat + 1, "repeats": repeats, **(extra or {})}
+                    report["machine"] = machine
+                    path = out / f"{name}-{point.label}-run{repeat + 1}.json"
+                    path.write_text(json.dumps(report, indent=2) + "\n")
+                    result.runs.append(path)
+                    progress(f"{point.label} run {repeat + 1}/{repeats}: {report['output_throughput']:.1f} output "
+                             f"tok/s, {report['completed']}/{report['num_prompts']} ok")
+        except TpserveError as exc:
+            log_tail = getattr(exc, "log_tail", "")
+            last = log_tail.strip().splitlines()[-1] if log_tail.strip() else ""
+            failure = {"name": name, **asdict(point), "error": f"{exc}" + (f" — {last}" if last else ""),
+                       "log_tail": log_tail[-2000:]}
+            result.failures.append(failure)
+            progress(f"{point.label}: failed — {exc}")
+    (out / "failures.json").write_text(json.dumps(result.failures, indent=2) + "\n")
+    return result
+
+
+def device_groups(point: Point, devices: Sequence[str]) -> list[list[str]]:
+    """Disjoint device lists, one per replica, each TENSOR long; refused when there are too few."""
+    if point.devices > len(devices):
+        raise ConfigError(f"{point.label} needs {point.devices} devices but {len(devices)} are available "
+                          f"({','.join(devices) or 'none'})")
+    return [list(devices[i * point.tensor:(i + 1) * point.tensor]) for i in range(point.replicas)]
+
+
+def available_devices() -> tuple[str, list[str]]:
+    """("gpu", ids) when NVIDIA GPUs are visible, else ("cpu", core ids) to pin vLLM's CPU threads."""
+    import os
+
+    gpus = visible_gpus()
+    if gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
+        return "gpu", ids
+    return "cpu", [str(core) for core in sorted(os.sched_getaffinity(0))]
+
+
+def local_backend(model: str, served_name: str, *, base_port: int, logs: Path, serve_args: Sequence[str] = (),
+                  env: dict | None = None, health_timeout_s: float = 900) -> Backend:
+    """Replicas of ``tpserve serve`` on this host, each on its own GPUs (or CPU cores)."""
+    import os
+
+    kind, devices = available_devices()
+
+    @contextmanager
+    def start(point: Point) -> Iterator[list[str]]:
+        groups = device_groups(point, devices)
+        with ExitStack() as stack:
+            servers = []
+            for i, group in enumerate(groups):
+                replica_env = {**(env or os.environ)}
+                if kind == "gpu":
+                    replica_env["CUDA_VISIBLE_DEVICES"] = ",".join(group)
+                else:
+                    replica_env = {**CPU_ENV_DEFAULTS, **replica_env, "VLLM_CPU_OMP_THREADS_BIND": ",".join(group)}
+                port = base_port + i
+                argv = [sys.executable, "-m", "tpserve", "serve", "--model", model, "--served-model-name",
+                        served_name, "-tp", str(point.tensor), "--host", "127.0.0.1", "--port", str(port),
+                        *serve_args]
+                server = LocalServer(argv, port=port, log_path=logs / f"{point.label}-replica{i}.log", env=replica_env)
+                stack.enter_context(server)
+                servers.append(server)
+            for server in servers:
+                server.wait_healthy(health_timeout_s)
+            yield [server.url for server in servers]
+            for server in servers:
+                server.check_alive()
+
+    return start
+
+
+def stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
