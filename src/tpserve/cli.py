@@ -121,6 +121,76 @@ def fetch(
 
 
 @app.command()
+def plan(
+    model: Annotated[str, typer.Argument(
+        help="Catalog name (e.g. llama-2-70b), model folder, config.json, or a repo id fetched before.")],
+    gpu: Annotated[str, typer.Option(
+        help="GPU kind: a10, l4, a100-40gb, a100-80gb, h100, h200, b200 or mi300x.")],
+    gpus_per_node: Annotated[int, typer.Option(help="GPUs in a node; tensor parallel stays in one.")] = 8,
+    context: Annotated[int | None, typer.Option(
+        help="Tokens per sequence, vLLM's --max-model-len (default: the model's maximum, as vLLM).")] = None,
+    dtype: Annotated[str, typer.Option(help="Weights: auto (the config's), fp16, bf16, fp8, int8.")] = "auto",
+    kv_dtype: Annotated[str, typer.Option(help="KV cache: auto (16-bit, vLLM's), fp16, bf16, fp8.")] = "auto",
+    gpu_memory_utilization: Annotated[float | None, typer.Option(
+        help="Fraction of each GPU vLLM may use (default: 0.92, vLLM 0.26's).")] = None,
+    revision: Revision = "main",
+    cache_dir: CacheDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Size MODEL on GPUs of one kind before renting them: how many it needs, and what each layout holds.
+
+    Shows the weights, the KV cache per token, the tensor-parallel sizes that split the heads, the
+    fewest GPUs that fit (pipeline stages across nodes when one node is not enough), and per layout
+    the KV-cache tokens and concurrent sequences at the context length. docs/plan.md has the memory
+    model. Example:
+
+        tpserve plan llama-2-70b --gpu a100-40gb --context 4096
+    """
+    from tpserve import catalog
+    from tpserve import plan as planning
+
+    source = planning.resolve_model(model, cache_dir or default_cache_dir(), revision)
+    if gpu_memory_utilization is None:
+        gpu_memory_utilization = planning.GPU_MEMORY_UTILIZATION
+    result = planning.make_plan(source, catalog.gpu_kind(gpu), gpus_per_node=gpus_per_node, context=context,
+                                dtype=dtype, kv_dtype=kv_dtype, utilization=gpu_memory_utilization)
+    if as_json:
+        typer.echo(result.to_json(), nl=False)
+    else:
+        planning.print_plan(result, Console(soft_wrap=True))
+    if result.minimum is None:
+        last = result.layouts[-1]
+        raise TpserveError(f"{result.model} fits on no layout of {result.gpu.label}: at {last.name}, "
+                           f"{last.reason}")
+
+
+@app.command()
+def shapes(
+    name: Annotated[str, typer.Argument(help="A catalog model (e.g. llama-2-70b) or tiny-llama.")],
+    directory: Annotated[Path, typer.Argument(help="Folder to write; one holding the same shape is reused.")],
+) -> None:
+    """Write a model folder of a real architecture for vLLM's --load-format dummy: nothing to download.
+
+    The folder holds the model's published config.json and the 32,000-token Mistral v1 tokenizer,
+    which is exact for mistral-7b and mixtral-8x7b. The Llama-2 shapes get a tokenizer of their size
+    and special ids with other pieces; Llama-3.1 and Qwen2.5 keep their own vocab_size, so embedding
+    and lm_head cost what they really cost, and the tokenizer uses ids below 32,000 only
+    (docs/shapes.md). Example:
+
+        tpserve shapes llama-2-70b models/llama-2-70b
+        tpserve serve --model models/llama-2-70b -tp 4 -- --load-format dummy
+    """
+    from tpserve.modelconfig import parameter_count
+    from tpserve.shapes import find_shape, tokenizer_fidelity, write_model_folder
+
+    shape = find_shape(name)
+    folder = write_model_folder(shape, directory)
+    typer.echo(f"{folder}: {shape.name}, {parameter_count(shape.config()):,} parameters (dummy weights); "
+               f"tokenizer {tokenizer_fidelity(shape)}")
+    typer.echo(f"serve it: tpserve serve --model {folder} -- --load-format dummy")
+
+
+@app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port for the local vLLM server.")] = 8000,
     num_requests: Annotated[int, typer.Option(help="Requests to send (the built-in suite has 59).")] = 59,
@@ -265,12 +335,13 @@ def main() -> None:
     except typer.Abort:
         console.print("aborted")
         sys.exit(130)
-    except (typer.BadParameter, typer.Exit):
+    except typer.Exit:
         raise
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+    except Exception as exc:  # usage errors arrive here in non-standalone mode; newer typer bundles its click
         import click
 
-        if isinstance(exc, click.ClickException):
+        usage = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+        if isinstance(exc, usage) and hasattr(exc, "show"):
             exc.show()
             sys.exit(exc.exit_code)
         raise

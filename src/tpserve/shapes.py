@@ -2,8 +2,11 @@
 
 vLLM serves such a folder with ``--load-format dummy``: it builds the architecture named in
 ``config.json`` and fills the weights randomly, so speed is that of the real model while nothing is
-fetched from a hub. The tokenizer is the 32,000-token SentencePiece model of the Llama-2 family that
-the ``mistral_common`` package ships, converted to a Hugging Face ``tokenizer.json``.
+fetched from a hub. Every folder gets one tokenizer: the 32,000-token SentencePiece model that the
+``mistral_common`` package ships (Mistral's v1 tokenizer, that of Mistral-7B-v0.1 and Mixtral-8x7B),
+converted to a Hugging Face ``tokenizer.json``. It is exact for those two; the others keep their own
+``vocab_size`` in config.json, so the embedding and lm_head cost what they really cost, and the
+tokenizer stands in for theirs (see :func:`tokenizer_fidelity` and ``docs/shapes.md``).
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
+from tpserve import catalog
+from tpserve.catalog import CatalogModel
 from tpserve.errors import ShapeError
 
 TOKENIZER_RESOURCE = ("mistral_common", "data/tokenizer.model.v1")
 VOCAB_SIZE = 32000
+# The stand-in tokenizer's special tokens; every shape's config.json names these ids.
+TOKEN_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+# Catalog models whose own tokenizer is the one shipped (mistral_common's tokenizer.model.v1).
+EXACT_TOKENIZER = frozenset({"mistral-7b", "mixtral-8x7b"})
 
 # Llama-2 chat format; served with the tokenizer so /v1/chat/completions works on dummy models.
 LLAMA2_CHAT_TEMPLATE = (
@@ -65,12 +75,32 @@ class LlamaShape:
             "rms_norm_eps": 1e-5,
             "rope_theta": 10000.0,
             "tie_word_embeddings": False,
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-            "pad_token_id": 0,
+            **TOKEN_IDS,
             "torch_dtype": "float16",
             "tpserve_shape": self.name,
         }
+
+
+class Shape(Protocol):
+    """Anything :func:`write_model_folder` can write: a name and the config.json it stands for."""
+
+    name: str
+
+    def config(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A catalog model as a dummy-weight folder: its published config with the stand-in tokenizer's ids."""
+
+    model: CatalogModel
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def config(self) -> dict:
+        return {**self.model.hf_config(), **TOKEN_IDS, "tpserve_shape": self.name}
 
 
 # A Llama small enough for vLLM on two CPU cores: the demo's and the end-to-end tests' model.
@@ -84,13 +114,35 @@ TINY_LLAMA = LlamaShape(
     max_position_embeddings=2048,
 )
 
-# Llama-2's published shapes; with dummy weights they run at the real models' speed.
-LLAMA2_7B = LlamaShape("llama-2-7b", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=32)
-LLAMA2_70B = LlamaShape("llama-2-70b", hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-                        num_attention_heads=64, num_key_value_heads=8)
+# Every catalog model; with dummy weights they run at the real models' speed.
+SHAPES: dict[str, Shape] = {TINY_LLAMA.name: TINY_LLAMA,
+                            **{name: ModelShape(model) for name, model in catalog.MODELS.items()}}
+LLAMA2_7B = SHAPES["llama-2-7b"]
+LLAMA2_70B = SHAPES["llama-2-70b"]
 
-SHAPES = {shape.name: shape for shape in (TINY_LLAMA, LLAMA2_7B, LLAMA2_70B)}
+
+def find_shape(name: str) -> Shape:
+    """The shape called NAME; an error listing the known ones otherwise."""
+    try:
+        return SHAPES[name.strip().lower()]
+    except KeyError:
+        raise ShapeError(f"unknown shape {name!r}: tpserve has {', '.join(SHAPES)}") from None
+
+
+def tokenizer_fidelity(shape: Shape) -> str:
+    """How the folder's tokenizer compares with the model's own, in a sentence."""
+    if shape.name in EXACT_TOKENIZER:
+        return "exact: the model's own tokenizer (Mistral v1, 32,000 entries)"
+    model = catalog.MODELS.get(shape.name)
+    if model is None:
+        return "its own: this shape exists only in tpserve, with this tokenizer"
+    vocab, own = int(model.config["vocab_size"]), f"the model's own ({model.tokenizer})"
+    if vocab == VOCAB_SIZE:
+        return (f"stand-in of the same size: Mistral v1's 32,000 entries with the same special ids as {own}, "
+                "but other pieces, so a text's token count differs by a few percent")
+    return (f"stand-in: Mistral v1's 32,000 entries use ids below 32,000 of the model's {vocab:,}-row "
+            f"embedding, which config.json keeps so the embedding and lm_head cost what they really cost; "
+            f"{own} splits text into other, fewer tokens")
 
 
 def tokenizer_model_path() -> Path:
@@ -121,7 +173,7 @@ def write_tokenizer(directory: Path) -> None:
         tokenizer.save_pretrained(directory)
 
 
-def write_model_folder(shape: LlamaShape, directory: Path) -> Path:
+def write_model_folder(shape: Shape, directory: Path) -> Path:
     """Write SHAPE's ``config.json`` and the tokenizer into DIRECTORY, ready for ``--load-format dummy``.
 
     The folder is built beside its destination and moved into place, so an interrupted write never
@@ -142,7 +194,7 @@ def write_model_folder(shape: LlamaShape, directory: Path) -> Path:
     try:
         (staging / "config.json").write_text(json.dumps(shape.config(), indent=2) + "\n")
         (staging / "generation_config.json").write_text(
-            json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}, indent=2) + "\n"
+            json.dumps(TOKEN_IDS, indent=2) + "\n"
         )
         write_tokenizer(staging)
         if directory.exists():

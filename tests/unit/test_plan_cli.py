@@ -1,0 +1,89 @@
+"""`tpserve plan` as users run it: a separate process, its table, its JSON and its one-line errors."""
+
+import json
+import os
+import re
+
+import pytest
+
+from tests.conftest import tpserve
+
+
+@pytest.fixture
+def env(tmp_path) -> dict:
+    """An empty model cache, so no fetch on this machine changes what plan reads."""
+    return {**os.environ, "TPSERVE_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "100"}
+
+
+def test_plan_prints_the_layouts_the_minimum_and_why_fewer_gpus_fail(env):
+    done = tpserve("plan", "llama-2-70b", "--gpu", "a100-40gb", "--context", "4096", env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert ("llama-2-70b (catalog: meta-llama/Llama-2-70b-hf) on A100-40GB, 8 per node, context 4,096 "
+            "tokens") in out
+    assert "68,976,648,192 parameters: 128.48 GiB of fp16 weights (137,953,296,384 bytes)" in out
+    assert "KV cache: 327,680 bytes per token in 16-bit (auto), 1.25 GiB per 4,096-token sequence" in out
+    assert "tensor parallel 1, 2, 4, 8 split them evenly, 3, 5, 6, 7 cannot" in out
+    assert re.search(r"TP 4\s+│\s+4 │\s+1 │\s+32\.12 │\s+2\.30 │\s+30,128 │\s+7 │ yes", out)
+    assert ("minimum: 4 × A100-40GB at TP 4 (1 node): 30,128 tokens of KV cache, 7 sequences of 4,096 tokens "
+            "at once") in out
+    assert ("TP 2 does not fit: the weights need 64.24 GiB per GPU, more than the 36.42 GiB vLLM may use of "
+            "each A100-40GB (0.92 × 39.59 GiB)") in out
+
+
+def test_plan_json_is_the_whole_plan(env):
+    done = tpserve("plan", "meta-llama/Llama-2-70b-chat-hf", "--gpu", "H200", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["model"], document["gpu"]["name"]) == ("llama-2-70b", "h200")
+    assert document["context_tokens"] == 4096
+    assert document["minimum"]["name"] == "TP 2"
+    assert document["gpu_memory_utilization"] == 0.92
+
+
+def test_plan_reads_a_config_json_and_takes_vllms_memory_fraction(env, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+                                  "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 32000,
+                                  "max_position_embeddings": 4096, "torch_dtype": "float16"}))
+    done = tpserve("plan", str(config), "--gpu", "l4", "--gpu-memory-utilization", "0.5", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["weight_bytes"], document["model_origin"]) == (13_476_831_232, f"file {config}")
+    assert document["minimum"]["tensor_parallel"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gpt-5", "--gpu", "h100"], "error: unknown model 'gpt-5': it is not a folder or config.json"),
+    (["llama-2-7b", "--gpu", "v100"], "error: unknown GPU kind 'v100': tpserve knows a10, l4, a100-40gb"),
+    (["llama-2-7b", "--gpu", "h100", "--context", "5000"],
+     "error: --context 5,000 is longer than the 4,096 positions llama-2-7b was built for"),
+    (["llama-2-7b", "--gpu", "h100", "--dtype", "fp4"],
+     "error: unknown dtype 'fp4': use auto, fp16, bf16, fp8, int8"),
+])
+def test_bad_plan_input_is_one_line_naming_the_fix(env, args, message):
+    done = tpserve("plan", *args, env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith(message)
+    assert done.stderr.count("\n") == 1
+    assert done.stdout == ""
+
+
+def test_a_model_that_fits_no_layout_is_an_error_after_the_table(env, tmp_path):
+    """Two layers of 275 billion parameters each: even one layer per pipeline stage overflows 8 L4s."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 131072, "intermediate_size": 524288,
+                                  "num_hidden_layers": 2, "num_attention_heads": 1024, "vocab_size": 32000,
+                                  "max_position_embeddings": 4096}))
+    done = tpserve("plan", str(config), "--gpu", "l4", env=env)
+    assert done.returncode == 1
+    assert "TP 8 × PP 2" in done.stdout
+    assert done.stderr.startswith(f"error: {config} fits on no layout of L4: at TP 8 × PP 2, the weights "
+                                  "need ")
+
+
+def test_a_missing_gpu_kind_is_a_usage_error_not_a_traceback(env):
+    done = tpserve("plan", "llama-2-7b", env=env)
+    assert done.returncode == 2
+    assert "Error: Missing option '--gpu'." in done.stderr
+    assert "Traceback" not in done.stderr
