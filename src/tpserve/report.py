@@ -109,7 +109,8 @@ def rows(runs: Sequence[tuple[Path, dict]]) -> list[Row]:
     for _, document in runs:
         groups.setdefault((document["model_id"], device_kind(document), *layout(document)), []).append(document)
     table = []
-    for (model, device, tensor, replicas), documents in sorted(groups.items()):
+    for (model, device, tensor, replicas), documents in sorted(groups.items(),
+                                                                key=lambda kv: (*kv[0][:2], kv[0][2] * kv[0][3], kv[0][3])):
         tok_s = [d["output_throughput"] for d in documents]
         table.append(Row(model, device, tensor, replicas, len(documents), statistics.fmean(tok_s),
                          statistics.stdev(tok_s) if len(tok_s) > 1 else 0.0, min(tok_s), max(tok_s),
@@ -192,10 +193,11 @@ def plot(table: Sequence[Row], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, (total, per_gpu) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key in sorted({(row.model, row.device) for row in table}):
-        series = sorted((r for r in table if (r.model, r.device) == key), key=lambda r: r.devices)
+    # One line per model, device and replica count: tensor parallelism alone, or N replicas of it.
+    for key in sorted({(row.model, row.device, row.replicas) for row in table}):
+        series = sorted((r for r in table if (r.model, r.device, r.replicas) == key), key=lambda r: r.devices)
         gpus = [r.devices for r in series]
-        label = f"{key[0]} ({key[1]})"
+        label = f"{key[0]} ({key[1]})" + (f", {key[2]} replicas" if key[2] > 1 else ", tensor parallel")
         total.errorbar(gpus, [r.mean_tok_s for r in series], yerr=[r.stdev_tok_s for r in series], marker="o",
                        capsize=3, label=label)
         per_gpu.plot(gpus, [r.tok_s_per_device for r in series], marker="o", label=label)
