@@ -281,8 +281,18 @@ def sweep(
                                           port=base_port, timeout_s=health_timeout)
     else:
         raise typer.BadParameter(f"must be local or kubernetes, got {on!r}", param_hint="--on")
-    result = sweeping.sweep(points, backend, name=name, model=name, load=load, repeats=repeats, out=out,
-                            progress=lambda text: console.print(text, markup=False, highlight=False))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("sweep", total=len(points) * repeats)
+
+        def progress(text: str, done: int) -> None:
+            bar.console.print(text, markup=False, highlight=False)
+            bar.advance(task, done)
+
+        result = sweeping.sweep(points, backend, name=name, model=name, load=load, repeats=repeats, out=out,
+                                progress=progress)
     console.print(f"{len(result.runs)} runs in {out}; {len(result.failures)} failed layouts "
                   f"(see {out / 'failures.json'}); tpserve report {out}")
     if not result.runs:

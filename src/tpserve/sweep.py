@@ -130,8 +130,12 @@ Backend = Callable[[Point], AbstractContextManager[list[str]]]
 
 
 def sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, load: Load, repeats: int,
-          out: Path, extra: dict | None = None, progress: Callable[[str], None] = print) -> SweepResult:
-    """Measure every point REPEATS times; write one JSON per run, and failures.json for the points that failed."""
+          out: Path, extra: dict | None = None,
+          progress: Callable[[str, int], None] = lambda text, done: print(text)) -> SweepResult:
+    """Measure every point REPEATS times; write one JSON per run, and failures.json for the points that failed.
+
+    PROGRESS gets a line to show and how many of the len(points) × repeats runs it completes.
+    """
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {repeats}")
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +145,7 @@ def sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, l
         started = time.monotonic()
         try:
             with backend(point) as urls:
-                progress(f"{point.label}: {len(urls)} server(s) up after {time.monotonic() - started:.0f} s")
+                progress(f"{point.label}: {len(urls)} server(s) up after {time.monotonic() - started:.0f} s", 0)
                 for repeat in range(repeats):
                     report = measure(urls, model, load, out / "work" / f"{point.label}-run{repeat + 1}",
                                      seed=1000 * repeat)
@@ -152,14 +156,15 @@ def sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, l
                     path.write_text(json.dumps(report, indent=2) + "\n")
                     result.runs.append(path)
                     progress(f"{point.label} run {repeat + 1}/{repeats}: {report['output_throughput']:.1f} output "
-                             f"tok/s, {report['completed']}/{report['num_prompts']} ok")
+                             f"tok/s, {report['completed']}/{report['num_prompts']} ok", 1)
         except TpserveError as exc:
+            measured = sum(1 for path in result.runs if f"-{point.label}-run" in path.name)
             log_tail = getattr(exc, "log_tail", "")
             last = log_tail.strip().splitlines()[-1] if log_tail.strip() else ""
             failure = {"name": name, **asdict(point), "error": f"{exc}" + (f" — {last}" if last else ""),
                        "log_tail": log_tail[-2000:]}
             result.failures.append(failure)
-            progress(f"{point.label}: failed — {exc}")
+            progress(f"{point.label}: failed — {failure['error']}", repeats - measured)
     (out / "failures.json").write_text(json.dumps(result.failures, indent=2) + "\n")
     return result
 
