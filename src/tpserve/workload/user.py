@@ -132,6 +132,16 @@ def _install(environment, state: RunState, pacer_seed: int | None = None) -> Non
     environment.tpserve_warm = Event()
     if not plan.warmup_requests:
         environment.tpserve_warm.set()
+    # Measured requests wait for every user to exist: a ramp-up would run the first seconds below the
+    # asked concurrency (Locust spawns -r users per second) and understate throughput.
+    environment.tpserve_spawned = Event()
+
+
+@events.spawning_complete.add_listener
+def all_users_spawned(user_count, **_kwargs) -> None:
+    spawned = getattr(_ENVIRONMENTS[-1], "tpserve_spawned", None) if _ENVIRONMENTS else None
+    if spawned is not None:
+        spawned.set()
 
 
 _ENVIRONMENTS: list = []
@@ -238,6 +248,8 @@ class CompletionUser(FastHttpUser):
                 self._warm_up(state, warmup)
                 return
             environment.tpserve_warm.wait()
+        if not environment.tpserve_spawned.is_set():
+            environment.tpserve_spawned.wait()
         spec = state.next_spec()
         if spec is None:
             raise StopUser()
