@@ -132,8 +132,8 @@ def _install(environment, state: RunState, pacer_seed: int | None = None) -> Non
     environment.tpserve_warm = Event()
     if not plan.warmup_requests:
         environment.tpserve_warm.set()
-    # Measured requests wait for every user to exist: a ramp-up would run the first seconds below the
-    # asked concurrency (Locust spawns -r users per second) and understate throughput.
+    # Measured requests wait for every user to exist: with -r below -u, Locust's ramp-up (-r users per
+    # second) would run the first seconds below the asked concurrency and understate throughput.
     environment.tpserve_spawned = Event()
 
 
