@@ -82,3 +82,14 @@ def test_a_stalled_stream_times_out_as_a_failure_and_locusts_own_reports_still_w
     assert report["duration"] < 30  # the stall ended at the timeout, not after 30 s
     stats = (tmp_path / "locust_stats.csv").read_text()
     assert "/v1/completions" in stats and (tmp_path / "locust.html").stat().st_size > 0
+
+
+def test_measured_requests_start_only_once_every_user_is_spawned(faulty_server, tmp_path):
+    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
+               "-u", "4", "-r", "2", "--host", faulty_server, "--num-requests", "40", "--max-tokens", "5",
+               "--records-jsonl", str(tmp_path / "records.jsonl"), "--results-json", str(tmp_path / "run.json"),
+               "--run-time", "60s", timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run.json").read_text())
+    # Locust takes about 1.5 s to ramp to 4 users at 2 per second; none of that is in the measured run.
+    assert report["completed"] == 40 and report["duration"] < 1.0
