@@ -16,7 +16,7 @@ from pathlib import Path
 from tpserve.errors import ConfigError
 
 # What makes two runs the same experiment; any difference here and their tok/s are not comparable.
-WORKLOAD_FIELDS = ("endpoint", "prompt_set", "max_tokens", "num_requests", "concurrency", "request_rate",
+WORKLOAD_FIELDS = ("prompt_set", "max_tokens", "num_requests", "concurrency", "request_rate",
                    "temperature")
 
 
@@ -74,7 +74,7 @@ def load_runs(paths: Iterable[Path]) -> list[tuple[Path, dict]]:
 
 def workload(document: dict) -> dict:
     plan = document["plan"]
-    return {name: plan.get(name) for name in WORKLOAD_FIELDS} | {"endpoint": document.get("endpoint")}
+    return {"endpoint": document.get("endpoint")} | {name: plan.get(name) for name in WORKLOAD_FIELDS}
 
 
 def check_same_workload(runs: Sequence[tuple[Path, dict]]) -> dict:

@@ -11,6 +11,7 @@ the sweep goes on.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -92,10 +93,12 @@ class Load:
 def measure(urls: Sequence[str], model: str, load: Load, work: Path, seed: int) -> dict:
     """Run the load against every replica at once and merge their raw records into one report."""
     work.mkdir(parents=True, exist_ok=True)
-    processes = [subprocess.Popen(load.locust_argv(url, model, i, len(urls), work, seed + i),
-                                  stdout=subprocess.DEVNULL, stderr=(work / f"replica{i}.log").open("wb"))
-                 for i, url in enumerate(urls)]
-    statuses = [p.wait() for p in processes]
+    with ExitStack() as logs:
+        processes = [subprocess.Popen(load.locust_argv(url, model, i, len(urls), work, seed + i),
+                                      stdout=subprocess.DEVNULL,
+                                      stderr=logs.enter_context((work / f"replica{i}.log").open("wb")))
+                     for i, url in enumerate(urls)]
+        statuses = [p.wait() for p in processes]
     reports, records = [], []
     for i, status in enumerate(statuses):
         path = work / f"replica{i}.json"
@@ -179,8 +182,6 @@ def device_groups(point: Point, devices: Sequence[str]) -> list[list[str]]:
 
 def available_devices() -> tuple[str, list[str]]:
     """("gpu", ids) when NVIDIA GPUs are visible, else ("cpu", core ids) to pin vLLM's CPU threads."""
-    import os
-
     gpus = visible_gpus()
     if gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -192,8 +193,6 @@ def available_devices() -> tuple[str, list[str]]:
 def local_backend(model: str, served_name: str, *, base_port: int, logs: Path, serve_args: Sequence[str] = (),
                   env: dict | None = None, health_timeout_s: float = 900) -> Backend:
     """Replicas of ``tpserve serve`` on this host, each on its own GPUs (or CPU cores)."""
-    import os
-
     kind, devices = available_devices()
 
     @contextmanager
