@@ -22,9 +22,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve.demo import cpu_env
 from tpserve.machine import describe_machine
-from tpserve.server import LocalServer
+from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder
 from tpserve.workload.prompts import BUILTIN_PROMPTS
 

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tpserve.errors import ConfigError, ServerNotHealthyError
-from tpserve.sweep import Backend, Point
+from tpserve.sweep import Backend, Point, Servers
+from tpserve.workload.runrecord import Layout
 
 CHART_NAME = "vllm"
 
@@ -81,13 +82,17 @@ def _wait_port(port: int, process: subprocess.Popen, timeout_s: float = 30) -> N
     raise ServerNotHealthyError(f"kubectl port-forward did not open port {port} within {timeout_s:.0f} s")
 
 
-def kubernetes_backend(release: str, chart: Path, namespace: str, *, values: Sequence[Path] = (),
+def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str = "", values: Sequence[Path] = (),
                        sets: Sequence[str] = (), port: int = 8100, timeout_s: float = 3600,
                        apps_api=None, run=subprocess.run, helm: str = "helm", kubectl: str = "kubectl") -> Backend:
-    """Deploy each point with helm and yield the port-forwarded Service URL."""
+    """Deploy each point with helm and yield the port-forwarded Service URL.
+
+    The layout names MODEL and the release; the GPUs' kind and vLLM's flags are in the chart's values,
+    which the sweep does not read.
+    """
 
     @contextmanager
-    def start(point: Point) -> Iterator[list[str]]:
+    def start(point: Point) -> Iterator[Servers]:
         argv = helm_argv(release, chart, namespace, point, values, sets, helm)
         done = run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -98,7 +103,9 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, values: Seq
                                     f"{port}:8000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_port(port, forward)
-            yield [f"http://127.0.0.1:{port}"]
+            yield Servers([f"http://127.0.0.1:{port}"],
+                          Layout(model, f"GPU (Kubernetes release {namespace}/{release})", point.tensor,
+                                 replicas=point.replicas))
         finally:
             forward.terminate()
             forward.wait(timeout=10)

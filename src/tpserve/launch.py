@@ -122,6 +122,35 @@ def vllm_argv(config: ServeConfig, python: str = sys.executable) -> list[str]:
     return argv + list(config.extra_args)
 
 
+# Flags a run's layout records in fields of their own, or that say only where the server listens.
+_LAYOUT_FIELDS = {"--model", "--served-model-name", "--tensor-parallel-size", "--pipeline-parallel-size",
+                  "--host", "--port"}
+# What vLLM does without the flag; tpserve passes these explicitly.
+_VLLM_DEFAULTS = {"--dtype": "auto"}
+
+
+def vllm_flags(config: ServeConfig) -> dict[str, str | bool]:
+    """Every flag CONFIG gives vLLM that differs from vLLM's default, but those of _LAYOUT_FIELDS.
+
+    A switch (``--enforce-eager``) maps to True; ``--flag=value`` and ``--flag value`` to the value.
+    """
+    args, flags = vllm_argv(config)[3:], {}
+    i = 0
+    while i < len(args):
+        if "=" in args[i]:
+            name, value = args[i].split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+            name, value = args[i], args[i + 1]
+            i += 2
+        else:
+            name, value = args[i], True
+            i += 1
+        flags[name] = value
+    return {name: value for name, value in flags.items()
+            if name not in _LAYOUT_FIELDS and _VLLM_DEFAULTS.get(name) != value}
+
+
 def vllm_env(env=os.environ) -> dict[str, str]:
     """vLLM's environment: the weights are already verified on disk, so it never needs the hub."""
     return {**env, "HF_HUB_OFFLINE": "1"}
@@ -147,7 +176,7 @@ class ResolvedModel:
     manifest: cache.Manifest | None = None
 
 
-def resolve_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
+def find_verified_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
     """Find the model on disk and prove it is the one asked for.
 
     A local folder is served as it is (its manifest, if it has one, is verified and names it); a
@@ -186,7 +215,7 @@ def _read_config(folder: Path) -> dict:
 def prepare(config: ServeConfig, cache_dir: Path, env=os.environ) -> list[str]:
     """Validate CONFIG, resolve and check its model, and return the vLLM command to exec."""
     validate(config)
-    model = resolve_model(config, cache_dir)
+    model = find_verified_model(config, cache_dir)
     tensor, pipeline = config.tensor_parallel_size, config.pipeline_parallel_size
     problems = preflight.check_heads(model.config, tensor, pipeline, model.name)
     problems += preflight.check_gpus(tensor, pipeline, preflight.visible_gpus(env))

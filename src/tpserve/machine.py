@@ -68,3 +68,10 @@ def describe_machine() -> dict:
         "python": platform.python_version(),
         "packages": package_versions(),
     }
+
+
+def device_kind(machine: dict) -> str:
+    """What serves on a machine DESCRIBE_MACHINE described: its first GPU's name, else its CPU."""
+    if machine.get("gpus"):
+        return machine["gpus"][0].split(",")[0].strip()
+    return f"CPU ({machine.get('cpu', 'unknown')})"

@@ -15,10 +15,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from tpserve import cache, catalog
 from tpserve.catalog import GiB, GpuKind
 from tpserve.errors import ConfigError, ModelConfigError
@@ -141,7 +137,7 @@ class Plan:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
-def resolve_model(model: str, cache_dir: str | Path | None = None, revision: str = "main") -> ModelSource:
+def find_model_config(model: str, cache_dir: str | Path | None = None, revision: str = "main") -> ModelSource:
     """Find MODEL's config.json: a folder or file, else a fetched repo in CACHE_DIR, else the catalog.
 
     A fetched repo wins over the catalog entry of the same name: its config is the real one.
@@ -356,47 +352,3 @@ def _notes(config: Mapping, size: ModelSize) -> tuple[str, ...]:
 
 def gib(count: float) -> str:
     return f"{count / GiB:.2f} GiB"
-
-
-def print_plan(plan: Plan, console: Console) -> None:
-    """The plan as people read it: the model's numbers, a table of layouts, the minimum and why less fails."""
-    size, gpu, context = plan.size, plan.gpu, plan.context_tokens
-    kv_dtype = "16-bit (auto)" if size.kv_cache_dtype == "auto" else size.kv_cache_dtype
-    valid = ", ".join(map(str, plan.valid_tensor_parallel_sizes))
-    invalid = ", ".join(map(str, plan.invalid_tensor_parallel_sizes))
-    console.print(f"[bold]{escape(plan.model)}[/bold] ({escape(plan.model_origin)}) on {gpu.label}, "
-                  f"{plan.gpus_per_node} per node, context {context:,} tokens")
-    heads = (f"{size.attention_heads} attention heads and {size.kv_heads} KV heads: tensor parallel {valid} "
-             + (f"split them evenly, {invalid} cannot" if invalid else "split them evenly"))
-    lines = [
-        (f"{size.parameters:,} parameters: {gib(size.weight_bytes)} of {size.weight_dtype} weights "
-         f"({size.weight_bytes:,} bytes)"),
-        (f"KV cache: {size.kv_cache_bytes_per_token:,} bytes per token in {kv_dtype}, "
-         f"{gib(size.kv_cache_bytes_per_token * context)} per {context:,}-token sequence"),
-        heads,
-        (f"each {gpu.label}: vLLM may use {gib(plan.usable_bytes_per_gpu)} "
-         f"({plan.gpu_memory_utilization:g} × {gib(gpu.memory_bytes)}), "
-         f"{gib(plan.activation_reserve_bytes)} of it kept for activations"),
-    ]
-    for line in lines:
-        console.print(f"  {line}", highlight=False)
-    caption = f"weights and KV cache in GiB per GPU; seqs: sequences of {context:,} tokens at once"
-    table = Table(caption=caption)
-    for title in ("layout", "GPUs", "nodes", "weights", "KV cache", "KV tokens", "seqs", "fits"):
-        table.add_column(title, justify="left" if title in ("layout", "fits") else "right")
-    for item in plan.layouts:
-        table.add_row(item.name, str(item.gpus), str(item.nodes), f"{item.weight_bytes_per_gpu / GiB:.2f}",
-                      f"{item.kv_cache_bytes_per_gpu / GiB:.2f}", f"{item.kv_cache_tokens:,}",
-                      f"{item.max_sequences:,}", "yes" if item.fits else "[red]no[/red]")
-    console.print(table)
-    minimum = plan.minimum
-    if minimum is not None:
-        nodes = f"{minimum.nodes} node{'s' if minimum.nodes > 1 else ''}"
-        console.print(f"minimum: {minimum.gpus} × {gpu.label} at {minimum.name} ({nodes}): "
-                      f"{minimum.kv_cache_tokens:,} tokens of KV cache, {minimum.max_sequences:,} sequences "
-                      f"of {context:,} tokens at once", highlight=False)
-    for item in plan.layouts:
-        if not item.fits:
-            console.print(f"{item.name} does not fit: {escape(item.reason)}", highlight=False)
-    for note in plan.notes:
-        console.print(f"note: {escape(note)}", highlight=False)

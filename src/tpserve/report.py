@@ -1,8 +1,9 @@
 """``tpserve report``: the reference note's table from measured runs, with spread, latency and cost.
 
-Reads load-test reports (single runs, ``tpserve sweep`` runs, GPU test runs), refuses to compare
-runs of different workloads, groups repeats of one layout, and answers which layout serves the most
-tokens per GPU — overall, within a latency budget, and per dollar when GPU prices are given.
+Reads run records of every schema version (single runs, ``tpserve sweep`` runs, GPU test runs),
+refuses to compare runs of different workloads, groups repeats of one layout, and answers which
+layout serves the most tokens per GPU — overall, within a latency budget, and per dollar when GPU
+prices are given.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tpserve.errors import ConfigError
+from tpserve.workload import runrecord
+from tpserve.workload.runrecord import RunRecord
 
 # What makes two runs the same experiment; any difference here and their tok/s are not comparable.
 WORKLOAD_FIELDS = ("prompt_set", "max_tokens", "num_requests", "concurrency", "request_rate",
@@ -31,14 +34,19 @@ class Row:
     runs: int
     mean_tok_s: float
     stdev_tok_s: float
-    min_tok_s: float
-    max_tok_s: float
     median_ttft_ms: float
     median_tpot_ms: float
+    pipeline: int = 1
 
     @property
     def devices(self) -> int:
-        return self.tensor * self.replicas
+        return self.tensor * self.pipeline * self.replicas
+
+    @property
+    def split(self) -> str:
+        """How the devices are used: TP × replicas, or TP × PP × replicas with pipeline stages."""
+        parts = (self.tensor, self.pipeline, self.replicas) if self.pipeline > 1 else (self.tensor, self.replicas)
+        return " × ".join(str(part) for part in parts)
 
     @property
     def tok_s_per_device(self) -> float:
@@ -48,41 +56,43 @@ class Row:
         return price_per_device_hour * self.devices / (self.mean_tok_s * 3600) * 1e6
 
 
-def load_runs(paths: Iterable[Path]) -> list[tuple[Path, dict]]:
-    """Every load-test report in PATHS (files, or the JSON files directly inside folders)."""
+def load_runs(paths: Iterable[Path]) -> list[tuple[Path, RunRecord]]:
+    """Every run record in PATHS: files, or the JSON files anywhere under folders (others skipped)."""
     runs = []
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path} does not exist")
-        files = sorted(path.glob("*.json")) if path.is_dir() else [path]
-        for file in files:
+        if not path.is_dir():
+            runs.append((path, runrecord.load(path)))
+            continue
+        for file in sorted(path.rglob("*.json")):
             try:
                 document = json.loads(file.read_text())
-            except (OSError, ValueError) as exc:
-                if not path.is_dir():
-                    raise ConfigError(f"{file} is not a JSON results file: {exc}") from exc
+            except (OSError, ValueError):
                 continue
-            if isinstance(document, dict) and "output_throughput" in document and "plan" in document:
-                runs.append((file, document))
-            elif not path.is_dir():
-                raise ConfigError(f"{file} is not a load-test report (no output_throughput and plan)")
+            if runrecord.is_run_document(document):
+                runs.append((file, runrecord.from_document(document, file)))
     if not runs:
-        raise ConfigError("no load-test reports found: pass results files or folders written by tpserve")
+        raise ConfigError("no run records found: pass results files or folders written by tpserve")
+    for path, record in runs:
+        if record.layout is None:
+            raise ConfigError(f"{path} does not say what served it (a load test alone cannot know the layout): "
+                              "measure with tpserve sweep or tpserve demo, which record it")
     return runs
 
 
-def workload(document: dict) -> dict:
-    plan = document["plan"]
-    return {"endpoint": document.get("endpoint")} | {name: plan.get(name) for name in WORKLOAD_FIELDS}
+def workload(record: RunRecord) -> dict:
+    plan = record.workload
+    return {"endpoint": plan.endpoint_path} | {name: getattr(plan, name) for name in WORKLOAD_FIELDS}
 
 
-def check_same_workload(runs: Sequence[tuple[Path, dict]]) -> dict:
+def check_same_workload(runs: Sequence[tuple[Path, RunRecord]]) -> dict:
     """The one workload all RUNS share; otherwise an error naming the difference and the files."""
     first_path, first = runs[0]
     reference = workload(first)
-    for path, document in runs[1:]:
-        other = workload(document)
+    for path, record in runs[1:]:
+        other = workload(record)
         differences = [f"{name} {reference[name]!r} vs {other[name]!r}" for name in reference
                        if reference[name] != other[name]]
         if differences:
@@ -91,32 +101,21 @@ def check_same_workload(runs: Sequence[tuple[Path, dict]]) -> dict:
     return reference
 
 
-def device_kind(document: dict) -> str:
-    gpus = document.get("machine", {}).get("gpus") or []
-    if gpus:
-        return gpus[0].split(",")[0].strip()
-    return f"CPU ({document.get('machine', {}).get('cpu', 'unknown')})"
-
-
-def layout(document: dict) -> tuple[int, int]:
-    if "sweep" in document:
-        return document["sweep"]["tensor"], document["sweep"]["replicas"]
-    return int(document.get("tensor_parallel_size", 1)), 1
-
-
-def rows(runs: Sequence[tuple[Path, dict]]) -> list[Row]:
-    groups: dict[tuple, list[dict]] = {}
-    for _, document in runs:
-        groups.setdefault((document["model_id"], device_kind(document), *layout(document)), []).append(document)
+def rows(runs: Sequence[tuple[Path, RunRecord]]) -> list[Row]:
+    groups: dict[tuple, list[RunRecord]] = {}
+    for _, record in runs:
+        layout = record.layout
+        key = (record.model_id, layout.device_kind, layout.tensor_parallel_size, layout.replicas,
+               layout.pipeline_parallel_size)
+        groups.setdefault(key, []).append(record)
     table = []
-    for (model, device, tensor, replicas), documents in sorted(groups.items(),
-                                                                key=lambda kv: (*kv[0][:2], kv[0][2] * kv[0][3], kv[0][3])):
-        tok_s = [d["output_throughput"] for d in documents]
-        table.append(Row(model, device, tensor, replicas, len(documents), statistics.fmean(tok_s),
-                         statistics.stdev(tok_s) if len(tok_s) > 1 else 0.0, min(tok_s), max(tok_s),
-                         statistics.median(d["median_ttft_ms"] for d in documents),
-                         statistics.median(d["median_tpot_ms"] for d in documents)))
-    return table
+    for (model, device, tensor, replicas, pipeline), records in groups.items():
+        tok_s = [r.metrics.output_throughput for r in records]
+        table.append(Row(model, device, tensor, replicas, len(records), statistics.fmean(tok_s),
+                         statistics.stdev(tok_s) if len(tok_s) > 1 else 0.0,
+                         statistics.median(r.metrics.median_ttft_ms for r in records),
+                         statistics.median(r.metrics.median_tpot_ms for r in records), pipeline))
+    return sorted(table, key=lambda row: (row.model, row.device, row.devices, row.replicas))
 
 
 def parse_prices(items: Sequence[str]) -> dict[str, float]:
@@ -147,7 +146,7 @@ def markdown(table: Sequence[Row], work: dict, prices: dict[str, float], ttft_bu
         head, rule = head + " $ per 1M output tokens |", rule + "---|"
     lines = [f"Workload: {', '.join(f'{k} {v}' for k, v in work.items())}", "", head, rule]
     for row in table:
-        line = (f"| {row.model} | {row.device} | {row.devices} ({row.tensor} × {row.replicas}) | "
+        line = (f"| {row.model} | {row.device} | {row.devices} ({row.split}) | "
                 f"{row.mean_tok_s:,.1f} | {row.stdev_tok_s:,.1f} ({row.runs}) | {row.tok_s_per_device:,.1f} | "
                 f"{row.median_ttft_ms:,.1f} | {row.median_tpot_ms:,.2f} |")
         if priced:
@@ -161,7 +160,7 @@ def markdown(table: Sequence[Row], work: dict, prices: dict[str, float], ttft_bu
 def answers(table: Sequence[Row], prices: dict[str, float], ttft_budget_ms: float | None,
             tpot_budget_ms: float | None) -> list[str]:
     def name(row: Row) -> str:
-        return f"{row.model} on {row.devices} × {row.device} (TP {row.tensor} × {row.replicas})"
+        return f"{row.model} on {row.devices} × {row.device} (TP {row.split})"
 
     out = []
     for model in sorted({row.model for row in table}):

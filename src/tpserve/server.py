@@ -1,6 +1,6 @@
 """Run a vLLM server as a child process group, wait for it to be healthy, and stop all of it.
 
-Used by ``tpserve demo``, the end-to-end tests and local sweeps. The server is started in a new
+Used by ``tpserve demo``, the end-to-end tests and local sweeps; servers on CPU get :func:`cpu_env`. The server is started in a new
 session so that stopping it reaches vLLM's engine and worker processes too, and a server that
 dies or never becomes healthy is reported with the last lines of its log.
 """
@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
@@ -22,6 +23,26 @@ import requests
 from tpserve.errors import PortInUseError, ServerDiedError, ServerNotHealthyError
 
 LOG_TAIL_LINES = 25
+
+# vLLM on CPU: a 1 GiB KV cache is plenty for the tiny model; no hub, no telemetry.
+CPU_ENV_DEFAULTS = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "auto",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def cpu_env(cache_dir: Path | None = None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """ENV (this process's by default) plus the vLLM-on-CPU defaults; values already set are kept.
+
+    With CACHE_DIR, vLLM's own caches (compiled kernels) go under CACHE_DIR/vllm.
+    """
+    merged = {**CPU_ENV_DEFAULTS, **(os.environ if env is None else env)}
+    if cache_dir is not None:
+        merged.setdefault("VLLM_CACHE_ROOT", str((cache_dir / "vllm").resolve()))
+    return merged
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -13,25 +13,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve.demo import CPU_ENV_DEFAULTS
+from tpserve.commandlines import DEFAULT_LOCUSTFILE, loadtest_command, serve_command, served_layout
 from tpserve.errors import ConfigError, LoadTestError, TpserveError
-from tpserve.machine import describe_machine
+from tpserve.machine import describe_machine, device_kind
 from tpserve.preflight import visible_gpus
-from tpserve.server import LocalServer
+from tpserve.server import LocalServer, cpu_env
+from tpserve.workload import runrecord
 from tpserve.workload.distributed import share
-from tpserve.workload.metrics import summarize
 from tpserve.workload.records import RequestResult
-
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_LOCUSTFILE = REPO / "loadtest" / "prompts.py"
+from tpserve.workload.runrecord import Layout, RunRecord
 
 
 @dataclass(frozen=True)
@@ -78,20 +75,18 @@ class Load:
     run_timeout_s: int = 1200
 
     def locust_argv(self, url: str, model: str, index: int, replicas: int, out: Path, seed: int) -> list[str]:
-        requests = share(self.num_requests, replicas, index)
-        users = max(1, share(self.concurrency, replicas, index))
-        return [sys.executable, "-m", "locust", "-f", str(self.locustfile), "--headless", "-u", str(users),
-                "-r", str(users), "--host", url, "--model", model, "--num-requests", str(requests),
-                "--max-tokens", str(self.max_tokens), "--prompt-set", self.prompt_set,
-                "--random-input-len", str(self.random_input_len), "--endpoint", self.endpoint,
-                "--warmup-requests", str(share(self.warmup_requests, replicas, index)),
-                "--seed", str(seed), "--run-time", f"{self.run_timeout_s}s", "--only-summary",
-                "--results-json", str(out / f"replica{index}.json"), "--records-jsonl",
-                str(out / f"replica{index}.jsonl")]
+        """Replica INDEX's share of the load, against URL."""
+        return loadtest_command(
+            url, users=max(1, share(self.concurrency, replicas, index)), locustfile=self.locustfile, model=model,
+            num_requests=share(self.num_requests, replicas, index), max_tokens=self.max_tokens,
+            prompt_set=self.prompt_set, random_input_len=self.random_input_len, endpoint=self.endpoint,
+            warmup_requests=share(self.warmup_requests, replicas, index), seed=seed, run_time_s=self.run_timeout_s,
+            only_summary=True, results_json=out / f"replica{index}.json",
+            records_jsonl=out / f"replica{index}.jsonl")
 
 
-def measure(urls: Sequence[str], model: str, load: Load, work: Path, seed: int) -> dict:
-    """Run the load against every replica at once and merge their raw records into one report."""
+def measure(urls: Sequence[str], model: str, load: Load, work: Path, seed: int) -> RunRecord:
+    """Run the load against every replica at once and merge their raw records into one run."""
     work.mkdir(parents=True, exist_ok=True)
     with ExitStack() as logs:
         processes = [subprocess.Popen(load.locust_argv(url, model, i, len(urls), work, seed + i),
@@ -99,28 +94,17 @@ def measure(urls: Sequence[str], model: str, load: Load, work: Path, seed: int) 
                                       stderr=logs.enter_context((work / f"replica{i}.log").open("wb")))
                      for i, url in enumerate(urls)]
         statuses = [p.wait() for p in processes]
-    reports, records = [], []
+    parts, records = [], []
     for i, status in enumerate(statuses):
         path = work / f"replica{i}.json"
         if not path.is_file():
             tail = (work / f"replica{i}.log").read_text(errors="replace")[-600:]
             raise LoadTestError(f"the load test of replica {i} exited with status {status} and wrote no "
                                 f"results: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}")
-        reports.append(json.loads(path.read_text()))
+        parts.append(runrecord.load(path))
         records += [RequestResult.from_json(json.loads(line))
                     for line in (work / f"replica{i}.jsonl").read_text().splitlines()]
-    merged = summarize(records)
-    problems = [f"replica {i}: {p}" for i, report in enumerate(reports) for p in report["problems"]]
-    first = reports[0]
-    return {
-        **{k: first[k] for k in ("model_id", "server_version", "endpoint", "mode")},
-        "plan": {**first["plan"], "num_requests": load.num_requests, "concurrency": load.concurrency},
-        **merged,
-        "token_check": {"status": "ok" if all(r["token_check"]["status"] == "ok" for r in reports)
-                        else "; ".join(r["token_check"]["status"] for r in reports),
-                        "per_replica": [r["token_check"] for r in reports]},
-        "problems": problems, "ok": not problems,
-    }
+    return runrecord.merge(parts, records, part_name="replica")
 
 
 @dataclass
@@ -129,12 +113,19 @@ class SweepResult:
     failures: list[dict] = field(default_factory=list)
 
 
-Backend = Callable[[Point], AbstractContextManager[list[str]]]
+@dataclass(frozen=True)
+class Servers:
+    """A point's servers, ready: where to send the load, and what serves it."""
+
+    urls: list[str]
+    layout: Layout
 
 
-def sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, load: Load, repeats: int,
-          out: Path, extra: dict | None = None,
-          progress: Callable[[str, int], None] = lambda text, done: print(text)) -> SweepResult:
+Backend = Callable[[Point], AbstractContextManager[Servers]]
+
+
+def run_sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, load: Load, repeats: int,
+          out: Path, progress: Callable[[str, int], None] = lambda text, done: print(text)) -> SweepResult:
     """Measure every point REPEATS times; write one JSON per run, and failures.json for the points that failed.
 
     PROGRESS gets a line to show and how many of the len(points) × repeats runs it completes.
@@ -147,19 +138,19 @@ def sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, l
     for point in points:
         started = time.monotonic()
         try:
-            with backend(point) as urls:
-                progress(f"{point.label}: {len(urls)} server(s) up after {time.monotonic() - started:.0f} s", 0)
+            with backend(point) as servers:
+                progress(f"{point.label}: {len(servers.urls)} server(s) up after {time.monotonic() - started:.0f} s",
+                         0)
                 for repeat in range(repeats):
-                    report = measure(urls, model, load, out / "work" / f"{point.label}-run{repeat + 1}",
+                    record = measure(servers.urls, model, load, out / "work" / f"{point.label}-run{repeat + 1}",
                                      seed=1000 * repeat)
-                    report["sweep"] = {"name": name, **asdict(point), "devices": point.devices,
-                                       "repeat": repeat + 1, "repeats": repeats, **(extra or {})}
-                    report["machine"] = machine
-                    path = out / f"{name}-{point.label}-run{repeat + 1}.json"
-                    path.write_text(json.dumps(report, indent=2) + "\n")
+                    record = replace(record, layout=servers.layout,
+                                     provenance=replace(record.provenance, command="sweep", machine=machine),
+                                     context={"name": name, "repeat": repeat + 1, "repeats": repeats})
+                    path = runrecord.write(out / f"{name}-{point.label}-run{repeat + 1}.json", record)
                     result.runs.append(path)
-                    progress(f"{point.label} run {repeat + 1}/{repeats}: {report['output_throughput']:.1f} output "
-                             f"tok/s, {report['completed']}/{report['num_prompts']} ok", 1)
+                    progress(f"{point.label} run {repeat + 1}/{repeats}: {record.metrics.output_throughput:.1f} "
+                             f"output tok/s, {record.metrics.completed}/{record.metrics.num_prompts} ok", 1)
         except TpserveError as exc:
             measured = sum(1 for path in result.runs if f"-{point.label}-run" in path.name)
             log_tail = getattr(exc, "log_tail", "")
@@ -191,12 +182,16 @@ def available_devices() -> tuple[str, list[str]]:
 
 
 def local_backend(model: str, served_name: str, *, base_port: int, logs: Path, serve_args: Sequence[str] = (),
-                  env: dict | None = None, health_timeout_s: float = 900) -> Backend:
-    """Replicas of ``tpserve serve`` on this host, each on its own GPUs (or CPU cores)."""
+                  vllm_args: Sequence[str] = (), env: dict | None = None, health_timeout_s: float = 900) -> Backend:
+    """Replicas of ``tpserve serve`` on this host, each on its own GPUs (or CPU cores).
+
+    VLLM_ARGS go to vLLM verbatim (after ``--``); SERVE_ARGS are more ``tpserve serve`` options.
+    """
     kind, devices = available_devices()
+    device = device_kind(describe_machine())
 
     @contextmanager
-    def start(point: Point) -> Iterator[list[str]]:
+    def start(point: Point) -> Iterator[Servers]:
         groups = device_groups(point, devices)
         with ExitStack() as stack:
             servers = []
@@ -205,17 +200,17 @@ def local_backend(model: str, served_name: str, *, base_port: int, logs: Path, s
                 if kind == "gpu":
                     replica_env["CUDA_VISIBLE_DEVICES"] = ",".join(group)
                 else:
-                    replica_env = {**CPU_ENV_DEFAULTS, **replica_env, "VLLM_CPU_OMP_THREADS_BIND": ",".join(group)}
+                    replica_env = cpu_env(env=replica_env) | {"VLLM_CPU_OMP_THREADS_BIND": ",".join(group)}
                 port = base_port + i
-                argv = [sys.executable, "-m", "tpserve", "serve", "--model", model, "--served-model-name",
-                        served_name, "-tp", str(point.tensor), "--host", "127.0.0.1", "--port", str(port),
-                        *serve_args]
+                argv = serve_command(model, served_model_name=served_name, tensor_parallel_size=point.tensor,
+                                     host="127.0.0.1", port=port, serve_args=serve_args, vllm_args=vllm_args)
                 server = LocalServer(argv, port=port, log_path=logs / f"{point.label}-replica{i}.log", env=replica_env)
                 stack.enter_context(server)
                 servers.append(server)
             for server in servers:
                 server.wait_healthy(health_timeout_s)
-            yield [server.url for server in servers]
+            yield Servers([server.url for server in servers],
+                          served_layout(servers[0].argv, device, replicas=point.replicas))
             for server in servers:
                 server.check_alive()
 

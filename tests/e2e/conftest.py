@@ -8,8 +8,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, free_port
-from tpserve.demo import cpu_env
-from tpserve.server import LocalServer
+from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder
 
 CACHE = REPO / ".cache"

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import CACHE
-from tpserve.demo import cpu_env
-from tpserve.server import LocalServer, _session_members
+from tpserve.server import LocalServer, _session_members, cpu_env
 
 
 def test_serve_execs_vllm_in_its_own_process_which_shuts_down_gracefully_on_sigterm(tiny_model, tmp_path, port):

@@ -4,7 +4,7 @@ import json
 
 from tests.conftest import tpserve
 from tests.e2e.conftest import CACHE
-from tpserve.demo import cpu_env
+from tpserve.server import cpu_env
 
 
 def test_a_local_sweep_measures_each_layout_records_failures_and_reports(tiny_model, tmp_path, port):

@@ -8,10 +8,10 @@ from tpserve.catalog import GPUS, MODELS, GiB
 from tpserve.errors import ConfigError, ModelConfigError
 from tpserve.plan import (
     ModelSource,
+    find_model_config,
     kv_cache_bytes_per_token,
     layout,
     make_plan,
-    resolve_model,
     stage_layers,
     weight_bytes,
 )
@@ -22,7 +22,7 @@ LLAMA_2_70B = MODELS["llama-2-70b"].config
 
 
 def plan_for(name: str, gpu: str, **options) -> plan.Plan:
-    return make_plan(resolve_model(name), GPUS[gpu], **options)
+    return make_plan(find_model_config(name), GPUS[gpu], **options)
 
 
 def by_tensor(result: plan.Plan) -> dict[int, plan.Layout]:
@@ -186,12 +186,12 @@ def test_an_unknown_model_lists_the_catalog_and_how_to_pass_a_config(tmp_path):
             f"{tmp_path}, and not in tpserve's catalog (llama-2-7b, llama-2-13b, llama-2-70b, llama-3.1-8b, "
             "llama-3.1-70b, llama-3.1-405b, mistral-7b, mixtral-8x7b, qwen2.5-7b, qwen2.5-72b); pass a model "
             "folder or its config.json, or run `tpserve fetch ORG/NAME` first")):
-        resolve_model("llama-2-65b", tmp_path)
+        find_model_config("llama-2-65b", tmp_path)
 
 
 def test_a_model_folder_and_its_config_json_give_the_same_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY_LLAMA.config()))
-    folder, file = resolve_model(str(tmp_path)), resolve_model(str(tmp_path / "config.json"))
+    folder, file = find_model_config(str(tmp_path)), find_model_config(str(tmp_path / "config.json"))
     assert folder.config == file.config == TINY_LLAMA.config()
     assert (folder.origin, file.origin) == (f"folder {tmp_path}", f"file {tmp_path / 'config.json'}")
 
@@ -199,7 +199,7 @@ def test_a_model_folder_and_its_config_json_give_the_same_config(tmp_path):
 def test_a_folder_without_config_json_is_refused(tmp_path):
     with pytest.raises(ModelConfigError, match=re.escape(
             f"{tmp_path / 'config.json'} does not exist: a model folder needs its config.json")):
-        resolve_model(str(tmp_path))
+        find_model_config(str(tmp_path))
 
 
 def fake_fetch(cache_dir, repo_id: str, config: dict) -> None:
@@ -216,13 +216,13 @@ def fake_fetch(cache_dir, repo_id: str, config: dict) -> None:
 
 def test_a_fetched_repo_is_sized_from_its_own_config_before_the_catalog(tmp_path):
     fake_fetch(tmp_path, "meta-llama/Llama-2-70b-chat-hf", TINY_LLAMA.config())
-    source = resolve_model("meta-llama/Llama-2-70b-chat-hf", tmp_path)
+    source = find_model_config("meta-llama/Llama-2-70b-chat-hf", tmp_path)
     assert source.config == TINY_LLAMA.config()
     assert source.origin == f"fetched main at {tmp_path / 'meta-llama--Llama-2-70b-chat-hf' / ('0' * 40)}"
 
 
 def test_a_repo_id_that_is_not_fetched_falls_back_to_the_catalog_shape(tmp_path):
-    source = resolve_model("meta-llama/Llama-2-70b-chat-hf", tmp_path)
+    source = find_model_config("meta-llama/Llama-2-70b-chat-hf", tmp_path)
     assert (source.name, source.origin) == ("llama-2-70b", "catalog: meta-llama/Llama-2-70b-hf")
 
 

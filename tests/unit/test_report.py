@@ -1,23 +1,30 @@
 import json
+from dataclasses import MISSING, fields, replace
 
 import pytest
 
 from tpserve.errors import ConfigError
 from tpserve.report import check_same_workload, load_runs, markdown, parse_prices, plot, rows
+from tpserve.workload.metrics import Metrics
+from tpserve.workload.records import RunPlan
+from tpserve.workload.runrecord import Layout, Provenance, RunRecord, TokenCheck
+
+PLAN = RunPlan(host="http://127.0.0.1:8100", model="m", max_tokens=256, num_requests=59, concurrency=59,
+               prompt_set="builtin (59 prompts)")
 
 
-def run(tok_s, tensor=1, replicas=1, model="m", gpu="NVIDIA H200, 143771 MiB, 580", ttft=100.0, tpot=5.0,
-        **plan):
-    return {"model_id": model, "endpoint": "/v1/completions", "output_throughput": tok_s,
-            "median_ttft_ms": ttft, "median_tpot_ms": tpot,
-            "plan": {"prompt_set": "builtin (59 prompts)", "max_tokens": 256, "num_requests": 59,
-                     "concurrency": 59, "request_rate": 0.0, "temperature": 0.0} | plan,
-            "sweep": {"tensor": tensor, "replicas": replicas}, "machine": {"gpus": [gpu] if gpu else [], "cpu": "X"}}
+def run(tok_s, tensor=1, replicas=1, model="m", device="NVIDIA H200", ttft=100.0, tpot=5.0, **plan):
+    zero = {f.name: 0 for f in fields(Metrics) if f.default is MISSING}
+    return RunRecord(workload=replace(PLAN, model=model, **plan),
+                     metrics=Metrics(**zero | {"output_throughput": tok_s, "median_ttft_ms": ttft,
+                                               "median_tpot_ms": tpot}),
+                     token_check=TokenCheck("ok"), provenance=Provenance("2026-11-26T10:00:00+00:00", ""),
+                     layout=Layout(model, device, tensor, replicas=replicas))
 
 
 def write(tmp_path, name, document):
     path = tmp_path / name
-    path.write_text(json.dumps(document))
+    path.write_text(json.dumps(document.to_json() if isinstance(document, RunRecord) else document))
     return path
 
 
@@ -38,11 +45,25 @@ def test_runs_of_different_workloads_are_refused_naming_the_difference(tmp_path)
 
 
 def test_a_file_that_is_not_a_report_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="x.json is not a load-test report"):
+    with pytest.raises(ConfigError, match="x.json is not a run record"):
         load_runs([write(tmp_path, "x.json", {"hello": 1})])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no load-test reports found"):
+    with pytest.raises(ConfigError, match="no run records found"):
         load_runs([tmp_path / "empty"])
+
+
+def test_folders_are_searched_recursively_and_other_json_files_skipped(tmp_path):
+    write(tmp_path, "benchmark.json", {"benchmark": "client_headroom"})
+    (tmp_path / "sweep").mkdir()
+    write(tmp_path / "sweep", "failures.json", [])
+    write(tmp_path / "sweep", "a.json", run(1.0))
+    assert [path.name for path, _ in load_runs([tmp_path])] == ["a.json"]
+
+
+def test_a_run_that_does_not_say_what_served_it_is_refused_with_what_to_do(tmp_path):
+    path = write(tmp_path, "locust.json", replace(run(1.0), layout=None))
+    with pytest.raises(ConfigError, match="locust.json does not say what served it .*measure with tpserve sweep"):
+        load_runs([path])
 
 
 def test_cost_per_million_tokens_uses_the_price_of_the_matching_gpu_kind():
@@ -68,6 +89,6 @@ def test_the_answers_pick_the_best_layout_per_gpu_and_within_a_latency_budget():
 
 
 def test_cpu_runs_are_labelled_with_the_cpu_and_plotted(tmp_path):
-    table = rows([(None, run(10.0, gpu=None)), (None, run(15.0, replicas=2, gpu=None))])
+    table = rows([(None, run(10.0, device="CPU (X)")), (None, run(15.0, replicas=2, device="CPU (X)"))])
     assert {r.device for r in table} == {"CPU (X)"}
     assert plot(table, tmp_path / "p.png").stat().st_size > 10_000

@@ -2,8 +2,8 @@ import pytest
 
 from tpserve.errors import LoadTestError
 from tpserve.workload.prompts import BUILTIN_PROMPTS, builtin_specs
-from tpserve.workload.records import RequestResult
-from tpserve.workload.run import RunPlan, RunState, build_report, token_check
+from tpserve.workload.records import RequestResult, RunPlan
+from tpserve.workload.run import RunState, build_report, token_check
 from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS
 
 PLAN = RunPlan(host="http://127.0.0.1:1", model="m", max_tokens=4, num_requests=3)
@@ -38,19 +38,19 @@ def test_an_empty_prompt_set_is_rejected():
 def test_token_check_passes_when_client_and_server_agree():
     check = token_check([ok(), ok()], {GENERATION_TOKENS: 10, PROMPT_TOKENS: 0},
                         {GENERATION_TOKENS: 18, PROMPT_TOKENS: 12}, in_flight=0)
-    assert check["status"] == "ok"
-    assert (check["server_generation_tokens"], check["server_prompt_tokens"]) == (8, 12)
+    assert check.ok
+    assert (check.server_generation_tokens, check.server_prompt_tokens) == (8, 12)
 
 
 def test_token_check_reports_a_mismatch_with_both_counts():
     check = token_check([ok()], {GENERATION_TOKENS: 0}, {GENERATION_TOKENS: 9}, in_flight=0)
-    assert check["status"].startswith("mismatch: client counted 4 completion tokens, server generated 9")
+    assert check.status.startswith("mismatch: client counted 4 completion tokens, server generated 9")
 
 
 def test_token_check_is_skipped_with_requests_in_flight_or_no_counter():
-    assert token_check([ok()], {GENERATION_TOKENS: 0}, {GENERATION_TOKENS: 9}, 2)["status"] == (
+    assert token_check([ok()], {GENERATION_TOKENS: 0}, {GENERATION_TOKENS: 9}, 2).status == (
         "skipped: the run stopped with 2 requests in flight")
-    assert token_check([ok()], {}, {}, 0)["status"].startswith("skipped: the server does not export")
+    assert token_check([ok()], {}, {}, 0).status.startswith("skipped: the server does not export")
 
 
 def test_report_fails_on_any_failed_request_by_default():
@@ -59,10 +59,10 @@ def test_report_fails_on_any_failed_request_by_default():
         state.issued += 1
         state.record(result)
     state.metrics_before = {GENERATION_TOKENS: 0.0}
-    report = build_report(state, {GENERATION_TOKENS: 8.0})
-    assert not report["ok"]
-    assert report["problems"] == ["1 of 3 requests failed (allowed error rate 0)"]
-    assert report["token_check"]["status"] == "ok"
+    record = build_report(state, {GENERATION_TOKENS: 8.0})
+    assert not record.ok
+    assert record.problems == ("1 of 3 requests failed (allowed error rate 0)",)
+    assert record.token_check.ok and record.errors == {"HTTP 500: x": 1}
 
 
 def test_report_of_a_clean_run_is_ok_and_names_model_and_plan():
@@ -71,10 +71,11 @@ def test_report_of_a_clean_run_is_ok_and_names_model_and_plan():
         state.issued += 1
         state.record(ok())
     state.metrics_before = {GENERATION_TOKENS: 0.0}
-    report = build_report(state, {GENERATION_TOKENS: 12.0})
-    assert report["ok"] and report["problems"] == []
-    assert report["model_id"] == "m" and report["plan"]["num_requests"] == 3
-    assert report["output_throughput"] == pytest.approx(12.0)
+    record = build_report(state, {GENERATION_TOKENS: 12.0})
+    assert record.ok and record.problems == ()
+    assert record.model_id == "m" and record.workload.num_requests == 3
+    assert record.metrics.output_throughput == pytest.approx(12.0)
+    assert record.layout is None  # the load test does not know what serves it
 
 
 def test_a_run_cut_short_before_all_requests_is_a_problem_not_a_smaller_denominator():
@@ -82,7 +83,7 @@ def test_a_run_cut_short_before_all_requests_is_a_problem_not_a_smaller_denomina
     state.issued = 2
     state.record(ok())
     state.metrics_before = {GENERATION_TOKENS: 0.0}
-    report = build_report(state, {GENERATION_TOKENS: 9.0})
-    assert not report["ok"]
-    assert "the run stopped after 1 of 3 requests" in report["problems"][0]
-    assert report["token_check"]["status"] == "skipped: the run stopped with 1 requests in flight"
+    record = build_report(state, {GENERATION_TOKENS: 9.0})
+    assert not record.ok
+    assert "the run stopped after 1 of 3 requests" in record.problems[0]
+    assert record.token_check.status == "skipped: the run stopped with 1 requests in flight"

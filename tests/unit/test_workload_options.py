@@ -7,11 +7,12 @@ import pytest
 
 from tpserve.errors import LoadTestError
 from tpserve.workload.distributed import share
+from tpserve.workload.metrics import lateness_ms
 from tpserve.workload.options import build_plan, build_specs, options_error, plan_and_specs
 from tpserve.workload.pacing import PoissonPacer
 from tpserve.workload.prompts import load_jsonl, random_specs
-from tpserve.workload.records import RequestResult
-from tpserve.workload.run import RunPlan, RunState, build_report, lateness_summary
+from tpserve.workload.records import RequestResult, RunPlan
+from tpserve.workload.run import RunState, build_report
 
 
 def options(**overrides):
@@ -149,13 +150,13 @@ def test_warmup_requests_come_first_and_stay_out_of_the_figures():
     assert [state.next_spec() for _ in range(3)] == [load[0], load[1], None]
     for _ in range(2):
         state.record(_result())
-    report = build_report(state, {})
-    assert report["num_prompts"] == 2 and report["warmup_requests_sent"] == 2
+    record = build_report(state, {})
+    assert record.metrics.num_prompts == 2 and record.warmup_requests_sent == 2
 
 
 def test_paced_runs_report_how_late_sends_left():
-    assert lateness_summary([]) == {}
-    summary = lateness_summary([0.001, 0.002, 0.010])
+    assert lateness_ms([]) == {}
+    summary = lateness_ms([0.001, 0.002, 0.010])
     assert summary["mean_send_lateness_ms"] == pytest.approx(13 / 3)
     assert summary["max_send_lateness_ms"] == pytest.approx(10.0)
 
@@ -179,7 +180,8 @@ def test_report_names_the_chat_endpoint():
     state = RunState(RunPlan("h", "m", 4, 1, endpoint="chat"), [_spec("a")])
     state.issued = 1
     state.record(_result())
-    assert json.loads(json.dumps(build_report(state, {})))["endpoint"] == "/v1/chat/completions"
+    document = json.loads(json.dumps(build_report(state, {}).to_json()))
+    assert (document["endpoint"], document["endpoint_type"]) == ("/v1/chat/completions", "openai-chat")
 
 
 def test_requests_are_shared_evenly_between_workers_first_ones_taking_the_rest():

@@ -9,8 +9,7 @@ from __future__ import annotations
 import random
 
 from tpserve.workload.prompts import builtin_specs, load_jsonl, random_specs
-from tpserve.workload.records import RequestSpec
-from tpserve.workload.run import RunPlan
+from tpserve.workload.records import RequestSpec, RunPlan
 from tpserve.workload.serverapi import ServerTokenizer
 
 ENDPOINTS = ("completions", "chat")

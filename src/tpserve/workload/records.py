@@ -1,4 +1,7 @@
-"""Typed records for what flows through a load test: one spec and one result per request."""
+"""Typed records for what flows through a load test: the run's plan, one spec and one result per request.
+
+The whole run's record, built from these, is :class:`tpserve.workload.runrecord.RunRecord`.
+"""
 
 from __future__ import annotations
 
@@ -49,3 +52,36 @@ class RequestResult:
     @classmethod
     def from_json(cls, record: dict) -> RequestResult:
         return cls(**{**record, "itl": tuple(record.get("itl", ()))})
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run sends (its workload). ``num_requests`` 0 means: until Locust's ``--run-time`` ends it.
+
+    ``request_rate`` 0 is a closed loop (each of ``concurrency`` users sends its next request when
+    the last one finishes); above 0, sends follow a Poisson process at that rate, still capped at
+    ``concurrency`` in flight. ``warmup_requests`` are sent first and left out of every figure.
+    """
+
+    host: str
+    model: str
+    max_tokens: int
+    num_requests: int
+    temperature: float = 0.0
+    prompt_set: str = "builtin"
+    endpoint: str = "completions"
+    concurrency: int = 1
+    request_rate: float = 0.0
+    warmup_requests: int = 0
+    seed: int = 0
+    max_error_rate: float = 0.0
+
+    @property
+    def mode(self) -> str:
+        load = f"poisson {self.request_rate:g} req/s" if self.request_rate else "closed loop"
+        count = f"{self.num_requests} requests" if self.num_requests else "timed"
+        return f"{count}, {load}, concurrency {self.concurrency}"
+
+    @property
+    def endpoint_path(self) -> str:
+        return "/v1/chat/completions" if self.endpoint == "chat" else "/v1/completions"

@@ -26,7 +26,7 @@ def served_models(host: str, headers: dict | None = None) -> list[str]:
     return [entry["id"] for entry in _get(host, "/v1/models", headers).json().get("data", [])]
 
 
-def resolve_model(host: str, wanted: str, headers: dict | None = None) -> str:
+def check_served_model(host: str, wanted: str, headers: dict | None = None) -> str:
     """Check that the server serves WANTED (or, if empty, exactly one model) and return its id."""
     models = served_models(host, headers)
     if wanted:

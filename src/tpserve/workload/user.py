@@ -24,9 +24,10 @@ from tpserve.workload import report
 from tpserve.workload.distributed import clock_offset, share, to_master_clock
 from tpserve.workload.pacing import PoissonPacer
 from tpserve.workload.prompts import builtin_specs
-from tpserve.workload.records import RequestResult, RequestSpec
-from tpserve.workload.run import RunPlan, RunState, build_report, write_json, write_records
-from tpserve.workload.serverapi import resolve_model, server_counters, server_version
+from tpserve.workload.records import RequestResult, RequestSpec, RunPlan
+from tpserve.workload.run import RunState, build_report, write_records
+from tpserve.workload.runrecord import write
+from tpserve.workload.serverapi import check_served_model, server_counters, server_version
 from tpserve.workload.sse import StreamError, check_length, result_from_stream
 
 log = logging.getLogger("tpserve.loadtest")
@@ -69,7 +70,7 @@ def start_run(environment, **_kwargs) -> None:
         _abort(environment, error)
         return
     try:
-        model = resolve_model(options.host, options.model, cli.headers(options))
+        model = check_served_model(options.host, options.model, cli.headers(options))
         plan = cli.build_plan(options, model)
         if _is_master(environment):
             workers = environment.runner.worker_count
@@ -211,17 +212,15 @@ def finish_run(environment) -> None:
     except LoadTestError as exc:
         log.error("tpserve: cannot read the server's counters after the run: %s", exc)
         after = {}
-    document = build_report(state, after)
-    if _is_master(environment):
-        document["workers"] = len(state.workers)
+    record = build_report(state, after, workers=len(state.workers) if _is_master(environment) else 1)
     if options.results_json:
-        write_json(options.results_json, document)
+        write(options.results_json, record)
     if options.records_jsonl:
         write_records(options.records_jsonl, state.results)
-    report.print_summary(document)
-    for problem in document["problems"]:
+    report.print_summary(record)
+    for problem in record.problems:
         log.error("tpserve: %s", problem)
-    environment.process_exit_code = 0 if document["ok"] else 1
+    environment.process_exit_code = 0 if record.ok else 1
 
 
 def _end_run(environment) -> None:

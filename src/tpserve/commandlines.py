@@ -1,0 +1,78 @@
+"""The one place the two command lines tpserve runs are built: ``tpserve serve`` and the Locust load test.
+
+``tpserve demo``, ``tpserve sweep``, the benchmarks and the tests start servers and load tests only
+through :func:`serve_command` and :func:`loadtest_command`, so an option is added or renamed here once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tpserve import launch
+from tpserve.workload.runrecord import Layout
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_LOCUSTFILE = REPO / "loadtest" / "prompts.py"
+
+
+def serve_command(model: str | Path, *, served_model_name: str = "", revision: str | None = None,
+                  cache_dir: Path | None = None, tensor_parallel_size: int | None = None,
+                  allreduce_fusion: bool = True, host: str | None = None, port: int | None = None,
+                  max_model_len: int | None = None, serve_args: Sequence[str] = (), dry_run: bool = False,
+                  vllm_args: Sequence[str] = (), python: str = sys.executable) -> list[str]:
+    """``tpserve serve`` with these options; None leaves an option to tpserve's default.
+
+    SERVE_ARGS are more ``tpserve serve`` options as given (``tpserve sweep --serve-arg``); VLLM_ARGS
+    go after ``--``, to vLLM verbatim.
+    """
+    argv = [python, "-m", "tpserve", "serve", "--model", str(model)]
+    argv += ["--revision", revision] if revision is not None else []
+    argv += ["--cache-dir", str(cache_dir)] if cache_dir is not None else []
+    argv += ["--served-model-name", served_model_name] if served_model_name else []
+    argv += ["-tp", str(tensor_parallel_size)] if tensor_parallel_size is not None else []
+    argv += [] if allreduce_fusion else ["--no-allreduce-fusion"]
+    argv += ["--host", host] if host is not None else []
+    argv += ["--port", str(port)] if port is not None else []
+    argv += ["--max-model-len", str(max_model_len)] if max_model_len is not None else []
+    argv += [*serve_args, *(["--dry-run"] if dry_run else [])]
+    return argv + (["--", *vllm_args] if vllm_args else [])
+
+
+def served_layout(argv: Sequence[str], device_kind: str, replicas: int = 1) -> Layout:
+    """What a ``tpserve serve`` command line serves, read by the command's own parser (its variables too)."""
+    from tpserve.commands.serve import serve_config
+
+    config = serve_config(list(argv)[list(argv).index("serve") + 1:])
+    return Layout(config.model, device_kind, config.tensor_parallel_size, config.pipeline_parallel_size,
+                  replicas, launch.vllm_flags(config))
+
+
+def loadtest_command(host: str, *, users: int | None = None, spawn_rate: int | None = None,
+                     locustfile: Path = DEFAULT_LOCUSTFILE, model: str = "", num_requests: int | None = None,
+                     max_tokens: int | None = None, prompt_set: str | None = None, prompt_file: Path | None = None,
+                     random_input_len: int | None = None, endpoint: str | None = None,
+                     warmup_requests: int | None = None, seed: int | None = None, run_time_s: int | None = None,
+                     only_summary: bool = False, results_json: Path | None = None,
+                     records_jsonl: Path | None = None, extra: Sequence[str] = (),
+                     python: str = sys.executable) -> list[str]:
+    """The headless Locust load test against HOST; None leaves an option to the load test's default.
+
+    USERS caps the requests in flight; they all start at once unless SPAWN_RATE says otherwise.
+    EXTRA holds further Locust or load-test options as given (``--processes 2``, ``--csv PREFIX``).
+    """
+    argv = [python, "-m", "locust", "-f", str(locustfile), "--headless"]
+    if users is not None:
+        argv += ["-u", str(users), "-r", str(users if spawn_rate is None else spawn_rate)]
+    argv += ["--host", host]
+    options = (("--model", model or None), ("--num-requests", num_requests), ("--max-tokens", max_tokens),
+               ("--prompt-set", prompt_set), ("--prompt-file", prompt_file),
+               ("--random-input-len", random_input_len), ("--endpoint", endpoint),
+               ("--warmup-requests", warmup_requests), ("--seed", seed),
+               ("--run-time", None if run_time_s is None else f"{run_time_s}s"))
+    argv += [part for flag, value in options if value is not None for part in (flag, str(value))]
+    argv += ["--only-summary"] if only_summary else []
+    argv += ["--results-json", str(results_json)] if results_json is not None else []
+    argv += ["--records-jsonl", str(records_jsonl)] if records_jsonl is not None else []
+    return argv + list(extra)

@@ -1,0 +1,100 @@
+"""``tpserve plan``: size a model on GPUs of one kind before renting them, and print the plan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tpserve.catalog import GiB
+from tpserve.commands import CacheDir, Revision, default_cache_dir
+from tpserve.errors import TpserveError
+from tpserve.plan import GPU_MEMORY_UTILIZATION, Plan, find_model_config, gib, make_plan
+
+
+def plan(
+    model: Annotated[str, typer.Argument(
+        help="Catalog name (e.g. llama-2-70b), model folder, config.json, or a repo id fetched before.")],
+    gpu: Annotated[str, typer.Option(
+        help="GPU kind: a10, l4, a100-40gb, a100-80gb, h100, h200, b200 or mi300x.")],
+    gpus_per_node: Annotated[int, typer.Option(help="GPUs in a node; tensor parallel stays in one.")] = 8,
+    context: Annotated[int | None, typer.Option(
+        help="Tokens per sequence, vLLM's --max-model-len (default: the model's maximum, as vLLM).")] = None,
+    dtype: Annotated[str, typer.Option(help="Weights: auto (the config's), fp16, bf16, fp8, int8.")] = "auto",
+    kv_dtype: Annotated[str, typer.Option(help="KV cache: auto (16-bit, vLLM's), fp16, bf16, fp8.")] = "auto",
+    gpu_memory_utilization: Annotated[float | None, typer.Option(
+        help="Fraction of each GPU vLLM may use (default: 0.92, vLLM 0.26's).")] = None,
+    revision: Revision = "main",
+    cache_dir: CacheDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Size MODEL on GPUs of one kind before renting them: how many it needs, and what each layout holds.
+
+    Shows the weights, the KV cache per token, the tensor-parallel sizes that split the heads, the
+    fewest GPUs that fit (pipeline stages across nodes when one node is not enough), and per layout
+    the KV-cache tokens and concurrent sequences at the context length. docs/plan.md has the memory
+    model. Example:
+
+        tpserve plan llama-2-70b --gpu a100-40gb --context 4096
+    """
+    from tpserve.catalog import gpu_kind
+
+    source = find_model_config(model, cache_dir or default_cache_dir(), revision)
+    result = make_plan(source, gpu_kind(gpu), gpus_per_node=gpus_per_node, context=context, dtype=dtype,
+                       kv_dtype=kv_dtype,
+                       utilization=GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None else gpu_memory_utilization)
+    if as_json:
+        typer.echo(result.to_json(), nl=False)
+    else:
+        print_plan(result, Console(soft_wrap=True))
+    if result.minimum is None:
+        last = result.layouts[-1]
+        raise TpserveError(f"{result.model} fits on no layout of {result.gpu.label}: at {last.name}, "
+                           f"{last.reason}")
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    """The plan as people read it: the model's numbers, a table of layouts, the minimum and why less fails."""
+    size, gpu, context = plan.size, plan.gpu, plan.context_tokens
+    kv_dtype = "16-bit (auto)" if size.kv_cache_dtype == "auto" else size.kv_cache_dtype
+    valid = ", ".join(map(str, plan.valid_tensor_parallel_sizes))
+    invalid = ", ".join(map(str, plan.invalid_tensor_parallel_sizes))
+    console.print(f"[bold]{escape(plan.model)}[/bold] ({escape(plan.model_origin)}) on {gpu.label}, "
+                  f"{plan.gpus_per_node} per node, context {context:,} tokens")
+    heads = (f"{size.attention_heads} attention heads and {size.kv_heads} KV heads: tensor parallel {valid} "
+             + (f"split them evenly, {invalid} cannot" if invalid else "split them evenly"))
+    lines = [
+        (f"{size.parameters:,} parameters: {gib(size.weight_bytes)} of {size.weight_dtype} weights "
+         f"({size.weight_bytes:,} bytes)"),
+        (f"KV cache: {size.kv_cache_bytes_per_token:,} bytes per token in {kv_dtype}, "
+         f"{gib(size.kv_cache_bytes_per_token * context)} per {context:,}-token sequence"),
+        heads,
+        (f"each {gpu.label}: vLLM may use {gib(plan.usable_bytes_per_gpu)} "
+         f"({plan.gpu_memory_utilization:g} × {gib(gpu.memory_bytes)}), "
+         f"{gib(plan.activation_reserve_bytes)} of it kept for activations"),
+    ]
+    for line in lines:
+        console.print(f"  {line}", highlight=False)
+    caption = f"weights and KV cache in GiB per GPU; seqs: sequences of {context:,} tokens at once"
+    table = Table(caption=caption)
+    for title in ("layout", "GPUs", "nodes", "weights", "KV cache", "KV tokens", "seqs", "fits"):
+        table.add_column(title, justify="left" if title in ("layout", "fits") else "right")
+    for item in plan.layouts:
+        table.add_row(item.name, str(item.gpus), str(item.nodes), f"{item.weight_bytes_per_gpu / GiB:.2f}",
+                      f"{item.kv_cache_bytes_per_gpu / GiB:.2f}", f"{item.kv_cache_tokens:,}",
+                      f"{item.max_sequences:,}", "yes" if item.fits else "[red]no[/red]")
+    console.print(table)
+    minimum = plan.minimum
+    if minimum is not None:
+        nodes = f"{minimum.nodes} node{'s' if minimum.nodes > 1 else ''}"
+        console.print(f"minimum: {minimum.gpus} × {gpu.label} at {minimum.name} ({nodes}): "
+                      f"{minimum.kv_cache_tokens:,} tokens of KV cache, {minimum.max_sequences:,} sequences "
+                      f"of {context:,} tokens at once", highlight=False)
+    for item in plan.layouts:
+        if not item.fits:
+            console.print(f"{item.name} does not fit: {escape(item.reason)}", highlight=False)
+    for note in plan.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
