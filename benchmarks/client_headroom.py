@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tpserve.commandlines import loadtest_command
 from tpserve.machine import describe_machine
 from tpserve.workload.metrics import percentile
 
@@ -50,10 +51,9 @@ def start_server(port: int, first_delay: float, log: Path) -> subprocess.Popen:
     sys.exit("the SSE server did not start")
 
 
-def locust(port: int, users: int, extra: list[str], out: Path) -> tuple[dict, float]:
-    argv = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
-            "-u", str(users), "-r", str(users), "--host", f"http://127.0.0.1:{port}", "--run-time", "600s",
-            "--results-json", str(out), "--only-summary", *extra]
+def locust(port: int, users: int, out: Path, **options) -> tuple[dict, float]:
+    argv = loadtest_command(f"http://127.0.0.1:{port}", users=users, run_time_s=600, results_json=out,
+                            only_summary=True, **options)
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
     cpu = 0.0
     while process.poll() is None:
@@ -82,9 +82,8 @@ def main() -> None:
         server = start_server(args.port, 0.0, log)
         try:
             server_cpu_before = cpu_seconds(server.pid)
-            load, locust_cpu = locust(args.port, args.concurrency,
-                                      ["--num-requests", str(args.requests), "--max-tokens", str(args.tokens)],
-                                      scratch / "load.json")
+            load, locust_cpu = locust(args.port, args.concurrency, scratch / "load.json",
+                                      num_requests=args.requests, max_tokens=args.tokens)
             server_cpu = cpu_seconds(server.pid) - server_cpu_before
         finally:
             server.kill()
@@ -93,10 +92,8 @@ def main() -> None:
         prompts.write_text("".join(json.dumps({"prompt": f"probe {i}"}) + "\n" for i in range(args.probes)))
         server = start_server(args.port, 0.02, log)
         try:
-            probe, _ = locust(args.port, 1, ["--prompt-set", "file", "--prompt-file", str(prompts),
-                                             "--num-requests", str(args.probes), "--max-tokens", "8",
-                                             "--records-jsonl", str(scratch / "records.jsonl")],
-                              scratch / "probe.json")
+            probe, _ = locust(args.port, 1, scratch / "probe.json", prompt_set="file", prompt_file=prompts,
+                              num_requests=args.probes, max_tokens=8, records_jsonl=scratch / "records.jsonl")
         finally:
             server.kill()
         sent = {}

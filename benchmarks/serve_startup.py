@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tpserve import cache
+from tpserve.commandlines import serve_command
 from tpserve.machine import describe_machine
 from tpserve.modelconfig import parameter_count
 from tpserve.shapes import LLAMA2_70B
@@ -80,8 +81,8 @@ def main() -> None:
         cache_dir = Path(scratch) / "cache"
         folder = build_cache(cache_dir)
         weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-        serve = [sys.executable, "-m", "tpserve", "serve", "--model", REPO, "--revision", "main",
-                 "--cache-dir", str(cache_dir), "-tp", "4", "--no-allreduce-fusion", "--dry-run"]
+        serve = serve_command(REPO, revision="main", cache_dir=cache_dir, tensor_parallel_size=4,
+                              allreduce_fusion=False, dry_run=True)
         fetch = [sys.executable, "-m", "tpserve", "fetch", REPO, "--revision", SHA, "--cache-dir", str(cache_dir),
                  "--no-progress"]
         time_runs(serve, 2, env)  # warm the page cache for the interpreter and packages

@@ -22,6 +22,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tpserve.commandlines import loadtest_command, serve_command
 from tpserve.machine import describe_machine
 from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder
@@ -62,13 +63,12 @@ def vllm_bench(url: str, model_dir: Path, args, env: dict, out: Path, seed: int,
 
 
 def tpserve_locust(url: str, args, env: dict, out: Path, seed: int, prompt_file: Path) -> dict:
-    prompts = (["--prompt-set", "file", "--prompt-file", str(prompt_file)] if args.prompts == "builtin" else
-               ["--prompt-set", "random", "--random-input-len", str(args.input_len)])
-    run_checked([sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
-                 "-u", str(args.concurrency), "-r", str(args.concurrency), "--host", url, *prompts,
-                 "--max-tokens", str(args.output_len), "--num-requests", str(args.num_prompts),
-                 "--warmup-requests", str(args.warmups), "--seed", str(seed), "--run-time", "1200s",
-                 "--results-json", str(out), "--only-summary"], env, "tpserve load test")
+    prompts = ({"prompt_set": "file", "prompt_file": prompt_file} if args.prompts == "builtin" else
+               {"prompt_set": "random", "random_input_len": args.input_len})
+    run_checked(loadtest_command(url, users=args.concurrency, max_tokens=args.output_len,
+                                 num_requests=args.num_prompts, warmup_requests=args.warmups, seed=seed,
+                                 run_time_s=1200, only_summary=True, results_json=out, **prompts),
+                env, "tpserve load test")
     return json.loads(out.read_text())
 
 
@@ -88,9 +88,9 @@ def main() -> None:
     model_dir = write_model_folder(TINY_LLAMA, cache / "models" / TINY_LLAMA.name)
     env = cpu_env(cache)
     server_env = {**env, "VLLM_CPU_OMP_THREADS_BIND": SERVER_CORE}
-    argv = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "tpserve", "serve", "--model", str(model_dir), "--served-model-name",
-            TINY_LLAMA.name, "--host", "127.0.0.1", "--port", str(args.port), "--max-model-len", "2048",
-            "--", "--load-format", "dummy", "--no-enable-prefix-caching"]
+    argv = ["taskset", "-c", SERVER_CORE, *serve_command(
+        model_dir, served_model_name=TINY_LLAMA.name, host="127.0.0.1", port=args.port, max_model_len=2048,
+        vllm_args=["--load-format", "dummy", "--no-enable-prefix-caching"])]
     runs = {"vllm_bench": [], "tpserve": []}
     with tempfile.TemporaryDirectory() as scratch, LocalServer(
             argv, port=args.port, log_path=Path(scratch) / "server.log", env=server_env) as server:

@@ -8,8 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests must not fail on a slow or busy machine: no per-example deadline.
+settings.register_profile("tpserve", deadline=None)
+settings.load_profile("tpserve")
 
 
 def free_port() -> int:

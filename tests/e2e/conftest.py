@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import requests
 
 from tests.conftest import REPO, free_port
+from tpserve.commandlines import serve_command
 from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder
 
@@ -29,9 +28,8 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model, tmp_path_factory):
     port = free_port()
-    argv = [sys.executable, "-m", "tpserve", "serve", "--model", str(tiny_model),
-            "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
-            "--max-model-len", "2048", "--", "--load-format", "dummy"]
+    argv = serve_command(tiny_model, served_model_name=MODEL_NAME, host="127.0.0.1", port=port, max_model_len=2048,
+                         vllm_args=["--load-format", "dummy"])
     server = LocalServer(argv, port=port, log_path=tmp_path_factory.mktemp("vllm") / "server.log",
                          env=cpu_env(CACHE))
     server.start()

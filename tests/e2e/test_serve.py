@@ -2,17 +2,17 @@
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 from tests.e2e.conftest import CACHE
+from tpserve.commandlines import serve_command
 from tpserve.server import LocalServer, _session_members, cpu_env
 
 
 def test_serve_execs_vllm_in_its_own_process_which_shuts_down_gracefully_on_sigterm(tiny_model, tmp_path, port):
-    argv = [sys.executable, "-m", "tpserve", "serve", "--model", str(tiny_model), "--served-model-name", "t",
-            "--host", "127.0.0.1", "--port", str(port), "--", "--load-format", "dummy"]
+    argv = serve_command(tiny_model, served_model_name="t", host="127.0.0.1", port=port,
+                         vllm_args=["--load-format", "dummy"])
     server = LocalServer(argv, port=port, log_path=tmp_path / "server.log", env=cpu_env(CACHE))
     server.start()
     try:

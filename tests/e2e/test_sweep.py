@@ -17,8 +17,10 @@ def test_a_local_sweep_measures_each_layout_records_failures_and_reports(tiny_mo
     runs = sorted(p.name for p in out.glob("tiny-*.json"))
     assert runs == ["tiny-tp1x1-run1.json", "tiny-tp1x1-run2.json", "tiny-tp1x2-run1.json", "tiny-tp1x2-run2.json"]
     two = json.loads((out / "tiny-tp1x2-run1.json").read_text())
-    assert two["sweep"]["replicas"] == 2 and two["completed"] == 8 and two["token_check"]["status"] == "ok"
-    assert len(two["token_check"]["per_replica"]) == 2
+    assert two["layout"]["replicas"] == 2 and two["completed"] == 8 and two["token_check"]["status"] == "ok"
+    assert len(two["token_check"]["parts"]) == 2 and two["workers"] == 2
+    assert two["layout"]["vllm_flags"] == {"--max-model-len": "1024", "--load-format": "dummy"}
+    assert two["context"] == {"name": "tiny", "repeat": 1, "repeats": 2}
     failures = {(f["tensor"], f["replicas"]): f["error"] for f in json.loads((out / "failures.json").read_text())}
     assert failures[(2, 1)].startswith("the server exited with status 2 before it became healthy — error: tensor "
                                        "× pipeline parallel = 2 × 1 = 2 needs 2 GPUs but none is visible")
