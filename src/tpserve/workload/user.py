@@ -139,7 +139,7 @@ def _install(environment, state: RunState, pacer_seed: int | None = None) -> Non
 
 
 @events.spawning_complete.add_listener
-def all_users_spawned(user_count, **_kwargs) -> None:
+def all_users_spawned(**_kwargs) -> None:
     spawned = getattr(_ENVIRONMENTS[-1], "tpserve_spawned", None) if _ENVIRONMENTS else None
     if spawned is not None:
         spawned.set()
