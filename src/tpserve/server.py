@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -93,6 +94,9 @@ class LocalServer:
         check_port_free(self.host, self.port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
+            # The command heads its log, so a server that dies or hangs before printing still shows what ran.
+            log.write(f"$ {shlex.join(self.argv)}\n".encode())
+            log.flush()
             self.process = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=self.env, start_new_session=True,

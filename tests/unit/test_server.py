@@ -76,3 +76,15 @@ def test_stop_escalates_to_sigkill_for_a_process_that_ignores_sigterm(tmp_path):
     server.stop(grace_s=1)
     assert time.monotonic() - started < 8
     assert server.process.returncode == -9
+
+
+def test_the_log_starts_with_the_command_so_a_server_silent_until_it_hangs_still_shows_what_ran(tmp_path):
+    argv = [sys.executable, "-c", "import time; time.sleep(300)"]
+    server = LocalServer(argv, port=free_port(), log_path=tmp_path / "server.log")
+    server.start()
+    try:
+        with pytest.raises(ServerNotHealthyError) as caught:
+            server.wait_healthy(0.5)
+        assert caught.value.log_tail.startswith(f"$ {sys.executable} -c 'import time; time.sleep(300)'\n")
+    finally:
+        server.stop()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from tpserve.catalog import GiB
 from tpserve.commands import CacheDir, Revision, default_cache_dir
 from tpserve.errors import TpserveError
-from tpserve.plan import GPU_MEMORY_UTILIZATION, Plan, find_model_config, gib, make_plan
+
+if TYPE_CHECKING:
+    from tpserve.plan import Plan
 
 
 def plan(
@@ -41,6 +40,7 @@ def plan(
         tpserve plan llama-2-70b --gpu a100-40gb --context 4096
     """
     from tpserve.catalog import gpu_kind
+    from tpserve.plan import GPU_MEMORY_UTILIZATION, find_model_config, make_plan
 
     source = find_model_config(model, cache_dir or default_cache_dir(), revision)
     result = make_plan(source, gpu_kind(gpu), gpus_per_node=gpus_per_node, context=context, dtype=dtype,
@@ -58,6 +58,12 @@ def plan(
 
 def print_plan(plan: Plan, console: Console) -> None:
     """The plan as people read it: the model's numbers, a table of layouts, the minimum and why less fails."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from tpserve.catalog import GiB
+    from tpserve.plan import gib
+
     size, gpu, context = plan.size, plan.gpu, plan.context_tokens
     kv_dtype = "16-bit (auto)" if size.kv_cache_dtype == "auto" else size.kv_cache_dtype
     valid = ", ".join(map(str, plan.valid_tensor_parallel_sizes))

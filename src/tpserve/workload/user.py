@@ -19,9 +19,9 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from tpserve.errors import LoadTestError
-from tpserve.workload import options as cli
 from tpserve.workload import report
 from tpserve.workload.distributed import clock_offset, share, to_master_clock
+from tpserve.workload.options import add_options, build_plan, build_specs, headers, options_error
 from tpserve.workload.pacing import PoissonPacer
 from tpserve.workload.prompts import builtin_specs
 from tpserve.workload.records import RequestResult, RequestSpec, RunPlan
@@ -36,8 +36,8 @@ ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completion
 
 
 @events.init_command_line_parser.add_listener
-def add_options(parser) -> None:
-    cli.add_options(parser)
+def add_tpserve_options(parser) -> None:
+    add_options(parser)
 
 
 def _abort(environment, message: str) -> None:
@@ -66,22 +66,22 @@ def start_run(environment, **_kwargs) -> None:
         _start_worker(environment)
         return
     options = environment.parsed_options
-    if error := cli.options_error(options):
+    if error := options_error(options):
         _abort(environment, error)
         return
     try:
-        model = check_served_model(options.host, options.model, cli.headers(options))
-        plan = cli.build_plan(options, model)
+        model = check_served_model(options.host, options.model, headers(options))
+        plan = build_plan(options, model)
         if _is_master(environment):
             workers = environment.runner.worker_count
             if error := _distributed_error(plan, workers):
                 _abort(environment, error)
                 return
             options.tpserve_shard = {"workers": workers, "model": model, "seed": plan.seed}
-            specs = cli.build_specs(options, plan)[0] if options.prompt_set != "random" else builtin_specs(1)
+            specs = build_specs(options, plan)[0] if options.prompt_set != "random" else builtin_specs(1)
             state = RunState(plan, specs)
         else:
-            state = RunState(plan, *cli.build_specs(options, plan))
+            state = RunState(plan, *build_specs(options, plan))
         state.server_version = server_version(options.host)
         state.metrics_before = server_counters(options.host)
     except LoadTestError as exc:
@@ -111,12 +111,12 @@ def _start_worker(environment) -> None:
     if index >= workers:
         _abort(environment, f"worker {index} joined after the master planned for {workers} workers")
         return
-    whole = cli.build_plan(options, shard["model"], seed=shard["seed"])
+    whole = build_plan(options, shard["model"], seed=shard["seed"])
     plan = replace(whole, num_requests=share(whole.num_requests, workers, index),
                    warmup_requests=share(whole.warmup_requests, workers, index),
                    request_rate=whole.request_rate / workers)
     try:
-        state = RunState(plan, *cli.build_specs(options, whole, workers, index))
+        state = RunState(plan, *build_specs(options, whole, workers, index))
     except LoadTestError as exc:
         _abort(environment, str(exc))
         return
@@ -282,7 +282,7 @@ class CompletionUser(FastHttpUser):
         path = ENDPOINT_PATHS[plan.endpoint]
         sent = time.perf_counter()
         with self.client.request("POST", path, name=name or path, json=body, stream=True, catch_response=True,
-                                 headers=cli.headers(self.environment.parsed_options)) as response:
+                                 headers=headers(self.environment.parsed_options)) as response:
             result = self._read(response, spec, sent)
             response.request_meta["response_time"] = result.latency * 1000
             response.request_meta["response_length"] = result.completion_tokens
