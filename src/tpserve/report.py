@@ -57,14 +57,22 @@ class Row:
 
 
 def load_runs(paths: Iterable[Path]) -> list[tuple[Path, RunRecord]]:
-    """Every run record in PATHS: files, or the JSON files anywhere under folders (others skipped)."""
-    runs = []
+    """Every run record in PATHS: files, or the JSON files anywhere under folders.
+
+    Inside folders, files that are not run records (benchmarks, failures.json) are skipped, and so
+    are records that do not say what served them: a sweep's per-replica parts, bare load tests.
+    """
+    runs, skipped = [], 0
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path} does not exist")
         if not path.is_dir():
-            runs.append((path, runrecord.load(path)))
+            record = runrecord.load(path)
+            if record.layout is None:
+                raise ConfigError(f"{path} does not say what served it (a load test alone cannot know the "
+                                  "layout): measure with tpserve sweep or tpserve demo, which record it")
+            runs.append((path, record))
             continue
         for file in sorted(path.rglob("*.json")):
             try:
@@ -72,13 +80,15 @@ def load_runs(paths: Iterable[Path]) -> list[tuple[Path, RunRecord]]:
             except (OSError, ValueError):
                 continue
             if runrecord.is_run_document(document):
-                runs.append((file, runrecord.from_document(document, file)))
+                record = runrecord.from_document(document, file)
+                if record.layout is None:
+                    skipped += 1
+                else:
+                    runs.append((file, record))
     if not runs:
-        raise ConfigError("no run records found: pass results files or folders written by tpserve")
-    for path, record in runs:
-        if record.layout is None:
-            raise ConfigError(f"{path} does not say what served it (a load test alone cannot know the layout): "
-                              "measure with tpserve sweep or tpserve demo, which record it")
+        without = f" ({skipped} found do not say what served them)" if skipped else ""
+        raise ConfigError(f"no run records found{without}: pass results files or folders written by tpserve "
+                          "demo, tpserve sweep or the GPU tests")
     return runs
 
 

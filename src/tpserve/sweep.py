@@ -125,7 +125,7 @@ Backend = Callable[[Point], AbstractContextManager[Servers]]
 
 
 def run_sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, load: Load, repeats: int,
-          out: Path, progress: Callable[[str, int], None] = lambda text, done: print(text)) -> SweepResult:
+              out: Path, progress: Callable[[str, int], None] = lambda text, done: print(text)) -> SweepResult:
     """Measure every point REPEATS times; write one JSON per run, and failures.json for the points that failed.
 
     PROGRESS gets a line to show and how many of the len(points) × repeats runs it completes.

@@ -52,11 +52,12 @@ def test_a_file_that_is_not_a_report_is_named(tmp_path):
         load_runs([tmp_path / "empty"])
 
 
-def test_folders_are_searched_recursively_and_other_json_files_skipped(tmp_path):
+def test_folders_are_searched_recursively_skipping_other_json_and_records_of_parts(tmp_path):
     write(tmp_path, "benchmark.json", {"benchmark": "client_headroom"})
-    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "work" / "tp1x1-run1").mkdir(parents=True)
     write(tmp_path / "sweep", "failures.json", [])
     write(tmp_path / "sweep", "a.json", run(1.0))
+    write(tmp_path / "sweep" / "work" / "tp1x1-run1", "replica0.json", replace(run(1.0), layout=None))
     assert [path.name for path, _ in load_runs([tmp_path])] == ["a.json"]
 
 
@@ -64,6 +65,8 @@ def test_a_run_that_does_not_say_what_served_it_is_refused_with_what_to_do(tmp_p
     path = write(tmp_path, "locust.json", replace(run(1.0), layout=None))
     with pytest.raises(ConfigError, match="locust.json does not say what served it .*measure with tpserve sweep"):
         load_runs([path])
+    with pytest.raises(ConfigError, match="no run records found \\(1 found do not say what served them\\)"):
+        load_runs([tmp_path])
 
 
 def test_cost_per_million_tokens_uses_the_price_of_the_matching_gpu_kind():

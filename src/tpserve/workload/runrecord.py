@@ -227,9 +227,8 @@ def merge(parts: Sequence[RunRecord], results: Sequence[RequestResult], part_nam
     if not parts:
         raise ValueError("merge needs at least one record")
     first = parts[0]
-    total = (lambda name: sum(getattr(p.workload, name) for p in parts))
-    workload = replace(first.workload, num_requests=total("num_requests"), concurrency=total("concurrency"),
-                       warmup_requests=total("warmup_requests"), request_rate=total("request_rate"))
+    added_up = ("num_requests", "concurrency", "warmup_requests", "request_rate")
+    workload = replace(first.workload, **{name: sum(getattr(p.workload, name) for p in parts) for name in added_up})
     checks = [p.token_check for p in parts]
 
     def added(name: str) -> int | None:
