@@ -27,12 +27,16 @@ def vllm_pids_on(port: int) -> list[int]:
 
 
 def engine_processes() -> set[int]:
-    """vLLM's engine and worker processes (they rename themselves VLLM::...)."""
+    """vLLM's engine and worker processes started from this checkout (they rename themselves VLLM::...).
+
+    Only those whose working folder is this repository: other checkouts may run vLLM on the same machine.
+    """
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if Path(f"/proc/{entry}/comm").read_text().startswith("VLLM"):
+                if (Path(f"/proc/{entry}/comm").read_text().startswith("VLLM")
+                        and Path(f"/proc/{entry}/cwd").resolve() == REPO.resolve()):
                     found.add(int(entry))
             except OSError:
                 continue
