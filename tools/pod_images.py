@@ -73,7 +73,7 @@ def base_recipe_hash() -> str:
 def image_label(image: str, label: str) -> str | None:
     """LABEL of IMAGE, or None when there is no such image."""
     found = subprocess.run(["podman", "image", "inspect", "--format", f'{{{{index .Labels "{label}"}}}}', image],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     return found.stdout.strip() if found.returncode == 0 else None
 
 
@@ -96,7 +96,8 @@ def build_base(rebuild: bool) -> Step:
 def build(dockerfile: str, tag: str, base: str, *volumes: str) -> Step:
     """``podman build`` of DOCKERFILE on BASE (layers cached), tagged TAG."""
     start = time.monotonic()
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()
     # --network host: each RUN step shares the host's network and resolver, no bridge set up per step.
     args = ["build", "--layers", "--pull=never", "--network", "host", "-f", dockerfile, "-t", tag, "--build-arg", f"BASE_IMAGE={base}",
             "--build-arg", f"REVISION={revision or 'unknown'}"]
