@@ -7,7 +7,8 @@ everything else read-only, as the pod's uid, gid and fsGroup, with every capabil
 no_new_privs set and a seccomp filter refusing what RuntimeDefault refuses (runtime_default_seccomp.c).
 What stands in for the image is said where it happens (``IMAGE_STANDINS``) and printed in the record.
 
-    python3 tests/gpu/pod_rehearsal.py run REHEARSAL_DIR OUT_DIR     # as root, on the GPU host
+    python3 tests/gpu/pod_rehearsal.py run REHEARSAL_DIR OUT_DIR             # as root, on the GPU host
+    python3 tests/gpu/pod_rehearsal.py compare REHEARSAL_DIR OUT_DIR ROUNDS  # hardening's cost, as a ratio
 
 REHEARSAL_DIR is what ``prepare_pod_rehearsal.py`` wrote here: the rendered manifests, the model files
 the hub stand-in serves, the seccomp wrapper. The record (``pod-rehearsal.json``) and every container's
@@ -74,6 +75,9 @@ def enter(spec_path: str) -> None:
             if mount["readOnly"]:
                 subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
         targets.add(str(target))
+    os.chdir(spec["workdir"])
+    if not spec["hardened"]:      # the comparison run: same namespaces and volumes, as root, nothing dropped
+        os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
     # The root filesystem and every other mount the host has (but /proc, /sys, /dev): read-only.
     kept = ("/proc", "/sys", "/dev")
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -81,7 +85,6 @@ def enter(spec_path: str) -> None:
         if point in targets or any(point == k or point.startswith(k + "/") for k in kept):
             continue
         subprocess.run(["mount", "-o", "remount,bind,ro", point], check=False, capture_output=True)
-    os.chdir(spec["workdir"])
     argv = ["setpriv", f"--reuid={spec['uid']}", f"--regid={spec['gid']}",
             f"--groups={','.join(str(g) for g in spec['groups'])}",
             "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
@@ -198,7 +201,7 @@ def container_env(container: dict, image: dict, extra: dict[str, str]) -> dict[s
 
 
 def start(name: str, container: dict, pod: dict, volumes: dict, image: dict, out: Path,
-          extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+          extra_env: dict[str, str] | None = None, hardened: bool = True) -> subprocess.Popen:
     context = pod.get("securityContext", {})
     own = container.get("securityContext", {})
     uid = own.get("runAsUser", context.get("runAsUser"))
@@ -214,7 +217,7 @@ def start(name: str, container: dict, pod: dict, volumes: dict, image: dict, out
     spec = {"mounts": image_files + mounts_of(container, volumes, fs_group), "uid": uid, "gid": gid,
             "groups": sorted({gid, fs_group} - {None}), "argv": argv,
             "env": container_env(container, image, extra_env or {}),
-            "workdir": container.get("workingDir", image["workdir"])}
+            "workdir": container.get("workingDir", image["workdir"]), "hardened": hardened}
     spec_path = ROOT / f"{name}.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     (out / f"{name}.spec.json").write_text(json.dumps(spec, indent=1))
@@ -287,7 +290,9 @@ def stop(proc: subprocess.Popen, grace_s: float) -> dict:
             "processes_left": left}
 
 
-def run(rehearsal: Path, out: Path) -> int:
+def run(rehearsal: Path, out: Path, compare_rounds: int = 0) -> int:
+    """The pod: its init container, then the server, the helm test and the note's workload through it.
+    With COMPARE_ROUNDS, after the init container: the comparison of a plain and a hardened server instead."""
     sys.path.insert(0, str(REPO))
     from tests.hubfake import HubFake
 
@@ -321,11 +326,17 @@ def run(rehearsal: Path, out: Path) -> int:
     server_container = pod["containers"][0]
     startup = server_container["startupProbe"]
     budget = startup["periodSeconds"] * startup["failureThreshold"]
+    deadline = min(budget, float(os.environ.get("TPSERVE_READY_DEADLINE_S", budget)))
     grace = pod["terminationGracePeriodSeconds"]
-    began = time.monotonic()
+    if compare_rounds:
+        record["comparison"] = compare(compare_rounds, rehearsal, server_container, pod, volumes, out, deadline, grace)
+        hub.stop()
+        ok = all(len(record["comparison"].get(mode, {}).get("rounds", [])) == compare_rounds
+                 for mode in ("plain", "hardened"))
+        return finish(record, out, 0 if ok else 1, "pod-comparison.json")
     server = start("server", server_container, pod, volumes, IMAGE_STANDINS["server"], out)
     try:
-        ready = wait_health(server, min(budget, float(os.environ.get("TPSERVE_READY_DEADLINE_S", budget))))
+        ready = wait_health(server, deadline)
         record["phases"]["server_ready_seconds"] = round(ready, 1)
         say(f"/health after {ready:.0f} s (the chart's startup budget: {budget} s)")
         record["processes"] = [process_facts(pid) for pid in descendants(server.pid)]
@@ -334,25 +345,7 @@ def run(rehearsal: Path, out: Path) -> int:
                 ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader"],
                 check=False, capture_output=True, text=True).stdout.strip().splitlines()
         for label, manifest in (("helm-test", "manifest.yaml"), ("note-workload", "manifest-note.yaml")):
-            test_pod = find(documents(rehearsal / manifest), "Pod", test=True)
-            container = test_pod["spec"]["containers"][0]
-            container = {**container, "args": [f"http://127.0.0.1:{PORT}" if a.startswith("http://") else a
-                                               for a in container["args"]]}
-            test_volumes = prepare_volumes(test_pod["spec"], {}, 1000)
-            began = time.monotonic()
-            load = start(label, {**container, "env": [*container["env"],
-                                                      {"name": "TPSERVE_RESULTS_JSON", "value": f"/results/{label}.json"}]},
-                         test_pod["spec"], test_volumes, IMAGE_STANDINS["loadtest"], out)
-            load.wait(timeout=420)
-            result_file = Path(test_volumes["results"]["source"]) / f"{label}.json"
-            record["phases"][label] = {"exit_code": load.returncode, "seconds": round(time.monotonic() - began, 1)}
-            if result_file.exists():
-                shutil.copy(result_file, out / f"{label}.json")
-                result = json.loads(result_file.read_text())
-                record["phases"][label].update({key: result.get(key) for key in
-                                                ("completed", "failed", "output_throughput", "median_ttft_ms",
-                                                 "median_tpot_ms", "token_check")})
-            say(label, record["phases"][label])
+            record["phases"][label] = load(label, rehearsal / manifest, out)
         record["notes"].append("load tests: the rendered test pod's --host (the Service's DNS name) points at "
                                f"127.0.0.1:{PORT}, the server's port on the shared host network")
     except SystemExit as failure:
@@ -367,10 +360,61 @@ def run(rehearsal: Path, out: Path) -> int:
     return finish(record, out, 0 if ok else 1)
 
 
-def finish(record: dict, out: Path, code: int) -> int:
+def load(label: str, manifest: Path, out: Path) -> dict:
+    """The rendered helm test pod, run to completion against the server; its figures."""
+    test_pod = find(documents(manifest), "Pod", test=True)
+    container = test_pod["spec"]["containers"][0]
+    container = {**container,
+                 "args": [f"http://127.0.0.1:{PORT}" if a.startswith("http://") else a for a in container["args"]],
+                 "env": [*container["env"], {"name": "TPSERVE_RESULTS_JSON", "value": f"/results/{label}.json"}]}
+    volumes = prepare_volumes(test_pod["spec"], {}, 1000)
+    began = time.monotonic()
+    proc = start(label, container, test_pod["spec"], volumes, IMAGE_STANDINS["loadtest"], out)
+    proc.wait(timeout=420)
+    phase = {"exit_code": proc.returncode, "seconds": round(time.monotonic() - began, 1)}
+    result_file = Path(volumes["results"]["source"]) / f"{label}.json"
+    if result_file.exists():
+        shutil.copy(result_file, out / f"{label}.json")
+        result = json.loads(result_file.read_text())
+        phase.update({key: result.get(key) for key in ("completed", "failed", "output_throughput", "median_ttft_ms",
+                                                       "median_tpot_ms", "token_check")})
+    say(label, phase)
+    return phase
+
+
+def compare(rounds: int, rehearsal: Path, container: dict, pod: dict, volumes: dict, out: Path,
+            deadline: float, grace: int) -> dict:
+    """The hardened server, then the same server on the same volumes as root with nothing dropped: the note's
+    workload ROUNDS times on each, so hardening's cost is a ratio. Hardened goes first: files a root server
+    leaves on the cache volume are not writable for the pod's uid afterwards (fsGroup's OnRootMismatch
+    re-labels only a volume whose root is off), so the reverse order fails on the compile cache."""
+    figures: dict[str, dict] = {}
+    for mode in ("hardened", "plain"):
+        server = start(f"server-{mode}", container, pod, volumes, IMAGE_STANDINS["server"], out,
+                       hardened=mode == "hardened")
+        try:
+            entry = {"ready_seconds": round(wait_health(server, deadline), 1), "rounds": []}
+            for index in range(rounds):
+                entry["rounds"].append(load(f"note-{mode}-{index}", rehearsal / "manifest-note.yaml", out))
+        except SystemExit as failure:
+            entry = {"error": str(failure)}
+        finally:
+            entry["shutdown"] = stop(server, grace)
+        figures[mode] = entry
+        say(mode, entry)
+    tok_s = {mode: sorted(r["output_throughput"] for r in entry.get("rounds", []) if r.get("output_throughput"))
+             for mode, entry in figures.items()}
+    if all(len(values) == rounds for values in tok_s.values()):
+        medians = {mode: values[rounds // 2] for mode, values in tok_s.items()}
+        figures["median_output_throughput"] = medians
+        figures["hardened_over_plain"] = round(medians["hardened"] / medians["plain"], 3)
+    return figures
+
+
+def finish(record: dict, out: Path, code: int, name: str = "pod-rehearsal.json") -> int:
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record["passed"] = code == 0
-    (out / "pod-rehearsal.json").write_text(json.dumps(record, indent=2))
+    (out / name).write_text(json.dumps(record, indent=2))
     say("passed" if code == 0 else "FAILED")
     return code
 
@@ -380,5 +424,7 @@ if __name__ == "__main__":
         enter(sys.argv[2])
     elif sys.argv[1] == "run":
         sys.exit(run(Path(sys.argv[2]), Path(sys.argv[3])))
+    elif sys.argv[1] == "compare":
+        sys.exit(run(Path(sys.argv[2]), Path(sys.argv[3]), compare_rounds=int(sys.argv[4])))
     else:
         raise SystemExit(__doc__)

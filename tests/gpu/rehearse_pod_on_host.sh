@@ -2,7 +2,9 @@
 # The hardened-pod rehearsal on the offline GPU host (tests/gpu/pod_rehearsal.py), from the repository
 # root there, as root. PARTS_DIR holds shared/gpu-host/build-bundle.sh's parts (vLLM 0.26.0 + locust);
 # REHEARSAL_DIR is what tests/gpu/prepare_pod_rehearsal.py made; the record and logs go to OUT_DIR.
-#   tests/gpu/rehearse_pod_on_host.sh PARTS_DIR REHEARSAL_DIR OUT_DIR
+# With ROUNDS, the comparison instead: the hardened server, then the same one as root with nothing
+# dropped, the note's workload ROUNDS times on each.
+#   tests/gpu/rehearse_pod_on_host.sh PARTS_DIR REHEARSAL_DIR OUT_DIR [ROUNDS]
 set -euo pipefail
 parts=${1:?usage: rehearse_pod_on_host.sh PARTS_DIR REHEARSAL_DIR OUT_DIR}
 rehearsal=${2:?usage: rehearse_pod_on_host.sh PARTS_DIR REHEARSAL_DIR OUT_DIR}
@@ -23,4 +25,8 @@ mkdir -p "$out"
   uname -r
   echo "yama ptrace_scope: $(cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null || echo absent)"
 } | tee "$out/host.txt"
-python3 tests/gpu/pod_rehearsal.py run "$rehearsal" "$out"
+if [ -n "${4:-}" ]; then
+  python3 tests/gpu/pod_rehearsal.py compare "$rehearsal" "$out" "$4"
+else
+  python3 tests/gpu/pod_rehearsal.py run "$rehearsal" "$out"
+fi
