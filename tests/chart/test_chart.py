@@ -94,8 +94,8 @@ def test_the_init_container_fetches_the_pinned_revision_with_tpserves_shipped_co
     assert env["HF_HOME"]["value"] == "/models/hf"
     assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "void"
     assert "nvidia.com/gpu" not in str(fetch["resources"])
-    assert mounts_of(fetch)["/opt/tpserve-chart"] == {"name": "fetch-code", "mountPath": "/opt/tpserve-chart",
-                                                      "readOnly": True}
+    assert mounts_of(fetch)["/opt/tpserve-chart/tpserve"] == {
+        "name": "fetch-code", "mountPath": "/opt/tpserve-chart/tpserve", "readOnly": True}
     assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
@@ -104,9 +104,11 @@ def test_the_fetch_code_configmap_mounts_as_a_tpserve_package_of_byte_identical_
     data = objects["ConfigMap"]["data"]
     source = CHART / "files" / "tpserve"
     assert data == {path.name: path.read_text() for path in source.glob("*.py")}
-    items = volumes_of(objects["Deployment"])["fetch-code"]["configMap"]["items"]
-    assert sorted(items, key=lambda item: item["key"]) == [
-        {"key": name, "path": f"tpserve/{name}"} for name in sorted(data)]
+    # Every key a file of the mounted folder: no `items` with folder paths, which podman cannot mount.
+    assert volumes_of(objects["Deployment"])["fetch-code"]["configMap"] == {
+        "name": "llama70b-vllm-fetch", "defaultMode": 0o444}
+    assert env_of(init_container(objects["Deployment"]))["PYTHONPATH"]["value"] + "/tpserve" in \
+        mounts_of(init_container(objects["Deployment"]))
 
 
 def test_a_new_fetch_script_changes_the_pod_template_so_pods_restart(render):
@@ -233,16 +235,18 @@ def test_the_weights_are_read_only_for_the_server_and_the_compile_cache_is_on_th
                                                "persistentVolumeClaim": {"claimName": "llama70b-vllm-cache"}}
 
 
-def test_every_writable_path_on_the_read_only_root_is_an_emptydir(render):
+def test_every_writable_path_on_the_read_only_root_is_an_emptydir_of_its_own(render):
     deployment = render()["Deployment"]
+    volumes = volumes_of(deployment)
     for spec in (container(deployment), init_container(deployment)):
         assert spec["securityContext"]["readOnlyRootFilesystem"] is True
         mounts = mounts_of(spec)
         home = env_of(spec)["HOME"]["value"]
-        assert {"/tmp", home, "/run/tpserve"} <= set(mounts)
-        assert all(mounts[path]["name"] == "scratch" for path in ("/tmp", home, "/run/tpserve"))
+        assert [mounts[path]["name"] for path in ("/tmp", home, "/run/tpserve")] == ["tmp", "home", "run"]
+        assert not [mount for mount in mounts.values() if "subPath" in mount and mount["name"] != "cache"]
     assert mounts_of(container(deployment))["/run/tpserve"]["readOnly"] is True
-    assert volumes_of(deployment)["scratch"]["emptyDir"] == {"sizeLimit": "20Gi"}
+    assert volumes["tmp"]["emptyDir"] == volumes["home"]["emptyDir"] == {"sizeLimit": "20Gi"}
+    assert volumes["run"]["emptyDir"] == {"sizeLimit": "1Mi"}
 
 
 def test_gpu_product_is_a_node_selector_shortcut(render):

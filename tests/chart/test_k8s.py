@@ -64,13 +64,13 @@ def test_each_overlay_deploys_what_helm_install_would_with_its_values(tools, ren
     assert kustomize(tools, REPO / "k8s" / "overlays" / overlay) == deployed(render(overlay, "-f", str(values)))
 
 
-def test_the_7b_overlay_serves_7b_on_one_gpu_without_dev_shm(tools):
+def test_the_7b_overlay_serves_7b_on_one_gpu_with_a_memory_backed_dev_shm(tools):
     server = container(kustomize(tools, REPO / "k8s" / "overlays" / "llama-2-7b-tp1")["Deployment"])
     assert server["args"][:6] == [
         "--model", "/models/hf/tpserve/meta-llama--Llama-2-7b-chat-hf/f5db02db724555f92da89c216ac04704f23d4590",
         "--served-model-name", "meta-llama/Llama-2-7b-chat-hf", "--tensor-parallel-size", "1"]
     assert server["resources"]["requests"]["nvidia.com/gpu"] == server["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert "/dev/shm" not in mounts_of(server)
+    assert mounts_of(server)["/dev/shm"]["name"] == "dshm"
 
 
 def test_the_70b_overlay_serves_70b_on_four_gpus(tools):

@@ -94,16 +94,11 @@ def test_the_parallelism_reaches_the_server_and_the_init_containers_check(render
 
 
 @MATRIX
-def test_more_than_one_gpu_always_gets_a_sized_memory_backed_dev_shm(rendered, entry):
+def test_every_layout_tp_1_included_gets_a_sized_memory_backed_dev_shm(rendered, entry):
     values, objects = rendered
     deployment = objects["Deployment"]
-    mounts = mounts_of(container(deployment))
-    if values["parallelism"]["tensor"] * values["parallelism"]["pipeline"] > 1:
-        volume = volumes_of(deployment)[mounts["/dev/shm"]["name"]]
-        assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": values["shm"]["sizeLimit"]}
-    else:
-        assert "/dev/shm" not in mounts
-        assert all(volume.get("emptyDir", {}).get("medium") != "Memory" for volume in volumes_of(deployment).values())
+    volume = volumes_of(deployment)[mounts_of(container(deployment))["/dev/shm"]["name"]]
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": values["shm"]["sizeLimit"]}
 
 
 @MATRIX

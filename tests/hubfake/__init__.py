@@ -69,17 +69,18 @@ class Cut:
 class HubFake:
     """The fake hub: publish repos, set knobs, read ``requests``; ``url`` is its endpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", *, url_host: str | None = None) -> None:
+        """Listen on HOST (a free port); ``url`` names URL_HOST, e.g. the address containers reach HOST by."""
         self.repos: dict[str, FakeRepo] = {}
         self.valid_tokens: set[str] = set()
         self.requests: list[Request] = []
         self.cuts: list[Cut] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer((host, 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://{url_host or host}:{self._server.server_address[1]}"
 
     def start(self) -> HubFake:
         self._thread.start()

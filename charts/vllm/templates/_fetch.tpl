@@ -65,25 +65,23 @@ config.json, and writes the verified folder to the pod-local file the server's c
     - name: cache
       mountPath: /models
     - name: fetch-code
-      mountPath: /opt/tpserve-chart
+      mountPath: /opt/tpserve-chart/tpserve
       readOnly: true
     {{- include "vllm.scratchMounts" . | nindent 4 }}
-    - name: scratch
+    - name: run
       mountPath: /run/tpserve
-      subPath: run
 {{- end -}}
 
 {{/*
-vllm.scratchMounts are /tmp and HOME on the scratch emptyDir; the folder of the model-path file
-(/run/tpserve) is on it too, writable only for the init container.
+vllm.scratchMounts are /tmp and HOME, each an emptyDir of its own (no subPath: a plain mount works on
+every runtime, podman's included). The folder of the model-path file (/run/tpserve) is a third one,
+writable only for the init container.
 */}}
 {{- define "vllm.scratchMounts" -}}
-- name: scratch
+- name: tmp
   mountPath: /tmp
-  subPath: tmp
-- name: scratch
+- name: home
   mountPath: /home/vllm
-  subPath: home
 {{- end -}}
 
 {{/*
@@ -93,22 +91,24 @@ vllm.volumes are the pod's volumes.
 - name: cache
   persistentVolumeClaim:
     claimName: {{ include "vllm.claimName" . | quote }}
-- name: scratch
+- name: tmp
   emptyDir:
     sizeLimit: {{ .Values.scratch.sizeLimit | quote }}
+- name: home
+  emptyDir:
+    sizeLimit: {{ .Values.scratch.sizeLimit | quote }}
+- name: run
+  emptyDir:
+    sizeLimit: 1Mi
+{{- /* Every key of the ConfigMap is a module file; mounted as the folder `tpserve` on PYTHONPATH. */}}
 - name: fetch-code
   configMap:
     name: {{ printf "%s-fetch" (include "vllm.fullname" .) | quote }}
     defaultMode: 0444
-    items:
-      {{- range $path, $_ := .Files.Glob "files/tpserve/*.py" }}
-      - key: {{ base $path }}
-        path: {{ printf "tpserve/%s" (base $path) }}
-      {{- end }}
-{{- if gt (include "vllm.gpus" . | int) 1 }}
+{{- /* Always, whatever the parallelism: vLLM's CPU backend talks to its worker through /dev/shm even
+at TP 1, and on GPUs at TP 1 features such as the shared-memory multimodal cache do (docs/chart.md). */}}
 - name: dshm
   emptyDir:
     medium: Memory
     sizeLimit: {{ .Values.shm.sizeLimit | quote }}
-{{- end }}
 {{- end -}}

@@ -91,7 +91,7 @@ one node. Valid sizes are those of tpserve.preflight.valid_tensor_parallel_sizes
 {{- if gt $gpus (int .Values.gpu.perNode) -}}
 {{- $problems = append $problems (printf "parallelism.tensor × parallelism.pipeline = %d × %d = %d GPUs, more than gpu.perNode=%d: one pod runs on one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)" $tp $pp $gpus (int .Values.gpu.perNode)) -}}
 {{- end -}}
-{{- if and (gt $gpus 1) (ge (include "vllm.bytes" .Values.shm.sizeLimit | float64) (include "vllm.bytes" .Values.resources.memory | float64)) -}}
+{{- if (ge (include "vllm.bytes" .Values.shm.sizeLimit | float64) (include "vllm.bytes" .Values.resources.memory | float64)) -}}
 {{- $problems = append $problems (printf "shm.sizeLimit=%s does not fit in resources.memory=%s: /dev/shm is RAM charged to the pod, raise resources.memory or lower shm.sizeLimit" .Values.shm.sizeLimit .Values.resources.memory) -}}
 {{- end -}}
 {{- if and (gt (int .Values.replicaCount) 1) (ne .Values.cache.accessMode "ReadWriteMany") -}}
