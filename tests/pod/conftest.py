@@ -32,7 +32,6 @@ TEST_POD = f"{FULLNAME}-test-load"
 CLAIM = f"{FULLNAME}-cache"
 SHM_VOLUME = f"{FULLNAME}-dshm"
 CONFIGMAP_VOLUME = f"{FULLNAME}-fetch"
-EMPTYDIR_VOLUMES = ("tmp", "home", "run")
 # The address a container reaches the host by on podman's default network (its bridge's gateway).
 HOST_FROM_PODS = "host.containers.internal"
 BASE_IMAGE = load_tool("pod_images").BASE
@@ -107,10 +106,14 @@ def hub(tmp_path_factory):
 
 
 def _cleanup() -> None:
+    """Remove the release's pods and volumes. The emptyDirs' volumes carry the chart's plain names (tmp,
+    home, run): `podman kube down` of this test's own manifests removes them, and nothing else here
+    deletes volumes of those names, which a user of this machine might own."""
+    for manifest in sorted(WORK.glob("*.yaml")):
+        kubeplay.down(manifest)
     for pod in (SERVER_POD, TEST_POD):
         kubeplay.run("podman", "pod", "rm", "--force", "--ignore", pod, check=False)
-    kubeplay.run("podman", "volume", "rm", "--force", CLAIM, SHM_VOLUME, CONFIGMAP_VOLUME, *EMPTYDIR_VOLUMES,
-                 check=False)
+    kubeplay.run("podman", "volume", "rm", "--force", CLAIM, SHM_VOLUME, CONFIGMAP_VOLUME, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ def test_the_init_container_fetched_and_verified_the_model_into_the_claims_volum
     assert (folder.stat().st_uid, (site.claim_path / "vllm-cache").stat().st_uid) == (1000, 1000)
 
 
-def test_the_server_runs_as_the_charts_uid_with_a_read_only_root_and_no_capabilities(first):
+def test_the_server_runs_as_the_charts_uid_with_a_read_only_root_no_capabilities_and_its_memory_limit(first):
     assert first.server and first.server.status == "running"
     fields = status_fields(first.server.pid)
     assert fields["Uid"].split() == ["1000"] * 4 and fields["Gid"].split() == ["1000"] * 4
@@ -67,6 +67,8 @@ def test_the_server_runs_as_the_charts_uid_with_a_read_only_root_and_no_capabili
                      f"import tempfile; tempfile.NamedTemporaryFile(dir='{writable}')")
     weights = kubeplay.run("podman", "exec", SERVER, "touch", "/models/hf/probe", check=False)
     assert weights.returncode != 0 and "Read-only file system" in weights.stderr
+    limit = kubeplay.run("podman", "inspect", "--format", "{{.HostConfig.Memory}}", SERVER).stdout.strip()
+    assert int(limit) == 8 * 2**30, "the CPU profile's resources.memory, as the container's memory limit"
 
 
 def test_dev_shm_is_the_memory_backed_volume_and_the_cpu_backend_maps_more_than_64_mib_there(first):
