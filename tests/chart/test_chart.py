@@ -191,6 +191,15 @@ def test_the_startup_probe_allows_max_load_seconds_then_liveness_is_lenient(rend
     assert liveness["periodSeconds"] * liveness["failureThreshold"] == 300 and liveness["timeoutSeconds"] >= 10
 
 
+def test_the_rollout_deadline_covers_the_download_the_load_and_the_old_pods_stop(render):
+    # fetch.maxSeconds + startup.maxLoadSeconds + terminationGracePeriodSeconds + 600 s for scheduling and the pull.
+    assert render()["Deployment"]["spec"]["progressDeadlineSeconds"] == 3600 + 1800 + 100 + 600
+    deployment = render("r", "--set", "fetch.maxSeconds=7200", "--set", "startup.maxLoadSeconds=600",
+                        "--set", "shutdown.drainSeconds=0")["Deployment"]
+    assert deployment["spec"]["progressDeadlineSeconds"] == 7200 + 600 + 40 + 600
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] == 40
+
+
 def test_readiness_can_ask_v1_models(render):
     probe = container(render("r", "--set", "probes.readinessPath=/v1/models")["Deployment"])["readinessProbe"]
     assert probe["httpGet"] == {"path": "/v1/models", "port": "http"}
@@ -314,6 +323,18 @@ def test_notes_print_the_port_forward_and_locust_commands_for_the_release(tools)
     assert "  locust -f loadtest/prompts.py --headless -u 8 -r 8 --host http://localhost:8000\n" in notes
     assert "  helm test llama70b --namespace llm --logs\n" in notes
     assert "TPSERVE_API_KEY" not in notes
+
+
+def test_notes_wait_as_long_as_the_rollout_deadline_and_say_helm_wait_needs_that_timeout(tools):
+    done = tools.helm_run("install", "llama70b", str(CHART), "--dry-run=client", "--namespace", "llm",
+                          "--set", "fetch.maxSeconds=5400")
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    deadline = 5400 + 1800 + 100 + 600
+    assert f"  kubectl rollout status deployment/llama70b-vllm --timeout={deadline}s --namespace llm\n" in notes
+    assert (f"`helm install --wait` or `helm upgrade --wait` needs `--timeout {deadline}s` or longer: "
+            "Helm's default of 5m0s reports a first install that is still downloading as failed.") in " ".join(
+        notes.split())
 
 
 def test_notes_tell_how_to_pass_the_api_key_to_locust(tools):

@@ -205,6 +205,16 @@ def test_startup_budget_matches_the_documented_formula(rendered, entry):
     assert startup["failureThreshold"] == math.ceil(values["startup"]["maxLoadSeconds"] / 10)
 
 
+@MATRIX
+def test_the_rollout_deadline_is_the_fetch_and_load_budgets_plus_the_stop_and_a_margin(rendered, entry):
+    values, objects = rendered
+    deployment = objects["Deployment"]
+    deadline = deployment["spec"]["progressDeadlineSeconds"]
+    assert deadline == (values["fetch"]["maxSeconds"] + values["startup"]["maxLoadSeconds"]
+                        + pod_spec(deployment)["terminationGracePeriodSeconds"] + 600)
+    assert deadline > 600 + values["startup"]["maxLoadSeconds"]  # Kubernetes' default would fail a first install
+
+
 @pytest.mark.parametrize("kubernetes", [OLDEST_KUBERNETES, NEWEST_KUBERNETES])
 def test_every_rendered_object_passes_kubernetes_validate_strict(render_text, tmp_path, kubernetes):
     entries = ["defaults"] + [path.name.removesuffix("-values.yaml") for path in CI_VALUES]
