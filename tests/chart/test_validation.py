@@ -6,8 +6,13 @@ wrong types. Each test asserts the exact line a user sees.
 
 from __future__ import annotations
 
-import pytest
+import json
+import re
 
+import pytest
+from kubernetes.utils import parse_quantity
+
+from tests.chart.conftest import CHART
 from tpserve.preflight import valid_tensor_parallel_sizes
 
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
@@ -178,3 +183,69 @@ def test_an_unknown_value_key_fails_with_the_schema_error(render_error, set_arg,
 ])
 def test_values_of_the_wrong_shape_fail_with_the_schema_error(render_error, set_arg, message):
     assert message in render_error("--set", set_arg)
+
+
+# Each size value: its minimum (docs/chart.md says why) and the example its message gives (the default).
+SIZES = {"cache.size": ("1Gi", "300Gi"), "shm.sizeLimit": ("512Mi", "16Gi"), "scratch.sizeLimit": ("1Gi", "20Gi"),
+         "resources.memory": ("4Gi", "96Gi"), "fetch.resources.memory": ("1Gi", "4Gi")}
+UNIT = re.compile(r"[0-9]+(\.[0-9]+)?(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)")
+
+
+def size_message(name: str, value: str) -> str:
+    minimum, example = SIZES[name]
+    return (f'{name} "{value}" is not a size of at least {minimum}: write a number with a binary (Mi, Gi, Ti) or '
+            f"decimal (M, G, T) unit, e.g. {name}={example}; a number without a unit means bytes")
+
+
+def size_is_accepted(name: str, value: str) -> bool:
+    """The Python rule: a unit, and at least the minimum, as Kubernetes reads the quantity."""
+    return bool(UNIT.fullmatch(value)) and parse_quantity(value) >= parse_quantity(SIZES[name][0])
+
+
+def size_args(name: str, value: str) -> tuple[str, ...]:
+    """--set-string NAME=VALUE, with the memory big enough for any /dev/shm (or a small shm for a small memory)."""
+    others = ("--set", "shm.sizeLimit=512Mi") if name == "resources.memory" else ("--set", "resources.memory=2Ti")
+    return ("--set-string", f"{name}={value}", *others)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("cache.size", "0Gi"), ("cache.size", "500Mi"), ("cache.size", "1G"), ("cache.size", "0.5Gi"),
+    ("shm.sizeLimit", "64Mi"), ("shm.sizeLimit", "0Mi"), ("scratch.sizeLimit", "100Mi"),
+    ("resources.memory", "2Gi"), ("resources.memory", "3900M"), ("fetch.resources.memory", "512Mi"),
+])
+def test_a_size_below_its_minimum_is_rejected_naming_the_value_and_an_example(render_error, name, value):
+    assert problems(render_error(*size_args(name, value))) == [size_message(name, value)]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("cache.size", "0"), ("cache.size", "300"), ("cache.size", "300gi"), ("shm.sizeLimit", "16"),
+    ("scratch.sizeLimit", "20GB"), ("resources.memory", "96000m"), ("fetch.resources.memory", "4"),
+])
+def test_a_size_without_a_unit_fails_the_schema_and_the_templates_own_check(render_error, name, value):
+    pattern = json.loads((CHART / "values.schema.json").read_text())["$defs"]["size"]["pattern"]
+    pointer = "/" + name.replace(".", "/")
+    assert f"- at '{pointer}': '{value}' does not match pattern '{pattern}'" in render_error(*size_args(name, value))
+    # Without the schema (helm --skip-schema-validation) the template's rule still refuses it.
+    assert problems(render_error("--skip-schema-validation", *size_args(name, value))) == [
+        size_message(name, value)]
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_the_chart_accepts_exactly_the_sizes_kubernetes_reads_as_at_least_the_minimum(render_text, render_error, name):
+    minimum = parse_quantity(SIZES[name][0])
+    for value in (SIZES[name][0], f"{minimum // 2**20 - 1}Mi", f"{minimum // 10**6}M", f"{minimum // 10**6 + 1}M",
+                  "1.5Ti", "1073741824"):
+        args = ("--skip-schema-validation", *size_args(name, value))
+        if size_is_accepted(name, value):
+            assert render_text("r", *args), value
+        else:
+            assert problems(render_error(*args)) == [size_message(name, value)], value
+
+
+def test_sizes_with_a_binary_or_decimal_unit_at_or_above_their_minimum_render(render):
+    deployment = render("r", "--set", "cache.size=1Gi", "--set", "shm.sizeLimit=512Mi", "--set",
+                        "scratch.sizeLimit=1Gi", "--set", "resources.memory=4Gi", "--set",
+                        "fetch.resources.memory=1Gi")["Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "4Gi"
+    assert render("r", "--set", "cache.size=2T", "--set", "resources.memory=100G")["PersistentVolumeClaim"][
+        "spec"]["resources"]["requests"]["storage"] == "2T"

@@ -129,13 +129,3 @@ vllm.secretEnv is an environment variable read from a Secret key: {name, secret,
       key: {{ .key | quote }}
       optional: {{ .optional }}
 {{- end -}}
-
-{{/*
-vllm.bytes is a Kubernetes quantity (16Gi, 500M, 1.5T) in bytes, for comparing sizes.
-*/}}
-{{- define "vllm.bytes" -}}
-{{- $parts := regexFindAll "^[0-9.]+|[a-zA-Z]+$" (toString .) -1 -}}
-{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
-{{- $unit := ternary (last $parts) "" (eq (len $parts) 2) -}}
-{{- mulf (first $parts | float64) (get $units $unit | default 1.0) -}}
-{{- end -}}

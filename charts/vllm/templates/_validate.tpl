@@ -13,6 +13,7 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- $problems = concat $problems (include "vllm.modelProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.parallelismProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.settingProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.sizeProblems" . | fromYamlArray) -}}
 {{- if $problems -}}
 {{- fail (printf "\nthe values of chart vllm have %d problem(s); nothing was applied:\n- %s" (len $problems) (join "\n- " $problems)) -}}
 {{- end -}}
@@ -91,7 +92,8 @@ one node. Valid sizes are those of tpserve.preflight.valid_tensor_parallel_sizes
 {{- if gt $gpus (int .Values.gpu.perNode) -}}
 {{- $problems = append $problems (printf "parallelism.tensor × parallelism.pipeline = %d × %d = %d GPUs, more than gpu.perNode=%d: one pod runs on one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)" $tp $pp $gpus (int .Values.gpu.perNode)) -}}
 {{- end -}}
-{{- if (ge (include "vllm.bytes" .Values.shm.sizeLimit | float64) (include "vllm.bytes" .Values.resources.memory | float64)) -}}
+{{- $sizesValid := and (eq (include "vllm.isSize" .Values.shm.sizeLimit) "true") (eq (include "vllm.isSize" .Values.resources.memory) "true") -}}
+{{- if and $sizesValid (ge (include "vllm.bytes" .Values.shm.sizeLimit | float64) (include "vllm.bytes" .Values.resources.memory | float64)) -}}
 {{- $problems = append $problems (printf "shm.sizeLimit=%s does not fit in resources.memory=%s: /dev/shm is RAM charged to the pod, raise resources.memory or lower shm.sizeLimit" .Values.shm.sizeLimit .Values.resources.memory) -}}
 {{- end -}}
 {{- if and (gt (int .Values.replicaCount) 1) (ne .Values.cache.accessMode "ReadWriteMany") -}}
