@@ -215,6 +215,57 @@ def test_prestop_and_drain_fit_inside_the_grace_period(render):
     assert "lifecycle" not in no_prestop
 
 
+SAME_NODE = {"labelSelector": {"matchLabels": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "r"}},
+             "topologyKey": "kubernetes.io/hostname"}
+
+
+@pytest.mark.parametrize("replicas", ["0", "1"])
+def test_one_replica_is_recreated_because_a_new_pod_cannot_get_the_old_ones_gpus(render, replicas):
+    deployment = render("r", "--set", f"replicaCount={replicas}")["Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize("set_args", [
+    ("cache.accessMode=ReadWriteMany",),
+    ("cache.existingClaim=shared-weights",),
+    ("cache.allowReadWriteOnceReplicas=true",),
+])
+def test_several_replicas_roll_one_at_a_time_without_a_surge_pod(render, set_args):
+    args = [arg for set_arg in ("replicaCount=3", *set_args) for arg in ("--set", set_arg)]
+    deployment = render("r", *args)["Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+def test_replicas_on_an_existing_claim_need_no_access_mode_and_no_placement(render):
+    objects = render("r", "--set", "replicaCount=2", "--set", "cache.existingClaim=shared-weights")
+    assert "PersistentVolumeClaim" not in objects
+    assert "affinity" not in pod_spec(objects["Deployment"])
+
+
+@pytest.mark.parametrize("set_args", [(), ("cache.existingClaim=node-local-weights",)])
+def test_read_write_once_replicas_are_put_on_one_node_when_allowed(render, set_args):
+    args = [arg for set_arg in ("replicaCount=2", "cache.allowReadWriteOnceReplicas=true", *set_args)
+            for arg in ("--set", set_arg)]
+    assert pod_spec(render("r", *args)["Deployment"])["affinity"] == {
+        "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [SAME_NODE]}}
+    one = render("r", "--set", "cache.allowReadWriteOnceReplicas=true")["Deployment"]
+    assert "affinity" not in pod_spec(one)
+
+
+def test_the_same_node_affinity_is_added_to_the_users_own(tmp_path, render):
+    own_term = {"labelSelector": {"matchLabels": {"app": "cache-warmer"}}, "topologyKey": "kubernetes.io/hostname"}
+    node = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"replicaCount": 2, "cache": {"allowReadWriteOnceReplicas": True}, "affinity": {
+        "nodeAffinity": node, "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [own_term]}}}))
+    assert pod_spec(render("r", "-f", str(values))["Deployment"])["affinity"] == {
+        "nodeAffinity": node, "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [own_term, SAME_NODE]}}
+    assert yaml.safe_load(values.read_text())["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] \
+        == [own_term]
+
+
 @pytest.mark.parametrize("set_args, expected", [
     ((), None),
     (("--set", "cache.storageClass=fast-ssd"), "fast-ssd"),

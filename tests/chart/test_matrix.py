@@ -113,10 +113,14 @@ def test_probes_give_the_load_its_time_and_readiness_asks_http(rendered, entry):
 
 
 @MATRIX
-def test_the_pod_is_recreated_never_rolled_and_stops_within_its_grace_period(rendered, entry):
+def test_one_pod_is_recreated_several_roll_one_at_a_time_and_each_stops_within_its_grace_period(rendered, entry):
     values, objects = rendered
     deployment = objects["Deployment"]
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    if values["replicaCount"] > 1:
+        assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                                  "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    else:
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
     assert grace >= values["shutdown"]["preStopSeconds"] + values["shutdown"]["drainSeconds"] + 10
     server = container(deployment)

@@ -140,7 +140,12 @@ def test_every_problem_is_reported_in_one_failure(render_error):
      ("probes.readinessPath=/v1/models answers 401 once apiKey.secretName is set, so the pod would never be "
      "ready: use /health")),
     (("replicaCount=2",), ("replicaCount=2 needs cache.accessMode=ReadWriteMany: every replica mounts the same "
-                          "cache claim")),
+                          "cache claim, which ReadWriteOnce lets only one node mount; or set cache.existingClaim to a "
+                          "claim they can all mount, or cache.allowReadWriteOnceReplicas=true to run every replica "
+                          "on one node")),
+    (("replicaCount=2", "cache.accessMode=ReadWriteOncePod", "cache.allowReadWriteOnceReplicas=true"),
+     ("replicaCount=2 cannot share one cache claim of cache.accessMode=ReadWriteOncePod, which only one pod may "
+      "mount: use ReadWriteMany, or cache.existingClaim")),
     (("gpu.product=NVIDIA-A100-SXM4-80GB", "nodeSelector.nvidia\\.com/gpu\\.product=NVIDIA-H100-80GB-HBM3"),
      ("gpu.product=NVIDIA-A100-SXM4-80GB contradicts nodeSelector nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3: "
      "set only one")),

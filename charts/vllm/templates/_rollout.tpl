@@ -15,3 +15,64 @@ scheduling, volume attach and the image pull. Kubernetes' default of 600 s fails
 {{- define "vllm.progressDeadlineSeconds" -}}
 {{- add (int .Values.fetch.maxSeconds) (int .Values.startup.maxLoadSeconds) (include "vllm.terminationGraceSeconds" . | int) 600 -}}
 {{- end -}}
+
+{{/*
+vllm.replicaProblems: every replica mounts the one cache claim, so several replicas need a claim several pods
+can mount. The mode of cache.existingClaim is the user's business; a created ReadWriteOnce claim needs the
+explicit cache.allowReadWriteOnceReplicas (which puts every replica on one node); ReadWriteOncePod never works.
+*/}}
+{{- define "vllm.replicaProblems" -}}
+{{- $replicas := int .Values.replicaCount -}}
+{{- $cache := .Values.cache -}}
+{{- $problems := list -}}
+{{- if and (gt $replicas 1) (not $cache.existingClaim) -}}
+{{- if eq $cache.accessMode "ReadWriteOncePod" -}}
+{{- $problems = append $problems (printf "replicaCount=%d cannot share one cache claim of cache.accessMode=ReadWriteOncePod, which only one pod may mount: use ReadWriteMany, or cache.existingClaim" $replicas) -}}
+{{- else if and (eq $cache.accessMode "ReadWriteOnce") (not $cache.allowReadWriteOnceReplicas) -}}
+{{- $problems = append $problems (printf "replicaCount=%d needs cache.accessMode=ReadWriteMany: every replica mounts the same cache claim, which ReadWriteOnce lets only one node mount; or set cache.existingClaim to a claim they can all mount, or cache.allowReadWriteOnceReplicas=true to run every replica on one node" $replicas) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $problems -}}
+{{- end -}}
+
+{{/*
+vllm.sameNode is "true" when the replicas share a ReadWriteOnce claim (cache.allowReadWriteOnceReplicas), which
+only one node can mount: every replica must then run on that node.
+*/}}
+{{- define "vllm.sameNode" -}}
+{{- and .Values.cache.allowReadWriteOnceReplicas (gt (int .Values.replicaCount) 1) -}}
+{{- end -}}
+
+{{/*
+vllm.affinity is the user's affinity plus, where vllm.sameNode, a required pod affinity to the release's own
+pods on the node (the first pod, matching itself, may go anywhere; the others follow it).
+*/}}
+{{- define "vllm.affinity" -}}
+{{- $affinity := deepCopy .Values.affinity -}}
+{{- if eq (include "vllm.sameNode" .) "true" -}}
+{{- $podAffinity := get $affinity "podAffinity" | default dict -}}
+{{- $required := get $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" | default list -}}
+{{- $term := dict "labelSelector" (dict "matchLabels" (include "vllm.selectorLabels" . | fromYaml)) "topologyKey" "kubernetes.io/hostname" -}}
+{{- $_ := set $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" (append $required $term) -}}
+{{- $_ = set $affinity "podAffinity" $podAffinity -}}
+{{- end -}}
+{{- with $affinity }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/*
+vllm.strategy is the Deployment's update strategy. One replica is recreated: a new pod cannot get the GPUs the
+old one holds, so a rolling update of one pod would wait forever. Several roll one at a time without a surge
+pod (no spare GPUs are assumed), so the others keep serving: no full outage on upgrade.
+*/}}
+{{- define "vllm.strategy" -}}
+{{- if gt (int .Values.replicaCount) 1 -}}
+# One pod at a time and no extra pod (no spare GPUs assumed); the other replicas serve meanwhile.
+type: RollingUpdate
+rollingUpdate:
+  maxSurge: 0
+  maxUnavailable: 1
+{{- else -}}
+# Recreate: a new pod cannot get the GPUs the old one holds, so a rolling update would wait forever.
+type: Recreate
+{{- end -}}
+{{- end -}}

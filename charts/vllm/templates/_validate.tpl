@@ -12,6 +12,7 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- end }}{{ end -}}
 {{- $problems = concat $problems (include "vllm.modelProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.parallelismProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.replicaProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.settingProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.sizeProblems" . | fromYamlArray) -}}
 {{- if $problems -}}
@@ -95,9 +96,6 @@ one node. Valid sizes are those of tpserve.preflight.valid_tensor_parallel_sizes
 {{- $sizesValid := and (eq (include "vllm.isSize" .Values.shm.sizeLimit) "true") (eq (include "vllm.isSize" .Values.resources.memory) "true") -}}
 {{- if and $sizesValid (ge (include "vllm.bytes" .Values.shm.sizeLimit | float64) (include "vllm.bytes" .Values.resources.memory | float64)) -}}
 {{- $problems = append $problems (printf "shm.sizeLimit=%s does not fit in resources.memory=%s: /dev/shm is RAM charged to the pod, raise resources.memory or lower shm.sizeLimit" .Values.shm.sizeLimit .Values.resources.memory) -}}
-{{- end -}}
-{{- if and (gt (int .Values.replicaCount) 1) (ne .Values.cache.accessMode "ReadWriteMany") -}}
-{{- $problems = append $problems (printf "replicaCount=%d needs cache.accessMode=ReadWriteMany: every replica mounts the same cache claim" (int .Values.replicaCount)) -}}
 {{- end -}}
 {{- toYaml $problems -}}
 {{- end -}}
