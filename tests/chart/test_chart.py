@@ -341,6 +341,40 @@ def test_the_network_policy_admits_only_the_serving_port_and_chosen_namespaces(r
     assert "NetworkPolicy" not in render("r", "--set", "networkPolicy.enabled=false")
 
 
+def test_the_network_policy_admits_the_monitoring_namespace_on_the_serving_port_when_sources_are_restricted(render):
+    http = [{"port": "http", "protocol": "TCP"}]
+    spec = render("r", "--set", "networkPolicy.namespaces.apps=true",
+                  "--set", "networkPolicy.monitoringNamespace=monitoring")["NetworkPolicy"]["spec"]
+    assert spec["ingress"][1:] == [{"ports": http, "from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]
+    assert spec["ingress"][0]["from"][-1] == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}
+    # Without restricted sources every namespace is admitted already.
+    open_policy = render("r", "--set", "networkPolicy.monitoringNamespace=monitoring")["NetworkPolicy"]["spec"]
+    assert open_policy["ingress"] == [{"ports": http}]
+
+
+MONITORING_WARNING = (
+    "Warning: the ServiceMonitor is on, but the NetworkPolicy admits only the namespaces of networkPolicy.namespaces, "
+    "so Prometheus cannot scrape /metrics unless it runs in one of them: set networkPolicy.monitoringNamespace to "
+    "the namespace Prometheus runs in (e.g. --set networkPolicy.monitoringNamespace=monitoring).")
+
+
+@pytest.mark.parametrize("set_args, warned", [
+    (("metrics.serviceMonitor.enabled=true", "networkPolicy.namespaces.apps=true"), True),
+    (("metrics.serviceMonitor.enabled=true", "networkPolicy.namespaces.apps=true",
+      "networkPolicy.monitoringNamespace=monitoring"), False),
+    (("metrics.serviceMonitor.enabled=true",), False),
+    (("metrics.serviceMonitor.enabled=true", "networkPolicy.namespaces.apps=true", "networkPolicy.enabled=false"),
+     False),
+    (("networkPolicy.namespaces.apps=true",), False),
+])
+def test_notes_warn_when_the_network_policy_shuts_out_the_service_monitors_prometheus(tools, set_args, warned):
+    args = [arg for set_arg in set_args for arg in ("--set", set_arg)]
+    done = tools.helm_run("install", "llama70b", str(CHART), "--dry-run=client", "--namespace", "llm", *args)
+    assert done.returncode == 0, done.stderr
+    assert (MONITORING_WARNING in " ".join(done.stdout.split("NOTES:", 1)[1].split())) is warned
+
+
 def test_the_service_monitor_and_pdb_render_only_when_enabled(render):
     assert {"ServiceMonitor", "PodDisruptionBudget"}.isdisjoint(render())
     objects = render("r", "--set", "metrics.serviceMonitor.enabled=true",

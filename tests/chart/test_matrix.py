@@ -244,6 +244,10 @@ def test_the_service_monitor_is_well_formed_for_the_prometheus_operator(render):
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["selector"]["matchLabels"] == objects["Service"]["spec"]["selector"]
     assert monitor["spec"]["endpoints"][0]["port"] == objects["Service"]["spec"]["ports"][0]["name"]
+    # Its Prometheus, in namespace monitoring, is admitted on that port by the restricted NetworkPolicy.
+    assert {"ports": [{"port": "http", "protocol": "TCP"}], "from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]} in \
+        objects["NetworkPolicy"]["spec"]["ingress"]
 
 
 @pytest.mark.parametrize("entry", ["moving-revision"])
