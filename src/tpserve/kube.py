@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from tpserve.errors import ConfigError, ServerNotHealthyError
 from tpserve.sweep import Backend, Point, Servers
 from tpserve.workload.runrecord import Layout
@@ -21,10 +23,28 @@ from tpserve.workload.runrecord import Layout
 CHART_NAME = "vllm"
 
 
-def fullname(release: str) -> str:
-    """The chart's object names for RELEASE (its ``vllm.fullname`` helper)."""
-    name = release if CHART_NAME in release else f"{release}-{CHART_NAME}"
+def fullname(release: str, name_override: str = "", fullname_override: str = "") -> str:
+    """The chart's object names for RELEASE (its ``vllm.fullname`` helper, values nameOverride and
+    fullnameOverride included), so the sweep waits for and forwards to the objects helm made."""
+    if fullname_override:
+        return fullname_override[:63].rstrip("-")
+    chart = (name_override or CHART_NAME)[:63].rstrip("-")
+    name = release if chart in release else f"{release}-{chart}"
     return name[:63].rstrip("-")
+
+
+def name_overrides(values: Sequence[Path], sets: Sequence[str]) -> dict[str, str]:
+    """nameOverride and fullnameOverride as helm resolves them from VALUES files then --set items (later
+    wins), as keyword arguments of ``fullname``."""
+    found = {"nameOverride": "", "fullnameOverride": ""}
+    for path in values:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        found.update({key: str(loaded[key] or "") for key in found if key in loaded})
+    for item in sets:
+        key, _, value = item.partition("=")
+        if key in found:
+            found[key] = value
+    return {"name_override": found["nameOverride"], "fullname_override": found["fullnameOverride"]}
 
 
 def helm_argv(release: str, chart: Path, namespace: str, point: Point, values: Sequence[Path] = (),
@@ -98,8 +118,9 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
         if done.returncode != 0:
             raise ServerNotHealthyError(f"helm failed for {point.label}: {done.stderr.strip()[-500:]}")
         api = apps_api or _apps_api()
-        wait_rolled_out(api, fullname(release), namespace, timeout_s)
-        forward = subprocess.Popen([kubectl, "port-forward", "--namespace", namespace, f"svc/{fullname(release)}",
+        name = fullname(release, **name_overrides(values, sets))
+        wait_rolled_out(api, name, namespace, timeout_s)
+        forward = subprocess.Popen([kubectl, "port-forward", "--namespace", namespace, f"svc/{name}",
                                     f"{port}:8000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_port(port, forward)

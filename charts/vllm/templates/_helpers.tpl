@@ -1,12 +1,23 @@
 {{/*
-vllm.fullname names every object of a release: the release name, suffixed with the chart name unless
-it already contains it, so `helm install llama70b` gives llama70b-vllm and `helm install vllm` gives vllm.
+vllm.name is the chart's name in labels and object names: nameOverride, or the chart name.
+*/}}
+{{- define "vllm.name" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+vllm.fullname names every object of a release: fullnameOverride when set; otherwise the release name,
+suffixed with vllm.name unless it already contains it, so `helm install llama70b` gives llama70b-vllm and
+`helm install vllm` gives vllm. tpserve.kube.fullname is the same rule in Python (tests/chart pin them).
 */}}
 {{- define "vllm.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- $name := include "vllm.name" . -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -15,7 +26,7 @@ vllm.selectorLabels are the labels a release's Service and Deployment select pod
 over a release's life (a Deployment's selector is immutable), so no version goes in here.
 */}}
 {{- define "vllm.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "vllm.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -24,7 +35,7 @@ vllm.testSelectorLabels identify the `helm test` pod. Its name differs from the 
 Service nor the Deployment's ReplicaSet (which adopts matching orphan pods) ever selects it.
 */}}
 {{- define "vllm.testSelectorLabels" -}}
-app.kubernetes.io/name: {{ printf "%s-test" .Chart.Name }}
+app.kubernetes.io/name: {{ printf "%s-test" (include "vllm.name" . | trunc 58 | trimSuffix "-") }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -109,13 +120,12 @@ vllm.nodeSelector is nodeSelector plus the gpu.product shortcut.
 {{- end -}}
 
 {{/*
-vllm.securityContext is every container's: nothing beyond what a non-root process needs.
+vllm.securityContext is every container's: nothing beyond what a non-root process needs, with the values'
+securityContext merged over it (vllm.securityProblems refuses what would undo that).
 */}}
 {{- define "vllm.securityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-capabilities:
-  drop: ["ALL"]
+{{- $defaults := dict "allowPrivilegeEscalation" false "readOnlyRootFilesystem" true "capabilities" (dict "drop" (list "ALL")) -}}
+{{- toYaml (mergeOverwrite $defaults (deepCopy .Values.securityContext)) -}}
 {{- end -}}
 
 {{/*

@@ -1,0 +1,119 @@
+{{/*
+Extension points (docs/chart.md, "Extension points"): the pod securityContext merged over the chart's,
+extra volumes and their mounts in the server container, and the checks that keep the chart's guarantees.
+*/}}
+
+{{/*
+vllm.podSecurityContext is the server pod's: uid/gid 1000 (the image's user), never root, fsGroup 1000 so
+the cache volume is writable for it (OnRootMismatch skips re-labelling hundreds of GB of weights on every
+start), the runtime's seccomp profile; values.podSecurityContext merged over it.
+*/}}
+{{- define "vllm.podSecurityContext" -}}
+{{- $defaults := dict "runAsUser" 1000 "runAsGroup" 1000 "runAsNonRoot" true "fsGroup" 1000 "fsGroupChangePolicy" "OnRootMismatch" "seccompProfile" (dict "type" "RuntimeDefault") -}}
+{{- toYaml (mergeOverwrite $defaults (deepCopy .Values.podSecurityContext)) -}}
+{{- end -}}
+
+{{/*
+vllm.chartMounts are the server container's own mount paths, which extra mounts may not touch.
+*/}}
+{{- define "vllm.chartMounts" -}}
+{{- toJson (list "/models/hf" "/models/vllm-cache" "/tmp" "/home/vllm" "/run/tpserve" "/dev/shm") -}}
+{{- end -}}
+
+{{/*
+vllm.extraVolumes renders values.extraVolumes ({name: source}) as pod volumes.
+*/}}
+{{- define "vllm.extraVolumes" -}}
+{{- range $name, $source := .Values.extraVolumes }}
+- {{ toYaml (merge (dict "name" $name) $source) | nindent 2 | trim }}
+{{- end }}
+{{- end -}}
+
+{{/*
+vllm.extraVolumeMounts renders values.extraVolumeMounts ({volume: {mountPath, readOnly, subPath}}), read-only
+unless readOnly is false.
+*/}}
+{{- define "vllm.extraVolumeMounts" -}}
+{{- range $name, $mount := .Values.extraVolumeMounts }}
+{{- $mount = merge (dict "name" $name) (deepCopy $mount) }}
+{{- if not (hasKey $mount "readOnly") }}{{ $_ := set $mount "readOnly" true }}{{ end }}
+- {{ toYaml $mount | nindent 2 | trim }}
+{{- end }}
+{{- end -}}
+
+{{/*
+vllm.extensionProblems: extra volumes must not shadow the chart's, and security overrides must keep the
+pod non-root, unprivileged and on a read-only root.
+*/}}
+{{- define "vllm.extensionProblems" -}}
+{{- $problems := list -}}
+{{- $chartVolumes := list -}}
+{{- range (include "vllm.volumes" . | fromYamlArray) }}{{ $chartVolumes = append $chartVolumes .name }}{{ end -}}
+{{- range $name, $source := .Values.extraVolumes }}
+{{- if has $name $chartVolumes }}
+{{- $problems = append $problems (printf "extraVolumes.%s is a volume of the chart (%s): pick another name" $name (join ", " $chartVolumes)) -}}
+{{- end }}
+{{- if hasKey $source "hostPath" }}
+{{- $problems = append $problems (printf "extraVolumes.%s is a hostPath, which ties the pod to a node's files and escapes its isolation: use a persistentVolumeClaim, configMap or secret" $name) -}}
+{{- end }}
+{{- end }}
+{{- $chartMounts := include "vllm.chartMounts" . | fromJsonArray -}}
+{{- range $name, $mount := .Values.extraVolumeMounts }}
+{{- if not (hasKey $.Values.extraVolumes $name) }}
+{{- $problems = append $problems (printf "extraVolumeMounts.%s names no volume of extraVolumes: add extraVolumes.%s or remove the mount" $name $name) -}}
+{{- end }}
+{{- $path := clean $mount.mountPath -}}
+{{- if eq $path "/" }}
+{{- $problems = append $problems (printf "extraVolumeMounts.%s.mountPath=/ would hide the image: mount it on a folder of its own, e.g. /adapters" $name) -}}
+{{- else }}
+{{- range $own := $chartMounts }}
+{{- if or (eq $path $own) (hasPrefix (printf "%s/" $own) $path) (hasPrefix (printf "%s/" $path) $own) }}
+{{- $problems = append $problems (printf "extraVolumeMounts.%s.mountPath=%s is on, inside or above the chart's mount %s: mount it on a folder of its own, e.g. /adapters" $name $mount.mountPath $own) -}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $problems = concat $problems (include "vllm.securityProblems" . | fromYamlArray) -}}
+{{- toYaml $problems -}}
+{{- end -}}
+
+{{/*
+vllm.securityProblems: what podSecurityContext and securityContext may not change. capabilities.add takes
+only the names listed here, each with its reason (docs/chart.md).
+*/}}
+{{- define "vllm.securityProblems" -}}
+{{- $problems := list -}}
+{{- $allowedCaps := dict "IPC_LOCK" "NCCL's memory registration over InfiniBand/RDMA" "SYS_PTRACE" "py-spy on a stuck worker" -}}
+{{- range $value, $sc := dict "podSecurityContext" .Values.podSecurityContext "securityContext" .Values.securityContext }}
+{{- if and (hasKey $sc "runAsUser") (eq (int $sc.runAsUser) 0) }}
+{{- $problems = append $problems (printf "%s.runAsUser=0 runs as root: the image's user is 1000, keep it" $value) -}}
+{{- end }}
+{{- if and (hasKey $sc "runAsNonRoot") (not $sc.runAsNonRoot) }}
+{{- $problems = append $problems (printf "%s.runAsNonRoot=false lets the server run as root: remove it" $value) -}}
+{{- end }}
+{{- if eq (dig "seccompProfile" "type" "" $sc) "Unconfined" }}
+{{- $problems = append $problems (printf "%s.seccompProfile.type=Unconfined lifts the syscall filter: keep RuntimeDefault or use a Localhost profile" $value) -}}
+{{- end }}
+{{- end }}
+{{- $sc := .Values.securityContext -}}
+{{- if $sc.privileged }}
+{{- $problems = append $problems "securityContext.privileged=true gives the containers the host's devices and every capability: GPUs come from gpu.resource, remove it" -}}
+{{- end }}
+{{- if $sc.allowPrivilegeEscalation }}
+{{- $problems = append $problems "securityContext.allowPrivilegeEscalation=true lets a process gain privileges (setuid): remove it" -}}
+{{- end }}
+{{- if and (hasKey $sc "readOnlyRootFilesystem") (not $sc.readOnlyRootFilesystem) }}
+{{- $problems = append $problems "securityContext.readOnlyRootFilesystem=false makes the image writable: every path the server writes is a volume already; add one with extraVolumes for yours" -}}
+{{- end }}
+{{- with $sc.capabilities }}
+{{- if and (hasKey . "drop") (not (has "ALL" .drop)) }}
+{{- $problems = append $problems "securityContext.capabilities.drop must contain ALL: capabilities are added back only through capabilities.add" -}}
+{{- end }}
+{{- range $cap := .add | default list }}
+{{- if not (hasKey $allowedCaps $cap) }}
+{{- $problems = append $problems (printf "securityContext.capabilities.add %s is not one the chart allows: only IPC_LOCK (%s) and SYS_PTRACE (%s)" $cap (get $allowedCaps "IPC_LOCK") (get $allowedCaps "SYS_PTRACE")) -}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $problems -}}
+{{- end -}}
