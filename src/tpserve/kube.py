@@ -108,7 +108,7 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
     """Deploy each point with helm and yield the port-forwarded Service URL.
 
     The layout names MODEL and the release; the GPUs' kind and vLLM's flags are in the chart's values,
-    which the sweep does not read.
+    which the sweep does not read, except nameOverride and fullnameOverride for the objects' name.
     """
 
     @contextmanager

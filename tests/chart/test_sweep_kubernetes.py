@@ -108,3 +108,24 @@ def test_a_helm_failure_is_a_failed_layout_with_helms_words():
     with pytest.raises(ServerNotHealthyError, match="helm failed for tp4x1: Error: INSTALLATION FAILED"), \
             backend(Point(4)):
         pass
+
+
+def test_the_sweep_waits_for_the_deployment_the_name_overrides_give(tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text("nameOverride: llm\n")
+    asked = []
+
+    class Api:
+        def read_namespaced_deployment_status(self, name, namespace):
+            asked.append(name)
+            raise ServerNotHealthyError("stop here")
+
+    class Done:
+        returncode = 0
+
+    for sets, expected in (([], "r-llm"), (["fullnameOverride=serving"], "serving")):
+        backend = kubernetes_backend("r", CHART, "n", values=[values], sets=sets, run=lambda *a, **k: Done(),
+                                     apps_api=Api())
+        with pytest.raises(ServerNotHealthyError, match="stop here"), backend(Point(1)):
+            pass
+        assert asked[-1] == expected
