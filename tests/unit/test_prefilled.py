@@ -14,7 +14,7 @@ from huggingface_hub import snapshot_download
 
 from tests.conftest import tpserve
 from tests.hubfake import fixture_files
-from tpserve import cache, prefilled
+from tpserve import cache, launch, prefilled
 from tpserve.errors import CacheDamagedError, CacheIncompleteError, ConfigError
 
 REPO = "tiny-org/tiny-llama"
@@ -63,7 +63,9 @@ def test_hub_layout_filled_by_huggingface_hub_is_verified_and_adopted_without_th
     assert [(f.path, f.size) for f in manifest.files] == [(name, len(FILES[name])) for name in FETCHED]
     assert all((folder / name).read_bytes() == FILES[name] for name in FETCHED)
     assert cache.verify(folder, repo_id=REPO, revision=sha) == manifest
-    assert cache.fetch(REPO, sha, cache_dir, progress=False) == manifest, "serve's fetch accepts it offline"
+    assert cache.fetch(REPO, sha, cache_dir, progress=False) == manifest, "a later fetch accepts it offline"
+    served = launch.find_verified_model(launch.ServeConfig(model=REPO, revision=sha), cache_dir)
+    assert served.path == folder and served.manifest == manifest, "tpserve serve accepts it"
     assert hub.requests == []
 
 
