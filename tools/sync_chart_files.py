@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "src" / "tpserve"
 TARGET = REPO / "charts" / "vllm" / "files" / "tpserve"
 # The init container's entry point (fetchjob) and every tpserve module it imports, directly or not.
-MODULES = ("__init__.py", "errors.py", "modelconfig.py", "hub.py", "cache.py", "preflight.py", "fetchjob.py")
+MODULES = ("__init__.py", "errors.py", "modelconfig.py", "hub.py", "cache.py", "prefilled.py", "preflight.py",
+           "fetchjob.py")
 
 
 def differences(source: Path = SOURCE, target: Path = TARGET) -> list[str]:

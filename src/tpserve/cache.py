@@ -74,6 +74,8 @@ class Manifest:
     parameter_count: int | None
     created_at: str
     tpserve_version: str
+    # "hub" when downloaded by tpserve; "offline" when adopted from a pre-filled Hugging Face cache.
+    source: str = "hub"
 
     def to_json(self) -> str:
         return json.dumps({"format": MANIFEST_FORMAT, **asdict(self)}, indent=2) + "\n"

@@ -479,3 +479,13 @@ def test_image_tags_are_fixed():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for image in (values["image"], values["tests"]["image"]):
         assert image["tag"] not in ("", "latest") and re.search(r"\d", image["tag"])
+
+
+def test_fetch_offline_verifies_the_claims_hub_cache_without_the_network_or_a_token(render):
+    init = init_container(render("r", "--set", "fetch.offline=true")["Deployment"])
+    assert init["args"][-3:] == ["--offline", "--from", "/models/hf/hub"]
+    env = env_of(init)
+    assert env["HF_HUB_OFFLINE"]["value"] == "1"
+    assert "HF_TOKEN" not in env
+    online = init_container(render()["Deployment"])
+    assert "--offline" not in online["args"] and "HF_HUB_OFFLINE" not in env_of(online)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from huggingface_hub import snapshot_download
 
 from tests.chart.conftest import CHART, load_tool
 from tests.conftest import REPO, run
@@ -173,3 +174,45 @@ def test_a_model_whose_config_tpserve_cannot_read_is_left_to_vllm_to_check(hub, 
     done = fetchjob(hub, pod, "--revision", sha, "--tensor-parallel-size", "4")
     assert done.returncode == 0, done.stderr
     assert "note: cannot check tensor parallel 4 against" in done.stdout
+
+
+def prefill_claim(hub: HubFake, pod: dict) -> str:
+    """Fill the claim in Hugging Face hub layout at the path the chart reads (hf/hub), then stop the hub."""
+    sha = hub.publish(MODEL, FILES)
+    snapshot_download(MODEL, revision=sha, cache_dir=pod["cache"].parent / "hub", endpoint=hub.url)
+    hub.requests.clear()
+    hub.stop()
+    return sha
+
+
+def test_offline_adopts_a_claim_filled_in_hub_layout_without_a_token_or_the_network(hub, pod):
+    sha = prefill_claim(hub, pod)
+    hub_cache = pod["cache"].parent / "hub"
+    done = fetchjob(hub, pod, "--revision", sha, "--offline", "--from", str(hub_cache))
+    assert done.returncode == 0, done.stderr
+    folder = pod["cache"] / "tiny-org--tiny-llama" / sha
+    assert pod["path_file"].read_text() == f"{folder}\n"
+    assert '"source": "offline"' in (folder / "tpserve-manifest.json").read_text()
+    assert done.stdout.splitlines()[0] == f"verifying {MODEL}@{sha} offline in {hub_cache}"
+    assert hub.requests == []
+
+
+def test_offline_names_the_missing_file(hub, pod):
+    sha = prefill_claim(hub, pod)
+    hub_cache = pod["cache"].parent / "hub"
+    (hub_cache / "models--tiny-org--tiny-llama" / "snapshots" / sha / "config.json").unlink()
+    done = fetchjob(hub, pod, "--revision", sha, "--offline", "--from", str(hub_cache))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: config.json is missing from {hub_cache}/models--tiny-org--tiny-llama/"
+                                  f"snapshots/{sha}; fill it with hf download {MODEL} --revision {sha} ")
+    assert not pod["path_file"].exists()
+
+
+@pytest.mark.parametrize("revision", ["main", "a" * 40])
+def test_offline_refuses_a_moving_revision(hub, pod, revision):
+    done = fetchjob(hub, pod, "--revision", revision, "--offline", "--allow-moving-revision")
+    assert done.returncode == 2
+    assert done.stderr == ("error: --offline cannot resolve a moving revision without the hub: pin "
+                           "model.revision to a 40-hex commit sha and drop --allow-moving-revision "
+                           "(the chart's model.allowMovingRevision)\n")
+    assert hub.requests == []

@@ -109,6 +109,13 @@ def test_a_moving_revision_needs_an_explicit_opt_in(render_error, render):
     assert render("r", "--set", "model.revision=main", "--set", "model.allowMovingRevision=true")
 
 
+def test_fetch_offline_needs_a_pinned_revision(render_error):
+    assert problems(render_error("--set", "fetch.offline=true", "--set", "model.revision=main",
+                                 "--set", "model.allowMovingRevision=true")) == [
+        ("fetch.offline=true cannot resolve a branch or tag without the hub: pin model.revision to the 40-hex "
+         "commit the claim was filled with and set model.allowMovingRevision=false")]
+
+
 def test_every_problem_is_reported_in_one_failure(render_error):
     stderr = render_error("--set", "model.name=", "--set", "parallelism.tensor=3", "--set", "parallelism.pipeline=3",
                           "--set", f"model.servedName={TOKEN}")

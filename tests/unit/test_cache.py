@@ -63,7 +63,7 @@ def test_fetch_writes_a_manifest_with_the_resolved_sha_and_sizes(hub, sha, cache
     assert cache.Manifest.from_json((folder / "tpserve-manifest.json").read_text()) == manifest
     assert json.loads((folder / "tpserve-manifest.json").read_text()).keys() == {
         "format", "repo_id", "requested_revision", "resolved_sha", "files", "config_sha256",
-        "parameter_count", "created_at", "tpserve_version"}
+        "parameter_count", "created_at", "tpserve_version", "source"}
     assert all((folder / name).read_bytes() == FILES[name] for name in FETCHED)
     assert not (folder / "README.md").exists()
     asked = (f"/api/models/{REPO}/revision/main", f"/api/models/{REPO}/tree/{sha}", f"/{REPO}/resolve/{sha}/")

@@ -4,6 +4,8 @@ src/tpserve/, mounted from the fetch ConfigMap as a `tpserve` package) run by th
 Python and huggingface_hub. It downloads model.name at model.revision into the cache volume once
 (later starts only verify it, without the network for a pinned commit), checks the parallelism against
 config.json, and writes the verified folder to the pod-local file the server's command reads.
+With fetch.offline it downloads nothing and gets no token: it verifies the model pre-filled on the claim
+in Hugging Face hub layout (vllm.hubCacheDir) and writes tpserve's manifest for it.
 */}}
 {{- define "vllm.fetchContainer" -}}
 - name: fetch-model
@@ -28,6 +30,11 @@ config.json, and writes the verified folder to the pod-local file the server's c
     {{- if .Values.model.allowMovingRevision }}
     - --allow-moving-revision
     {{- end }}
+    {{- if .Values.fetch.offline }}
+    - --offline
+    - --from
+    - {{ include "vllm.hubCacheDir" . | quote }}
+    {{- end }}
   env:
     {{- include "vllm.baseEnv" . | nindent 4 }}
     - name: PYTHONPATH
@@ -46,8 +53,13 @@ config.json, and writes the verified folder to the pod-local file the server's c
     # No GPU for a download: where the NVIDIA runtime is the default, it would expose every GPU of the node.
     - name: NVIDIA_VISIBLE_DEVICES
       value: void
+    {{- if .Values.fetch.offline }}
+    - name: HF_HUB_OFFLINE
+      value: "1"
+    {{- else }}
     {{- with .Values.hfToken.secretName }}
     {{- include "vllm.secretEnv" (dict "name" "HF_TOKEN" "secret" . "key" $.Values.hfToken.secretKey "optional" true) | nindent 4 }}
+    {{- end }}
     {{- end }}
     {{- with .Values.fetch.extraEnv }}
     {{- include "vllm.userEnv" . | trim | nindent 4 }}

@@ -87,6 +87,8 @@ Paths inside the pod. The cache volume is mounted at /models, as in tpserve's im
 tpserve's cache layout <HF_HOME>/tpserve/<org>--<name>/<sha>/ (src/tpserve/cache.py model_path).
 */}}
 {{- define "vllm.cacheDir" -}}/models/hf/tpserve{{- end -}}
+{{- /* Where fetch.offline reads a claim pre-filled in Hugging Face hub layout: hf/hub on the claim. */}}
+{{- define "vllm.hubCacheDir" -}}/models/hf/hub{{- end -}}
 {{- define "vllm.pathFile" -}}/run/tpserve/model-path{{- end -}}
 
 {{/*

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +16,14 @@ def fetch(
     revision: Revision = "main",
     cache_dir: CacheDir = None,
     progress: Annotated[bool, typer.Option(help="Show download progress bars.")] = True,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Never touch the network: verify the model already in a Hugging Face hub cache "
+                          "(--from) at the pinned commit --revision, link it into the cache and write the "
+                          "manifest. Refuses a branch or tag, and names any missing or damaged file.")] = False,
+    from_dir: Annotated[Path | None, typer.Option(
+        "--from", show_default=False,
+        help="With --offline: the Hugging Face hub cache holding models--ORG--NAME/snapshots/SHA/, as "
+             "`hf download --cache-dir DIR` leaves it (default: $HF_HUB_CACHE, else $HF_HOME/hub).")] = None,
 ) -> None:
     """Download a model once into the cache, keyed by repo id and commit sha, with a verified manifest.
 
@@ -22,13 +31,30 @@ def fetch(
     nothing; an interrupted download resumes; damaged files are fetched again. Example:
 
         HF_TOKEN=... tpserve fetch meta-llama/Llama-2-70b-chat-hf --revision main
+
+    With --offline, a model someone downloaded in Hugging Face hub layout (an air-gapped copy) is
+    checked on disk instead: config.json parses, weights and every shard of an *.index.json are there,
+    no link dangles, no file is empty, and each blob named by its hash (sha256 for weights) hashes to
+    its name. Without the hub, files the commit has but nobody downloaded cannot be noticed. Example:
+
+        tpserve fetch meta-llama/Llama-2-70b-chat-hf --revision e9149a12809580e8602995856f8098ce973d1080 \\
+            --offline --from /mnt/hf-cache/hub
     """
-    from tpserve import cache
+    from tpserve import cache, prefilled
 
     folder = cache_dir or default_cache_dir()
-    manifest = cache.fetch(model, revision, folder, token=os.environ.get("HF_TOKEN") or None, progress=progress)
+    if from_dir is not None and not offline:
+        raise typer.BadParameter("is read only with --offline", param_hint="--from")
+    if offline:
+        hub_cache = from_dir or prefilled.default_hub_cache()
+        manifest = prefilled.adopt(model, revision, folder, hub_cache)
+        origin = f"verified offline from {prefilled.snapshot_path(hub_cache, model, manifest.resolved_sha)}, "
+    else:
+        manifest = cache.fetch(model, revision, folder, token=os.environ.get("HF_TOKEN") or None,
+                               progress=progress)
+        origin = ""
     path = cache.model_path(folder, manifest.repo_id, manifest.resolved_sha)
     size = sum(entry.size for entry in manifest.files)
     params = f"{manifest.parameter_count / 1e9:.1f}B parameters, " if manifest.parameter_count else ""
     typer.echo(f"{manifest.repo_id}@{manifest.requested_revision} = {manifest.resolved_sha}: "
-               f"{len(manifest.files)} files, {size / 2**30:.2f} GiB, {params}at {path}")
+               f"{len(manifest.files)} files, {size / 2**30:.2f} GiB, {params}{origin}at {path}")

@@ -11,6 +11,10 @@ needs nothing built. That is why it uses argparse and plain prints: typer and ri
 
     python3 -m tpserve.fetchjob --model meta-llama/Llama-2-7b-chat-hf --revision SHA \\
         --cache-dir /models/hf/tpserve --tensor-parallel-size 1 --path-file /run/tpserve/model-path
+
+With ``--offline`` (the chart's ``fetch.offline``) it downloads nothing: it verifies the model someone put
+on the volume in Hugging Face hub layout (``--from /models/hf/hub``) and writes the manifest for it
+(``tpserve.prefilled``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tpserve import cache, preflight
+from tpserve import cache, prefilled, preflight
 from tpserve.errors import ConfigError, ModelConfigError, TpserveError
 
 
@@ -38,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pipeline-parallel-size", type=int, default=1)
     parser.add_argument("--allow-moving-revision", action="store_true",
                         help="accept a branch or tag: the commit it points to is resolved now and recorded")
+    parser.add_argument("--offline", action="store_true",
+                        help="never touch the network: verify the model already in the Hugging Face hub "
+                             "cache --from at the pinned commit, and write tpserve's manifest for it")
+    parser.add_argument("--from", dest="hub_cache", type=Path, metavar="DIR",
+                        help="with --offline: the hub cache holding models--ORG--NAME/snapshots/SHA/ "
+                             "(default: $HF_HUB_CACHE, else $HF_HOME/hub)")
     parser.add_argument("--path-file", type=Path, help="write the verified model folder to this file")
     parser.add_argument("--mkdir", type=Path, action="append", default=[], metavar="DIR",
                         help="also create DIR (repeatable): folders the server writes on the same volume, "
@@ -47,14 +57,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> Path:
     """Fetch, verify and check ARGS' model; return its folder (also written to ``--path-file``)."""
+    if args.offline and args.allow_moving_revision:
+        raise ConfigError(
+            "--offline cannot resolve a moving revision without the hub: pin model.revision to a 40-hex commit "
+            "sha and drop --allow-moving-revision (the chart's model.allowMovingRevision)")
     if not cache.COMMIT_SHA.fullmatch(args.revision) and not args.allow_moving_revision:
         raise ConfigError(
             f"revision {args.revision!r} of {args.model} is a branch or tag, so what is served could change "
             "on any restart: pin a 40-hex commit sha, or pass --allow-moving-revision "
             "(the chart's model.allowMovingRevision)")
-    token = os.environ.get("HF_TOKEN") or None
-    print(f"fetching {args.model}@{args.revision} into {args.cache_dir}", flush=True)
-    manifest = cache.fetch(args.model, args.revision, args.cache_dir, token=token, progress=False)
+    if args.offline:
+        hub_cache = args.hub_cache or prefilled.default_hub_cache()
+        print(f"verifying {args.model}@{args.revision} offline in {hub_cache}", flush=True)
+        manifest = prefilled.adopt(args.model, args.revision, args.cache_dir, hub_cache)
+    else:
+        token = os.environ.get("HF_TOKEN") or None
+        print(f"fetching {args.model}@{args.revision} into {args.cache_dir}", flush=True)
+        manifest = cache.fetch(args.model, args.revision, args.cache_dir, token=token, progress=False)
     folder = cache.model_path(args.cache_dir, manifest.repo_id, manifest.resolved_sha)
     check_parallelism(folder, args.model, args.tensor_parallel_size, args.pipeline_parallel_size)
     for folder_to_make in args.mkdir:
