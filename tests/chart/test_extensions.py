@@ -150,7 +150,7 @@ def test_security_overrides_are_merged_over_the_hardened_defaults(render):
                         "--set", "securityContext.capabilities.add={IPC_LOCK}",
                         "--set", "securityContext.seccompProfile.type=RuntimeDefault")["Deployment"]
     assert pod_spec(deployment)["securityContext"] == {
-        "runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True, "fsGroup": 1000,
+        "runAsUser": 2000, "runAsGroup": 2000, "runAsNonRoot": True, "fsGroup": 2000,
         "fsGroupChangePolicy": "Always", "seccompProfile": {"type": "RuntimeDefault"}, "supplementalGroups": [44]}
     for spec in (container(deployment), init_container(deployment)):
         assert spec["securityContext"] == {
@@ -168,11 +168,11 @@ def test_security_overrides_that_break_the_chart_guarantees_are_refused_all_at_o
                           "--set", "securityContext.capabilities.drop={NET_RAW}",
                           "--set", "securityContext.capabilities.add={SYS_ADMIN,SYS_PTRACE}")
     assert problems(stderr) == [
-        "podSecurityContext.runAsUser=0 runs as root: the image's user is 1000, keep it",
+        "podSecurityContext.runAsUser=0 runs as root: the image's user is 2000, keep it",
         "podSecurityContext.runAsNonRoot=false lets the server run as root: remove it",
         ("podSecurityContext.seccompProfile.type=Unconfined lifts the syscall filter: keep RuntimeDefault or use a "
         "Localhost profile"),
-        "securityContext.runAsUser=0 runs as root: the image's user is 1000, keep it",
+        "securityContext.runAsUser=0 runs as root: the image's user is 2000, keep it",
         ("securityContext.privileged=true gives the containers the host's devices and every capability: GPUs come "
         "from gpu.resource, remove it"),
         "securityContext.allowPrivilegeEscalation=true lets a process gain privileges (setuid): remove it",

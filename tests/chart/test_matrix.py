@@ -129,19 +129,21 @@ def test_one_pod_is_recreated_several_roll_one_at_a_time_and_each_stops_within_i
 
 
 @MATRIX
-def test_every_container_runs_as_uid_1000_without_privileges_on_a_read_only_root(rendered, entry):
-    _, objects = rendered
-    for kind in ("Deployment", "Pod"):
+def test_every_container_runs_as_its_images_uid_without_privileges_on_a_read_only_root(rendered, entry):
+    values, objects = rendered
+    # The official image's `vllm` user is uid 2000; tpserve's images (and the load test's) run as 1000.
+    server_uid = 1000 if values["image"]["tpserve"] else 2000
+    for kind, uid in (("Deployment", server_uid), ("Pod", 1000)):
         pod = pod_spec(objects[kind]) if kind == "Deployment" else objects[kind]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["enableServiceLinks"] is False
         assert {key: pod["securityContext"][key] for key in ("runAsUser", "runAsGroup", "runAsNonRoot")} == {
-            "runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}
+            "runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": True}
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for spec in pod["containers"] + pod.get("initContainers", []):
             assert spec["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                                "capabilities": {"drop": ["ALL"]}}, spec["name"]
-    assert pod_spec(objects["Deployment"])["securityContext"]["fsGroup"] == 1000
+    assert pod_spec(objects["Deployment"])["securityContext"]["fsGroup"] == server_uid
 
 
 @MATRIX

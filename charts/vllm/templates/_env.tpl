@@ -81,9 +81,11 @@ verified folder, offline.
 {{- end -}}
 
 {{/*
-vllm.baseEnv is what both containers need to run as uid 1000 on a read-only root filesystem: a
-writable HOME (Triton, FlashInfer and CUDA keep JIT caches under it), a USER name for getpass (uid 1000
-may have no passwd entry in the image), and HF_HOME on the cache volume.
+vllm.baseEnv is what both containers need to run as the image's uid (vllm.imageUid) on a read-only root
+filesystem: a writable HOME on a scratch volume (Triton, FlashInfer, CUDA, numba and outlines keep caches
+under it, XDG's ~/.cache included; the official image's root-owned /root and WORKDIR /vllm-workspace are
+never written), a USER name for getpass (the uid may have no passwd entry in the image: older official
+builds have none, newer ones name uid 2000 `vllm` with this same home), and HF_HOME on the cache volume.
 */}}
 {{- define "vllm.baseEnv" -}}
 - name: HOME

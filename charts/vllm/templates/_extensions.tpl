@@ -4,12 +4,25 @@ extra volumes and their mounts in the server container, and the checks that keep
 */}}
 
 {{/*
-vllm.podSecurityContext is the server pod's: uid/gid 1000 (the image's user), never root, fsGroup 1000 so
-the cache volume is writable for it (OnRootMismatch skips re-labelling hundreds of GB of weights on every
-start), the runtime's seccomp profile; values.podSecurityContext merged over it.
+vllm.imageUid is the uid (and gid) of the image's own non-root user (docs/chart.md, "The image's user"):
+1000 for tpserve's images (docker/Dockerfile ends with USER 1000:1000); 2000 for the official
+vllm/vllm-openai, which runs as root unless told otherwise and whose newer builds carry a `vllm` user,
+uid 2000, home /home/vllm, that they do not switch to. The chart never relies on that user existing: HOME,
+USER and every path the server writes are set and mounted by the chart (vllm.baseEnv, vllm.scratchMounts).
+*/}}
+{{- define "vllm.imageUid" -}}
+{{- ternary 1000 2000 (.Values.image.tpserve | default false) -}}
+{{- end -}}
+
+{{/*
+vllm.podSecurityContext is the server pod's: the image's uid, gid the same (not the official image's gid 0,
+which would let the process write what the image leaves group-0-writable, /etc/passwd among it), never
+root, fsGroup the same so the cache volume is writable for it (OnRootMismatch skips re-labelling hundreds
+of GB of weights on every start), the runtime's seccomp profile; values.podSecurityContext merged over it.
 */}}
 {{- define "vllm.podSecurityContext" -}}
-{{- $defaults := dict "runAsUser" 1000 "runAsGroup" 1000 "runAsNonRoot" true "fsGroup" 1000 "fsGroupChangePolicy" "OnRootMismatch" "seccompProfile" (dict "type" "RuntimeDefault") -}}
+{{- $uid := include "vllm.imageUid" . | int -}}
+{{- $defaults := dict "runAsUser" $uid "runAsGroup" $uid "runAsNonRoot" true "fsGroup" $uid "fsGroupChangePolicy" "OnRootMismatch" "seccompProfile" (dict "type" "RuntimeDefault") -}}
 {{- toYaml (mergeOverwrite $defaults (deepCopy .Values.podSecurityContext)) -}}
 {{- end -}}
 
@@ -86,7 +99,7 @@ only the names listed here, each with its reason (docs/chart.md).
 {{- $allowedCaps := dict "IPC_LOCK" "NCCL's memory registration over InfiniBand/RDMA" "SYS_PTRACE" "py-spy on a stuck worker" -}}
 {{- range $value, $sc := dict "podSecurityContext" .Values.podSecurityContext "securityContext" .Values.securityContext }}
 {{- if and (hasKey $sc "runAsUser") (eq (int $sc.runAsUser) 0) }}
-{{- $problems = append $problems (printf "%s.runAsUser=0 runs as root: the image's user is 1000, keep it" $value) -}}
+{{- $problems = append $problems (printf "%s.runAsUser=0 runs as root: the image's user is %s, keep it" $value (include "vllm.imageUid" $)) -}}
 {{- end }}
 {{- if and (hasKey $sc "runAsNonRoot") (not $sc.runAsNonRoot) }}
 {{- $problems = append $problems (printf "%s.runAsNonRoot=false lets the server run as root: remove it" $value) -}}
