@@ -2,7 +2,8 @@
 
 The chart is rendered with its CPU profile by the real helm; the init container fetches the tiny Llama from
 the hub stand-in with the image's own huggingface_hub; vLLM (CPU) serves it as uid 1000 on a read-only root;
-the chart's own `helm test` pod runs its load test through the published port. The tests run in file order
+the chart's own `helm test` pod (tests.runner=serving: the same serving image runs the chart's check_tokens.py)
+sends its checked load through the published port. The tests run in file order
 and share the plays, which are slow.
 """
 
