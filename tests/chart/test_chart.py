@@ -13,6 +13,7 @@ from tpserve import cache
 
 SHA_70B = "e9149a12809580e8602995856f8098ce973d1080"
 PATH_70B = f"/models/hf/tpserve/meta-llama--Llama-2-70b-chat-hf/{SHA_70B}"
+CHECK_SCRIPT = CHART / "files" / "check" / "check_tokens.py"
 FUSION_OFF = '{"pass_config": {"fuse_allreduce_rms": false}}'
 
 
@@ -103,7 +104,8 @@ def test_the_fetch_code_configmap_mounts_as_a_tpserve_package_of_byte_identical_
     objects = render()
     data = objects["ConfigMap"]["data"]
     source = CHART / "files" / "tpserve"
-    assert data == {path.name: path.read_text() for path in source.glob("*.py")}
+    # The init container's modules, and the `helm test` client of tests.runner=serving.
+    assert data == {path.name: path.read_text() for path in [*source.glob("*.py"), CHECK_SCRIPT]}
     # Every key a file of the mounted folder: no `items` with folder paths, which podman cannot mount.
     assert volumes_of(objects["Deployment"])["fetch-code"]["configMap"] == {
         "name": "llama70b-vllm-fetch", "defaultMode": 0o444}
@@ -383,11 +385,37 @@ def test_the_service_monitor_and_pdb_render_only_when_enabled(render):
     assert objects["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
 
 
-def test_the_helm_test_pod_runs_a_short_checked_load_against_the_service(render):
-    objects = render("r", "--set", "apiKey.secretName=keys")
+def test_the_helm_test_pod_runs_the_charts_client_with_the_serving_image_by_default(render):
+    objects = render("r", "--set", "apiKey.secretName=keys", "--set", "image.digest=sha256:" + "a" * 64)
+    pod = objects["Pod"]
+    (load,) = pod["spec"]["containers"]
+    assert load["image"] == container(objects["Deployment"])["image"] == \
+        "docker.io/vllm/vllm-openai:v0.26.0@sha256:" + "a" * 64
+    assert load["imagePullPolicy"] == "IfNotPresent"
+    assert load["command"] == ["python3", "/opt/tpserve-chart/check/check_tokens.py"]
+    assert load["args"] == ["--host", "http://r-vllm:8000", "--model", "meta-llama/Llama-2-70b-chat-hf",
+                            "--requests", "16", "--concurrency", "4", "--max-tokens", "32", "--run-time", "10m"]
+    env = env_of(load)
+    assert {name: var.get("value") for name, var in env.items() if "value" in var} == {
+        "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
+    assert env["TPSERVE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "keys", "key": "api-key",
+                                                                   "optional": False}
+    assert mounts_of(load)["/opt/tpserve-chart/check"] == {"name": "check-code",
+                                                           "mountPath": "/opt/tpserve-chart/check", "readOnly": True}
+    volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
+    assert volumes["check-code"]["configMap"] == {"name": "r-vllm-fetch", "defaultMode": 0o444}
+    assert objects["ConfigMap"]["data"]["check_tokens.py"] == CHECK_SCRIPT.read_text()
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert load["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_helm_test_pod_runs_tpserves_load_test_image_with_runner_locust(render):
+    objects = render("r", "--set", "apiKey.secretName=keys", "--set", "tests.runner=locust")
     pod = objects["Pod"]
     (load,) = pod["spec"]["containers"]
     assert load["image"] == "tpserve-loadtest:0.1.0"
+    assert "command" not in load
     assert load["args"] == ["--headless", "--users", "4", "--spawn-rate", "4", "--run-time", "10m",
                             "--host", "http://r-vllm:8000"]
     env = env_of(load)
@@ -396,8 +424,13 @@ def test_the_helm_test_pod_runs_a_short_checked_load_against_the_service(render)
         "TPSERVE_MAX_TOKENS": "32", "TPSERVE_MAX_ERROR_RATE": "0"}
     assert env["TPSERVE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "keys", "key": "api-key",
                                                                    "optional": False}
+    assert [volume["name"] for volume in pod["spec"]["volumes"]] == ["tmp", "results"]
     assert pod["spec"]["restartPolicy"] == "Never"
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_an_unknown_test_runner_is_refused_by_the_schema(render_error):
+    assert "at '/tests/runner': value must be one of 'serving', 'locust'" in render_error("--set", "tests.runner=k6")
 
 
 def test_notes_print_the_port_forward_and_locust_commands_for_the_release(tools):

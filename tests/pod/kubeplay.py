@@ -92,6 +92,12 @@ def adapt_for_podman(objects: list[dict], site: Site) -> tuple[list[dict], dict 
     return server, test_pod, changes
 
 
+def helm_test_manifest(server: list[dict], test_pod: dict) -> list[dict]:
+    """The test pod with the ConfigMaps it mounts: podman resolves a configMap volume only from the played file."""
+    mounted = {volume["configMap"]["name"] for volume in test_pod["spec"]["volumes"] if "configMap" in volume}
+    return [obj for obj in server if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] in mounted] + [test_pod]
+
+
 def _short_annotations(metadata: dict) -> tuple[dict, list[str]]:
     """METADATA's annotations without values over 63 characters, which podman 4.3 refuses on kind Pod."""
     kept, dropped = {}, []
@@ -172,7 +178,8 @@ def _adapt_test_pod(pod: dict, site: Site) -> list[str]:
             volume["hostPath"] = {"path": str(site.results_dir), "type": "Directory"}
     return changes + [(f"helm test pod {pod['metadata']['name']}: --host {service_url} (the Service) becomes "
                        f"{published} (the published port); TPSERVE_RESULTS_JSON added and /results on a host "
-                       "folder, so the test reads the figures; image, other args and env as rendered")]
+                       "folder, so the test reads the figures; image, command, other args and env as rendered; "
+                       "played with the ConfigMap it mounts, which podman reads only from the played file")]
 
 
 def write_manifest(path: Path, objects: list[dict]) -> Path:

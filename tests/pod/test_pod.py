@@ -2,7 +2,8 @@
 
 The chart is rendered with its CPU profile by the real helm; the init container fetches the tiny Llama from
 the hub stand-in with the image's own huggingface_hub; vLLM (CPU) serves it as uid 1000 on a read-only root;
-the chart's own `helm test` pod runs its load test through the published port. The tests run in file order
+the chart's own `helm test` pod (tests.runner=serving: the same serving image runs the chart's check_tokens.py)
+sends its checked load through the published port. The tests run in file order
 and share the plays, which are slow.
 """
 
@@ -110,19 +111,20 @@ def helm_test(first, site) -> dict:
 
 
 def test_the_charts_helm_test_passes_with_client_tokens_equal_to_the_servers_counter(helm_test):
+    """The default tests.runner=serving: the serving image (tpserve-cpu) runs the chart's check_tokens.py."""
     assert helm_test["exit_code"] == 0, helm_test["log"][-3000:]
+    assert helm_test["log"].startswith("helm test passed: 16/16 requests"), helm_test["log"][-3000:]
     results = helm_test["results"]
-    check = results["token_check"]
-    assert check["status"] == "ok"
-    assert check["client_completion_tokens"] == check["server_generation_tokens"] == 16 * 32
-    assert check["client_prompt_tokens"] == check["server_prompt_tokens"]
+    assert results["status"] == "ok"
+    assert results["client_completion_tokens"] == results["server_generation_tokens"] == 16 * 32
+    assert results["client_prompt_tokens"] == results["server_prompt_tokens"]
     assert (results["completed"], results["failed"]) == (16, 0)
     REPORT.facts["helm test: requests ok / failed"] = f"{results['completed']} / {results['failed']}"
-    REPORT.facts["helm test: tokens client / server"] = (f"{check['client_completion_tokens']} / "
-                                                         f"{check['server_generation_tokens']}")
-    REPORT.facts["helm test: output tok/s"] = round(results["output_throughput"], 1)
-    REPORT.facts["helm test: TTFT p50 (ms)"] = round(results["p50_ttft_ms"], 1)
-    REPORT.timings["helm test: load duration"] = results["duration"]
+    REPORT.facts["helm test: tokens client / server"] = (f"{results['client_completion_tokens']} / "
+                                                         f"{results['server_generation_tokens']}")
+    REPORT.facts["helm test: output tok/s"] = results["output_throughput"]
+    REPORT.facts["helm test: TTFT p50 (ms)"] = results["p50_ttft_ms"]
+    REPORT.timings["helm test: load duration"] = results["duration_s"]
 
 
 @pytest.fixture(scope="module")
