@@ -374,6 +374,44 @@ def test_progress_bars_are_huggingface_hubs_own_and_off_only_for_that_download(
     assert hf_utils.are_progress_bars_disabled() == before
 
 
+def test_the_download_runs_at_most_four_files_at_once(hub, sha, cache_dir, monkeypatch):
+    seen = []
+
+    def snapshot_download(*args, **kwargs):
+        seen.append(kwargs.get("max_workers"))
+        return real_snapshot_download(*args, **kwargs)
+
+    real_snapshot_download = hub_module.snapshot_download
+    monkeypatch.setattr(hub_module, "snapshot_download", snapshot_download)
+
+    fetch(REPO, "main", cache_dir)
+
+    assert seen == [hub_module.FETCH_WORKERS] and hub_module.FETCH_WORKERS == 4
+
+
+def test_weights_in_lfs_are_checked_by_size_and_never_read_whole_after_the_download(
+        hub, sha, cache_dir, monkeypatch):
+    hashed = []
+
+    def git_blob_id(path):
+        hashed.append(path.name)
+        return real_git_blob_id(path)
+
+    real_git_blob_id = cache._git_blob_id
+    monkeypatch.setattr(cache, "_git_blob_id", git_blob_id)
+    monkeypatch.setattr(cache.Path, "read_bytes", lambda path: pytest.fail(f"{path.name} read whole"))
+
+    fetch(REPO, "main", cache_dir)
+
+    assert sorted(hashed) == [name for name in FETCHED if not name.endswith(".safetensors")]
+
+
+def test_a_git_blob_id_is_gits_own(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes(b"hello\nworld\n")
+    assert cache._git_blob_id(path) == "94954abda49de8615a048f8d2e64b5de848e27a1"  # git hash-object
+
+
 def test_verify_of_a_folder_without_a_manifest_says_to_fetch(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CacheIncompleteError, match=re.escape(
