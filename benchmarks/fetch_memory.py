@@ -9,7 +9,8 @@ high-water mark, from ``wait4``), its wall time and its throughput are printed a
 at REV (``git archive``), to measure the chart as it was before a change.
 
 The stand-in speaks plain HTTP and sends no Xet headers, so this measures huggingface_hub's HTTP path;
-the Xet settings the chart sets are configured, not measured here (docs/chart.md, "Fetch memory").
+the Xet settings the chart sets are not exercised by it. What is recorded of them is the configuration
+hf_xet reads from that environment (``hf_xet.XetConfig``): proof that the names are live, not a measurement.
 
     .venv/bin/python benchmarks/fetch_memory.py --size-gib 4 [--revision main]
 """
@@ -64,6 +65,18 @@ def chart_fetch_env(tree: Path) -> dict[str, str]:
     return {entry["name"]: str(entry["value"]) for entry in fetch["env"] if "value" in entry}
 
 
+XET_KEYS = ("reconstruction.download_buffer_size", "reconstruction.download_buffer_perfile_size",
+            "reconstruction.download_buffer_limit", "data.max_concurrent_file_downloads", "chunk_cache.size_bytes")
+
+
+def xet_config(env: dict[str, str]) -> dict[str, str] | None:
+    """The download settings hf_xet takes from ENV, as it reads them; None without hf_xet."""
+    script = ("import json, hf_xet; config = dict(hf_xet.XetConfig().items()); "
+              f"print(json.dumps({{key: str(config.get(key)) for key in {XET_KEYS!r}}}))")
+    done = subprocess.run([sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
 def sample_rss(pid: int, samples: list[tuple[float, int]], start: float) -> None:
     """VmRSS of PID every 0.2 s until it exits: how memory moves over the download, beside the peak."""
     status = Path(f"/proc/{pid}/status")
@@ -114,6 +127,8 @@ def main() -> None:
             argv = [sys.executable, "-m", "tpserve.fetchjob", "--model", MODEL, "--revision", sha,
                     "--cache-dir", str(scratch / "models" / "hf" / "tpserve"),
                     "--path-file", str(scratch / "run" / "model-path")]
+            xet_with_env = xet_config(env)
+            xet_defaults = xet_config({key: value for key, value in env.items() if not key.startswith("HF_XET_")})
             samples: list[tuple[float, int]] = []
             start = time.monotonic()
             process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -146,6 +161,8 @@ def main() -> None:
         "throughput_mb_s": round(size / wall_s / 1e6, 1),
         "rss_samples": samples[:: max(1, len(samples) // 60)],
         "fetch_env": {key: value for key, value in chart_env.items() if key.startswith("HF_")},
+        "xet_config_with_fetch_env": xet_with_env,
+        "xet_config_defaults_on_this_host": xet_defaults,
         "fetch_packages": {name: _version(name) for name in ("huggingface_hub", "hf_xet", "httpx", "httpx2",
                                                              "requests")},
         "fetch_output": output.strip().splitlines()[-1:],

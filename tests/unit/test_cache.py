@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import constants, file_download
 from huggingface_hub import utils as hf_utils
 
-from tests.hubfake import fixture_files
+from tests.hubfake import DiskFile, fixture_files
 from tpserve import cache
 from tpserve import hub as hub_module
 from tpserve.errors import (
@@ -404,6 +404,17 @@ def test_weights_in_lfs_are_checked_by_size_and_never_read_whole_after_the_downl
     fetch(REPO, "main", cache_dir)
 
     assert sorted(hashed) == [name for name in FETCHED if not name.endswith(".safetensors")]
+
+
+def test_weights_the_stand_in_streams_from_disk_arrive_whole(hub, cache_dir, tmp_path):
+    weights = tmp_path / "served.safetensors"
+    weights.write_bytes(FILES["model.safetensors"])
+    sha = hub.publish(REPO, FILES | {"model.safetensors": DiskFile.of(weights)})
+
+    manifest = fetch(REPO, "main", cache_dir)
+
+    assert manifest.resolved_sha == sha
+    assert (cache.model_path(cache_dir, REPO, sha) / "model.safetensors").read_bytes() == FILES["model.safetensors"]
 
 
 def test_a_git_blob_id_is_gits_own(tmp_path):
