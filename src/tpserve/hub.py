@@ -30,6 +30,11 @@ from tpserve.errors import (
     TokenRejectedError,
 )
 
+# Files downloaded at once: huggingface_hub's default is 8, and over Xet each file in flight holds its own
+# download buffer, so fewer bound the fetch's memory (docs/chart.md, "Fetch memory") while 4 streams still
+# fill a link that one would not.
+FETCH_WORKERS = 4
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -89,7 +94,7 @@ def download(remote: RemoteRevision, names: Iterable[str], folder: Path, *, toke
     with translated_errors(remote.repo_id, remote.requested, token=token, folder=folder,
                            needed_bytes=needed_bytes), _progress_bars(progress):
         snapshot_download(remote.repo_id, revision=remote.sha, local_dir=folder, token=token or False,
-                          allow_patterns=[glob.escape(name) for name in names])
+                          allow_patterns=[glob.escape(name) for name in names], max_workers=FETCH_WORKERS)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import yaml
 
 from tests.chart.conftest import CHART, container, env_of, init_container, mounts_of, pod_spec, volumes_of
 from tpserve import cache
+from tpserve import hub as hub_module
 
 SHA_70B = "e9149a12809580e8602995856f8098ce973d1080"
 PATH_70B = f"/models/hf/tpserve/meta-llama--Llama-2-70b-chat-hf/{SHA_70B}"
@@ -98,6 +99,33 @@ def test_the_init_container_fetches_the_pinned_revision_with_tpserves_shipped_co
     assert mounts_of(fetch)["/opt/tpserve-chart/tpserve"] == {
         "name": "fetch-code", "mountPath": "/opt/tpserve-chart/tpserve", "readOnly": True}
     assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def byte_count(text: str) -> int:
+    """hf_xet's sizes (``512mb``, decimal) and Kubernetes' quantities (``4Gi``) in bytes."""
+    number, unit = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", text).groups()
+    scale = {"": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[unit]
+    return int(number) * scale
+
+
+def test_the_init_container_bounds_xets_download_buffers_well_inside_its_memory_limit(render):
+    fetch = init_container(render()["Deployment"])
+    env = {name: var["value"] for name, var in env_of(fetch).items() if "value" in var}
+    memory = byte_count(fetch["resources"]["limits"]["memory"])
+    buffers = byte_count(env["HF_XET_RECONSTRUCTION_DOWNLOAD_BUFFER_LIMIT"])
+    files = int(env["HF_XET_DATA_MAX_CONCURRENT_FILE_DOWNLOADS"])
+
+    assert env["HF_XET_HIGH_PERFORMANCE"] == "0"
+    assert env["HF_XET_CHUNK_CACHE_SIZE_BYTES"] == "0"
+    assert files == hub_module.FETCH_WORKERS
+    assert byte_count(env["HF_XET_RECONSTRUCTION_DOWNLOAD_BUFFER_SIZE"]) + files * byte_count(
+        env["HF_XET_RECONSTRUCTION_DOWNLOAD_BUFFER_PERFILE_SIZE"]) <= buffers <= memory / 4
+
+
+def test_fetch_extra_env_replaces_a_xet_bound_instead_of_repeating_it(render):
+    fetch = init_container(render("r", "--set-string", "fetch.extraEnv.HF_XET_RECONSTRUCTION_DOWNLOAD_BUFFER_LIMIT=4gb",
+                                  "--set", "fetch.resources.memory=8Gi")["Deployment"])
+    assert env_of(fetch)["HF_XET_RECONSTRUCTION_DOWNLOAD_BUFFER_LIMIT"]["value"] == "4gb"
 
 
 def test_the_fetch_code_configmap_mounts_as_a_tpserve_package_of_byte_identical_files(render):

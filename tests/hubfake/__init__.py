@@ -4,7 +4,8 @@ It answers the requests ``HfApi.model_info``, ``list_repo_tree`` and ``snapshot_
 like the hub's own responses (``X-Repo-Commit``, ``ETag``, ``X-Linked-Size``, ``X-Error-Code``, ranges),
 from the files under ``data/``. Knobs make it gate a model, reject a token, or cut a download off, and
 every request is logged so a test can tell when no network was touched. It never sends Xet headers,
-so the client takes the plain HTTP path.
+so the client takes the plain HTTP path. A file too large to hold in memory is published as a
+:class:`DiskFile` and streamed from disk.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import socket
 import struct
 import threading
@@ -42,6 +44,20 @@ def git_blob_id(data: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class DiskFile:
+    """A weights file served from disk (benchmarks' multi-GB files); hashed once, when it is made."""
+
+    path: Path
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> DiskFile:
+        with path.open("rb") as file:
+            return cls(path, path.stat().st_size, hashlib.file_digest(file, "sha256").hexdigest())
+
+
+@dataclass(frozen=True)
 class Request:
     """One request the fake answered: enough to assert what the client did."""
 
@@ -53,7 +69,7 @@ class Request:
 
 @dataclass
 class FakeRepo:
-    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    commits: dict[str, dict[str, bytes | DiskFile]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
     gated: bool = False
     granted: set[str] = field(default_factory=set)
@@ -90,14 +106,16 @@ class HubFake:
         self._server.shutdown()
         self._server.server_close()
 
-    def publish(self, repo_id: str, files: dict[str, bytes], *, branch: str = "main",
+    def publish(self, repo_id: str, files: dict[str, bytes | DiskFile], *, branch: str = "main",
                 gated: bool = False) -> str:
         """Commit FILES as the whole content of REPO_ID and point BRANCH at it; returns the commit sha."""
         repo = self.repos.setdefault(repo_id, FakeRepo())
         repo.gated = repo.gated or gated
         digest = hashlib.sha1(repo_id.encode() + json.dumps(len(repo.commits)).encode())
         for path in sorted(files):
-            digest.update(path.encode() + b"\0" + files[path])
+            content = files[path]
+            digest.update(path.encode() + b"\0" + (content.sha256.encode() if isinstance(content, DiskFile)
+                                                    else content))
         sha = digest.hexdigest()
         repo.commits[sha] = dict(files)
         repo.refs[branch] = sha
@@ -123,14 +141,17 @@ class HubFake:
         return None
 
 
-def _entry(path: str, data: bytes) -> dict:
-    """A file as the hub's tree and model-info APIs describe it (LFS for weights)."""
-    if not path.endswith(LFS_SUFFIXES):
+def _entry(path: str, data: bytes | DiskFile) -> dict:
+    """A file as the hub's tree and model-info APIs describe it (LFS for weights and disk files)."""
+    if isinstance(data, DiskFile):
+        size, sha256 = data.size, data.sha256
+    elif not path.endswith(LFS_SUFFIXES):
         return {"path": path, "size": len(data), "oid": git_blob_id(data), "lfs": None}
-    sha256 = hashlib.sha256(data).hexdigest()
-    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
-    return {"path": path, "size": len(data), "oid": git_blob_id(pointer),
-            "lfs": {"oid": sha256, "sha256": sha256, "size": len(data), "pointerSize": len(pointer)}}
+    else:
+        size, sha256 = len(data), hashlib.sha256(data).hexdigest()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    return {"path": path, "size": size, "oid": git_blob_id(pointer),
+            "lfs": {"oid": sha256, "sha256": sha256, "size": size, "pointerSize": len(pointer)}}
 
 
 def _handler(hub: HubFake) -> type[BaseHTTPRequestHandler]:
@@ -187,8 +208,9 @@ def _handler(hub: HubFake) -> type[BaseHTTPRequestHandler]:
             self._file(match["path"], files[match["path"]], _entry(match["path"], files[match["path"]]), sha,
                        body)
 
-        def _file(self, path: str, data: bytes, entry: dict, sha: str, body: bool) -> None:
+        def _file(self, path: str, data: bytes | DiskFile, entry: dict, sha: str, body: bool) -> None:
             etag = entry["lfs"]["sha256"] if entry["lfs"] else entry["oid"]
+            size = entry["size"]
             start = 0
             if body and (wanted := re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))):
                 start = int(wanted[1])
@@ -197,14 +219,19 @@ def _handler(hub: HubFake) -> type[BaseHTTPRequestHandler]:
             self.send_header("ETag", f'"{etag}"')
             if entry["lfs"]:
                 self.send_header("X-Linked-Etag", f'"{etag}"')
-                self.send_header("X-Linked-Size", str(len(data)))
+                self.send_header("X-Linked-Size", str(size))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Type", "application/octet-stream")
             if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            self.send_header("Content-Length", str(size - start))
             self.end_headers()
             if not body:
+                return
+            if isinstance(data, DiskFile):
+                with data.path.open("rb") as file:
+                    file.seek(start)
+                    shutil.copyfileobj(file, self.wfile, 2**20)
                 return
             cut = hub.take_cut(path)
             if cut is None:

@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import constants, file_download
 from huggingface_hub import utils as hf_utils
 
-from tests.hubfake import fixture_files
+from tests.hubfake import DiskFile, fixture_files
 from tpserve import cache
 from tpserve import hub as hub_module
 from tpserve.errors import (
@@ -372,6 +372,55 @@ def test_progress_bars_are_huggingface_hubs_own_and_off_only_for_that_download(
 
     assert seen == [before or not progress]
     assert hf_utils.are_progress_bars_disabled() == before
+
+
+def test_the_download_runs_at_most_four_files_at_once(hub, sha, cache_dir, monkeypatch):
+    seen = []
+
+    def snapshot_download(*args, **kwargs):
+        seen.append(kwargs.get("max_workers"))
+        return real_snapshot_download(*args, **kwargs)
+
+    real_snapshot_download = hub_module.snapshot_download
+    monkeypatch.setattr(hub_module, "snapshot_download", snapshot_download)
+
+    fetch(REPO, "main", cache_dir)
+
+    assert seen == [hub_module.FETCH_WORKERS] and hub_module.FETCH_WORKERS == 4
+
+
+def test_weights_in_lfs_are_checked_by_size_and_never_read_whole_after_the_download(
+        hub, sha, cache_dir, monkeypatch):
+    hashed = []
+
+    def git_blob_id(path):
+        hashed.append(path.name)
+        return real_git_blob_id(path)
+
+    real_git_blob_id = cache._git_blob_id
+    monkeypatch.setattr(cache, "_git_blob_id", git_blob_id)
+    monkeypatch.setattr(cache.Path, "read_bytes", lambda path: pytest.fail(f"{path.name} read whole"))
+
+    fetch(REPO, "main", cache_dir)
+
+    assert sorted(hashed) == [name for name in FETCHED if not name.endswith(".safetensors")]
+
+
+def test_weights_the_stand_in_streams_from_disk_arrive_whole(hub, cache_dir, tmp_path):
+    weights = tmp_path / "served.safetensors"
+    weights.write_bytes(FILES["model.safetensors"])
+    sha = hub.publish(REPO, FILES | {"model.safetensors": DiskFile.of(weights)})
+
+    manifest = fetch(REPO, "main", cache_dir)
+
+    assert manifest.resolved_sha == sha
+    assert (cache.model_path(cache_dir, REPO, sha) / "model.safetensors").read_bytes() == FILES["model.safetensors"]
+
+
+def test_a_git_blob_id_is_gits_own(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes(b"hello\nworld\n")
+    assert cache._git_blob_id(path) == "94954abda49de8615a048f8d2e64b5de848e27a1"  # git hash-object
 
 
 def test_verify_of_a_folder_without_a_manifest_says_to_fetch(tmp_path):

@@ -50,6 +50,7 @@ in Hugging Face hub layout (vllm.hubCacheDir) and writes tpserve's manifest for 
       value: /tmp/hf-xet
     - name: HF_XET_CHUNK_CACHE_SIZE_BYTES
       value: "0"
+    {{- include "vllm.xetEnv" . | trim | nindent 4 }}
     # No GPU for a download: where the NVIDIA runtime is the default, it would expose every GPU of the node.
     - name: NVIDIA_VISIBLE_DEVICES
       value: void

@@ -294,19 +294,24 @@ def _complete_manifest(target: Path, remote: hub.RemoteRevision,
 
 
 def _stale_files(folder: Path, wanted: dict[str, RemoteFile]) -> list[str]:
-    """Files in FOLDER, or missing from it, that are not what the hub lists: wrong size or git blob id."""
+    """Files in FOLDER, or missing from it, that are not what the hub lists: wrong size or git blob id.
+
+    Only files kept in git (config, tokenizer) have a blob id to check; weights, in LFS, are checked by size.
+    """
     stale = []
     for name, entry in sorted(wanted.items()):
         path = folder / name
         if (not path.is_file() or entry.size not in (None, path.stat().st_size)
-                or entry.blob_id not in (None, _git_blob_id(path))):
+                or (entry.blob_id is not None and _git_blob_id(path) != entry.blob_id)):
             stale.append(name)
     return stale
 
 
 def _git_blob_id(path: Path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    """Git's id of the file at PATH, hashed as it is read: memory stays flat whatever the file's size."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, lambda: digest).hexdigest()
 
 
 def _sha256(path: Path) -> str:
