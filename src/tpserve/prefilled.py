@@ -16,7 +16,6 @@ downloaded (a tokenizer left out, say), nor check a file that is a plain copy ra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -112,8 +111,7 @@ def _check_file(snapshot: Path, name: str, refill: str, facts: dict[str, str]) -
         return
     blob = path.resolve().name
     if SHA256.fullmatch(blob):
-        with path.open("rb") as file:
-            actual = hashlib.file_digest(file, "sha256").hexdigest()
+        actual = cache._sha256(path)
     elif cache.COMMIT_SHA.fullmatch(blob):
         actual = cache._git_blob_id(path)
     else:
