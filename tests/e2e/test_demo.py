@@ -74,6 +74,7 @@ def test_demo_on_a_busy_port_says_so_and_starts_nothing(tmp_path, port):
         done = tpserve(*demo_args(port, tmp_path), timeout=120)
     assert done.returncode == 1
     assert f"error: port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "starting vLLM" not in done.stdout + done.stderr
     assert not (tmp_path / "results").exists()
 
 
