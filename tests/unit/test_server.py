@@ -38,7 +38,7 @@ def test_a_server_that_never_gets_healthy_times_out_with_its_log_and_leaves_noth
     server = LocalServer(SILENT_PARENT, port=free_port(), log_path=tmp_path / "server.log")
     server.start()
     try:
-        wait_until(lambda: "loading weights" in server.log_tail() and len(_session_members(server.process.pid)) == 2,
+        wait_until(lambda: "loading weights" in server.log_tail().splitlines() and len(_session_members(server.process.pid)) == 2,
                    "the stand-in server printed its line and started its child")
         with pytest.raises(ServerNotHealthyError, match="did not answer .*/health within 2 s") as caught:
             server.wait_healthy(2)
@@ -73,7 +73,7 @@ def test_stop_escalates_to_sigkill_for_a_process_that_ignores_sigterm(tmp_path):
             "time.sleep(300)")]
     server = LocalServer(argv, port=free_port(), log_path=tmp_path / "server.log")
     server.start()
-    wait_until(lambda: "up" in server.log_tail(), "the process ignores SIGTERM")
+    wait_until(lambda: "up" in server.log_tail().splitlines(), "the process ignores SIGTERM")
     server.stop(grace_s=1)
     assert server.process.returncode == -9
 
