@@ -27,8 +27,8 @@ from pathlib import Path
 import requests
 
 from tpserve.commandlines import loadtest_command, serve_command
-from tpserve.server import LocalServer, _session_members
-from tpserve.shapes import LLAMA2_7B, write_model_folder
+from tpserve.server import LocalServer, _session_members, cpu_env
+from tpserve.shapes import LLAMA2_7B, TINY_LLAMA, write_model_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,15 +70,24 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=240, help="how long to wait for the server to go")
     parser.add_argument("--health-timeout-s", type=float, default=400)
     parser.add_argument("--vllm-arg", action="append", default=[], help="extra vLLM argument (repeatable)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="rehearse on vLLM's CPU backend with the tiny shape (checks this script, not GPUs)")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    model = write_model_folder(LLAMA2_7B, out / "model-7b")
+    shape = TINY_LLAMA if args.cpu else LLAMA2_7B
+    model = write_model_folder(shape, out / f"model-{shape.name}")
     port = 8123
-    env = {**os.environ, **NO_MULTICAST, "HF_HUB_OFFLINE": "1"}
-    argv = serve_command(model, served_model_name="llama-2-7b", tensor_parallel_size=args.tensor,
-                         allreduce_fusion=False, host="127.0.0.1", port=port, max_model_len=4096,
+    env = {**(cpu_env(out / "cache") if args.cpu else os.environ), **NO_MULTICAST, "HF_HUB_OFFLINE": "1"}
+    if args.cpu:  # one core per CPU worker: vLLM cannot bind TP 2 on one NUMA node by itself
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(core) for core in range(args.tensor))
+    argv = serve_command(model, served_model_name=shape.name, tensor_parallel_size=args.tensor,
+                         allreduce_fusion=False, host="127.0.0.1", port=port, max_model_len=2048,
                          vllm_args=["--load-format", "dummy", *args.vllm_arg])
+    if args.cpu:  # tpserve serve rightly refuses TP 2 without GPUs: the CPU rehearsal runs vLLM itself
+        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                "--served-model-name", shape.name, "-tp", str(args.tensor), "--host", "127.0.0.1",
+                "--port", str(port), "--max-model-len", "2048", "--load-format", "dummy", *args.vllm_arg]
     server = LocalServer(argv, port=port, log_path=out / f"server-rank{args.rank}.log", env=env)
     timeline: dict = {"server_argv": argv, "tensor": args.tensor, "killed_rank": args.rank}
     server.start()
@@ -86,7 +95,7 @@ def main() -> int:
     try:
         timeline["startup_s"] = round(server.wait_healthy(args.health_timeout_s), 1)
         results = out / f"load-rank{args.rank}.json"
-        load_argv = loadtest_command(server.url, users=64, model="llama-2-7b", num_requests=4000, max_tokens=256,
+        load_argv = loadtest_command(server.url, users=64, model=shape.name, num_requests=4000, max_tokens=256,
                                      run_time_s=int(args.budget_s) + 120, results_json=results,
                                      records_jsonl=out / f"records-rank{args.rank}.jsonl")
         load_log = (out / f"load-rank{args.rank}.log").open("wb")
