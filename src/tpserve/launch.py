@@ -193,6 +193,8 @@ def find_verified_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
         pinned = cache.model_path(cache_dir, config.model, config.revision)
         if pinned.is_dir():
             cache.verify(pinned, repo_id=config.model, revision=config.revision)  # names what it holds
+    if found is None and (started := cache.unfinished(config.model, cache_dir)) is not None:
+        cache.verify(started, repo_id=config.model, revision=config.revision)  # names what has not arrived
     if found is None:
         raise CacheError(
             f"{config.model}@{config.revision} is not in the model cache at {cache_dir}: run "
