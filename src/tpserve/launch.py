@@ -67,7 +67,9 @@ def parse_extra_args(text: str) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(text))
     except ValueError as exc:
-        raise ConfigError(f"cannot split extra vLLM arguments {text!r}: {exc}; check the quoting") from exc
+        # The text is not echoed: it may hold a secret (an --api-key that validate() would refuse).
+        raise ConfigError(f"cannot split the extra vLLM arguments (--extra-args, TPSERVE_EXTRA_ARGS): {exc}; "
+                          "check the quoting") from exc
 
 
 def validate(config: ServeConfig) -> None:
