@@ -67,7 +67,9 @@ def parse_extra_args(text: str) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(text))
     except ValueError as exc:
-        raise ConfigError(f"cannot split extra vLLM arguments {text!r}: {exc}; check the quoting") from exc
+        # The text is not echoed: it may hold a secret (an --api-key that validate() would refuse).
+        raise ConfigError(f"cannot split the extra vLLM arguments (--extra-args, TPSERVE_EXTRA_ARGS): {exc}; "
+                          "check the quoting") from exc
 
 
 def validate(config: ServeConfig) -> None:
@@ -197,6 +199,8 @@ def find_verified_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
         pinned = cache.model_path(cache_dir, config.model, config.revision)
         if pinned.is_dir():
             cache.verify(pinned, repo_id=config.model, revision=config.revision)  # names what it holds
+    if found is None and (started := cache.unfinished(config.model, cache_dir)) is not None:
+        cache.verify(started, repo_id=config.model, revision=config.revision)  # names what has not arrived
     if found is None:
         raise CacheError(
             f"{config.model}@{config.revision} is not in the model cache at {cache_dir}: run "
