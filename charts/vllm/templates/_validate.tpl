@@ -14,6 +14,8 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- $problems = concat $problems (include "vllm.parallelismProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.multiNodeProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.replicaProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.autoscalingProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.gatewayProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.settingProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.sizeProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.extensionProblems" . | fromYamlArray) -}}
