@@ -124,3 +124,13 @@ def test_a_chart_without_multinode_is_refused_with_the_fix(tmp_path):
     with pytest.raises(SystemExit, match="expected one LeaderWorkerSet in the rendered chart, found 0: "
                                          r"is multiNode.enabled=true\?"):
         rehearsal.main([str(tmp_path / "out"), "--manifest", str(manifest)])
+
+
+def test_a_host_without_the_vllm_script_runs_the_cli_module_instead(tmp_path, tools):
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(rehearsal.render([str(VALUES)], [f"model.revision={SHA}"], tools.helm))
+    rehearsal.main([str(tmp_path / "out"), "--manifest", str(manifest),
+                    "--vllm", "python3 -m vllm.entrypoints.cli.main"])
+    for pod in ("leader", "worker-1"):
+        argv = json.loads((tmp_path / "out" / f"{pod}.json").read_text())["argv"]
+        assert argv[:5] == ["python3", "-m", "vllm.entrypoints.cli.main", "serve", "--model"]

@@ -12,6 +12,7 @@ n being the pod's nvidia.com/gpu limit.
 
     python tests/gpu/multinode_rehearsal.py OUT_DIR [-f VALUES] [--set K=V] [--path-map /models=/srv/{pod}/models]
     python tests/gpu/multinode_rehearsal.py OUT_DIR --manifest rendered.yaml      # no helm needed
+    ... --vllm "python3 -m vllm.entrypoints.cli.main"     # where the host has no `vllm` console script
 
 OUT_DIR gets, per pod (leader, worker-1, ...), POD.json ({"argv", "env", "secrets", ...}) and POD.sh, which
 execs the argv with exactly that environment plus the host's PATH and the CUDA variables an image would set.
@@ -25,7 +26,7 @@ import json
 import shlex
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -132,13 +133,18 @@ def mapped(text: str, path_map: dict[str, str], pod: str) -> str:
     return text
 
 
-def group_commands(manifest: str, path_map: dict[str, str] | None = None) -> list[PodCommand]:
-    """Leader first, then each worker, of the rendered chart's LeaderWorkerSet."""
+def group_commands(manifest: str, path_map: dict[str, str] | None = None,
+                   vllm: list[str] | None = None) -> list[PodCommand]:
+    """Leader first, then each worker, of the rendered chart's LeaderWorkerSet. VLLM, when given, replaces the
+    image's `vllm` console script at the head of each command (e.g. python3 -m vllm.entrypoints.cli.main)."""
     spec = leader_worker_set(manifest)["spec"]["leaderWorkerTemplate"]
     size = int(spec.get("size", 1))
     leader = spec.get("leaderTemplate") or spec["workerTemplate"]
-    return [pod_command(leader if index == 0 else spec["workerTemplate"], index, size, path_map or {})
+    pods = [pod_command(leader if index == 0 else spec["workerTemplate"], index, size, path_map or {})
             for index in range(size)]
+    if vllm:
+        pods = [replace(pod, argv=[*vllm, *pod.argv[1:]]) if pod.argv[0] == "vllm" else pod for pod in pods]
+    return pods
 
 
 def shell_script(command: PodCommand) -> str:
@@ -176,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--helm", type=Path, default=HELM, help=f"the helm binary (default {HELM})")
     parser.add_argument("--path-map", action="append", default=[], metavar="INSIDE=OUTSIDE",
                         help="move an in-pod path prefix to a host folder; {pod} is leader, worker-1, ...")
+    parser.add_argument("--vllm", type=shlex.split, metavar="COMMAND",
+                        help="what runs instead of the image's `vllm` script, e.g. 'python3 -m vllm.entrypoints.cli.main'")
     args = parser.parse_args(argv)
     path_map = {}
     for item in args.path_map:
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--path-map {item!r}: write INSIDE=OUTSIDE, e.g. /models=/srv/rehearsal/{{pod}}/models")
         path_map[inside.rstrip("/")] = outside.rstrip("/")
     manifest = args.manifest.read_text() if args.manifest else render(args.values, args.set, args.helm)
-    for path in write(group_commands(manifest, path_map), args.out):
+    for path in write(group_commands(manifest, path_map, args.vllm), args.out):
         print(path)
     return 0
 
