@@ -121,3 +121,29 @@ def test_every_trivy_waiver_is_still_needed_and_has_a_reason(tmp_path):
     failed = {finding["ID"] for result in results.values() for finding in result.get("Misconfigurations", [])}
     assert failed == set(WAIVERS["trivy"])
     assert status == 1
+
+
+SCALE_OUT = Path(__file__).parent / "scale-out-values.yaml"
+
+
+def test_trivy_finds_nothing_beyond_the_waivers_in_the_scale_out_objects(tmp_path, trivy_ignorefile):
+    """multiNode, autoscaling and gateway. The scanners know no CRD, so they run only their generic checks on the
+    LeaderWorkerSet and do not look into its pod templates: those are the Deployment's pod spec (vllm.podSpec;
+    tests/chart/test_multinode.py pins that), which every other scan here covers."""
+    status, results = trivy(tmp_path, trivy_ignorefile, "--helm-values", str(SCALE_OUT.relative_to(REPO)))
+    assert {"templates/leaderworkerset.yaml", "templates/scaledobject.yaml", "templates/inferencepool.yaml",
+            "templates/httproute.yaml"} <= set(results), sorted(results)
+    for result in results.values():
+        assert result["MisconfSummary"]["Failures"] == 0, result["Misconfigurations"]
+    assert status == 0
+
+
+def test_checkov_finds_nothing_beyond_the_waivers_in_the_scale_out_objects(checkov, tools, tmp_path, render_text):
+    rendered = tmp_path / "rendered"
+    rendered.mkdir()
+    (rendered / "scale-out.yaml").write_text(render_text("r", "-f", str(SCALE_OUT)))
+    report = checkov_scan(checkov, tools, tmp_path, "kubernetes", rendered, "--skip-check",
+                          ",".join(WAIVERS["checkov"]))
+    assert failed_ids(report) == set(), report["results"]["failed_checks"]
+    assert report["summary"]["resource_count"] >= 5
+    assert report["returncode"] == 0

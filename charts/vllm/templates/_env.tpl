@@ -54,10 +54,13 @@ vllm.userEnv renders a map of extra variables: a string is a value, a map is use
 
 {{/*
 vllm.serverEnv is the server container's environment. The server never gets HF_TOKEN: it reads only the
-verified folder, offline.
+verified folder, offline. Input: dict "root" "role" (vllm.podSpec). The multi-node roles also get their pod's
+IP as VLLM_HOST_IP (the address vLLM publishes to the group; its own guess needs a default route) and
+multiNode.env (NCCL and Gloo settings of the fabric).
 */}}
 {{- define "vllm.serverEnv" -}}
-{{- include "vllm.baseEnv" . }}
+{{- $root := .root -}}
+{{- include "vllm.baseEnv" $root }}
 - name: HF_HUB_OFFLINE
   value: "1"
 - name: TRANSFORMERS_OFFLINE
@@ -71,13 +74,20 @@ verified folder, offline.
   value: "1"
 - name: DO_NOT_TRACK
   value: "1"
-{{- if .Values.image.tpserve }}
-{{- include "vllm.tpserveEnv" . | nindent 0 }}
+{{- if $root.Values.image.tpserve }}
+{{- include "vllm.tpserveEnv" $root | nindent 0 }}
 {{- end }}
-{{- with .Values.apiKey.secretName }}
-{{- include "vllm.secretEnv" (dict "name" "VLLM_API_KEY" "secret" . "key" $.Values.apiKey.secretKey "optional" false) | nindent 0 }}
+{{- with $root.Values.apiKey.secretName }}
+{{- include "vllm.secretEnv" (dict "name" "VLLM_API_KEY" "secret" . "key" $root.Values.apiKey.secretKey "optional" false) | nindent 0 }}
 {{- end }}
-{{- include "vllm.userEnv" .Values.vllm.extraEnv }}
+{{- if ne .role "server" }}
+- name: VLLM_HOST_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- include "vllm.userEnv" $root.Values.multiNode.env }}
+{{- end }}
+{{- include "vllm.userEnv" $root.Values.vllm.extraEnv }}
 {{- end -}}
 
 {{/*

@@ -101,9 +101,12 @@ writable only for the init container.
 vllm.volumes are the pod's volumes.
 */}}
 {{- define "vllm.volumes" -}}
+{{- /* multiNode without cache.existingClaim: the LeaderWorkerSet's claim template named cache is the volume. */}}
+{{- if or .Values.cache.existingClaim (not .Values.multiNode.enabled) }}
 - name: cache
   persistentVolumeClaim:
     claimName: {{ include "vllm.claimName" . | quote }}
+{{- end }}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.scratch.sizeLimit | quote }}
@@ -124,4 +127,22 @@ at TP 1, and on GPUs at TP 1 features such as the shared-memory multimodal cache
   emptyDir:
     medium: Memory
     sizeLimit: {{ .Values.shm.sizeLimit | quote }}
+{{- end -}}
+
+{{/*
+vllm.claimSpec is the spec of the cache claim the chart creates: the release's claim, or with multiNode the
+LeaderWorkerSet's claim template, one claim per pod.
+*/}}
+{{- define "vllm.claimSpec" -}}
+accessModes:
+  - {{ .Values.cache.accessMode }}
+{{- /* Unset means the cluster's default StorageClass; only an explicit "-" asks for none. */}}
+{{- if eq .Values.cache.storageClass "-" }}
+storageClassName: ""
+{{- else if .Values.cache.storageClass }}
+storageClassName: {{ .Values.cache.storageClass | quote }}
+{{- end }}
+resources:
+  requests:
+    storage: {{ .Values.cache.size | quote }}
 {{- end -}}

@@ -51,10 +51,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 
 {{/*
-vllm.gpus is how many GPUs one server pod takes: tensor × pipeline parallel ranks, one GPU each.
+vllm.gpus is how many GPUs one server pod takes: tensor × pipeline parallel ranks, one GPU each, divided
+over multiNode.nodes pods with multiNode (vllm.multiNodeProblems refuses a remainder).
 */}}
 {{- define "vllm.gpus" -}}
-{{- mul (int .Values.parallelism.tensor) (int .Values.parallelism.pipeline) -}}
+{{- $world := mul (int .Values.parallelism.tensor) (int .Values.parallelism.pipeline) -}}
+{{- ternary (div $world (int .Values.multiNode.nodes)) $world .Values.multiNode.enabled -}}
 {{- end -}}
 
 {{/*

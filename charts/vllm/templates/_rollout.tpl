@@ -22,14 +22,15 @@ can mount. The mode of cache.existingClaim is the user's business; a created Rea
 explicit cache.allowReadWriteOnceReplicas (which puts every replica on one node); ReadWriteOncePod never works.
 */}}
 {{- define "vllm.replicaProblems" -}}
-{{- $replicas := int .Values.replicaCount -}}
+{{- $replicas := int (include "vllm.mostReplicas" .) -}}
+{{- $what := ternary (printf "autoscaling.maxReplicas=%d" $replicas) (printf "replicaCount=%d" $replicas) .Values.autoscaling.enabled -}}
 {{- $cache := .Values.cache -}}
 {{- $problems := list -}}
-{{- if and (gt $replicas 1) (not $cache.existingClaim) -}}
+{{- if and (gt $replicas 1) (not $cache.existingClaim) (not .Values.multiNode.enabled) -}}
 {{- if eq $cache.accessMode "ReadWriteOncePod" -}}
-{{- $problems = append $problems (printf "replicaCount=%d cannot share one cache claim of cache.accessMode=ReadWriteOncePod, which only one pod may mount: use ReadWriteMany, or cache.existingClaim" $replicas) -}}
+{{- $problems = append $problems (printf "%s cannot share one cache claim of cache.accessMode=ReadWriteOncePod, which only one pod may mount: use ReadWriteMany, or cache.existingClaim" $what) -}}
 {{- else if and (eq $cache.accessMode "ReadWriteOnce") (not $cache.allowReadWriteOnceReplicas) -}}
-{{- $problems = append $problems (printf "replicaCount=%d needs cache.accessMode=ReadWriteMany: every replica mounts the same cache claim, which ReadWriteOnce lets only one node mount; or set cache.existingClaim to a claim they can all mount, or cache.allowReadWriteOnceReplicas=true to run every replica on one node" $replicas) -}}
+{{- $problems = append $problems (printf "%s needs cache.accessMode=ReadWriteMany: every replica mounts the same cache claim, which ReadWriteOnce lets only one node mount; or set cache.existingClaim to a claim they can all mount, or cache.allowReadWriteOnceReplicas=true to run every replica on one node" $what) -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml $problems -}}
@@ -40,7 +41,15 @@ vllm.sameNode is "true" when the replicas share a ReadWriteOnce claim (cache.all
 only one node can mount: every replica must then run on that node.
 */}}
 {{- define "vllm.sameNode" -}}
-{{- and .Values.cache.allowReadWriteOnceReplicas (gt (int .Values.replicaCount) 1) -}}
+{{- and .Values.cache.allowReadWriteOnceReplicas (gt (int (include "vllm.mostReplicas" .)) 1) (not .Values.multiNode.enabled) -}}
+{{- end -}}
+
+{{/*
+vllm.mostReplicas is the most servers the release may run: replicaCount, or autoscaling.maxReplicas while
+autoscaling is on.
+*/}}
+{{- define "vllm.mostReplicas" -}}
+{{- ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled | int -}}
 {{- end -}}
 
 {{/*
@@ -65,7 +74,7 @@ old one holds, so a rolling update of one pod would wait forever. Several roll o
 pod (no spare GPUs are assumed), so the others keep serving: no full outage on upgrade.
 */}}
 {{- define "vllm.strategy" -}}
-{{- if gt (int .Values.replicaCount) 1 -}}
+{{- if gt (int (include "vllm.mostReplicas" .)) 1 -}}
 # One pod at a time and no extra pod (no spare GPUs assumed); the other replicas serve meanwhile.
 type: RollingUpdate
 rollingUpdate:

@@ -66,37 +66,66 @@ vllm.serverFlags are the vLLM flags every server gets besides --model (official 
 {{- end -}}
 
 {{/*
-vllm.serverCommand is the container's command and args.
+vllm.multiNodeFlags are the flags of vLLM's native multi-node launch (multiprocessing backend, no Ray):
+every pod of a group runs the same server with its node rank; the leader (rank 0) serves the API and hosts
+torch.distributed's store on multiNode.masterPort, the workers join it `--headless`. LWS_LEADER_ADDRESS and
+LWS_WORKER_INDEX are set in each pod by the LeaderWorkerSet controller; the kubelet expands $(NAME).
+Input: dict "root" "role".
+*/}}
+{{- define "vllm.multiNodeFlags" -}}
+- --nnodes
+- {{ .root.Values.multiNode.nodes | int | quote }}
+- --node-rank
+- {{ ternary "0" "$(LWS_WORKER_INDEX)" (eq .role "leader") | quote }}
+- --master-addr
+- "$(LWS_LEADER_ADDRESS)"
+- --master-port
+- {{ .root.Values.multiNode.masterPort | int | quote }}
+{{- if eq .role "worker" }}
+- --headless
+{{- end }}
+{{- end -}}
+
+{{/*
+vllm.serverCommand is the container's command and args. Input: dict "root" "role" (vllm.podSpec). The
+multi-node roles run `vllm serve`, the only entry point with the headless worker mode (--headless is not
+read by the api_server module the single-node path runs).
 */}}
 {{- define "vllm.serverCommand" -}}
-{{- $pinned := eq (include "vllm.pinned" .) "true" -}}
-{{- $readPath := printf "model=$(cat %s) && exec" (include "vllm.pathFile" .) -}}
-{{- if .Values.image.tpserve }}
+{{- $root := .root -}}
+{{- $pinned := eq (include "vllm.pinned" $root) "true" -}}
+{{- $readPath := printf "model=$(cat %s) && exec" (include "vllm.pathFile" $root) -}}
+{{- $multiNode := ne .role "server" -}}
+{{- $server := ternary (list "vllm" "serve") (list "python3" "-m" "vllm.entrypoints.openai.api_server") $multiNode -}}
+{{- if $root.Values.image.tpserve }}
 {{- if not $pinned }}
 command: ["/bin/sh", "-c", {{ printf "%s tpserve serve --model \"$model\" \"$@\"" $readPath | quote }}, "tpserve"]
 {{- end }}
 args:
   - "--"
-  - {{ printf "--shutdown-timeout=%d" (int .Values.shutdown.drainSeconds) | quote }}
-  {{- with include "vllm.extraArgs" . | trim }}
+  - {{ printf "--shutdown-timeout=%d" (int $root.Values.shutdown.drainSeconds) | quote }}
+  {{- with include "vllm.extraArgs" $root | trim }}
   {{- . | nindent 2 }}
   {{- end }}
 {{- else }}
 {{- if $pinned }}
-command: ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+command: [{{ range $i, $part := $server }}{{ if $i }}, {{ end }}{{ $part | quote }}{{ end }}]
 {{- else }}
-command: ["/bin/sh", "-c", {{ printf "%s python3 -m vllm.entrypoints.openai.api_server --model \"$model\" \"$@\"" $readPath | quote }}, "vllm"]
+command: ["/bin/sh", "-c", {{ printf "%s %s --model \"$model\" \"$@\"" $readPath (join " " $server) | quote }}, "vllm"]
 {{- end }}
 args:
   {{- if $pinned }}
   - --model
-  - {{ include "vllm.modelPath" . | quote }}
+  - {{ include "vllm.modelPath" $root | quote }}
   {{- end }}
-  {{- include "vllm.serverFlags" . | trim | nindent 2 }}
+  {{- include "vllm.serverFlags" $root | trim | nindent 2 }}
   - --shutdown-timeout
-  - {{ .Values.shutdown.drainSeconds | int | quote }}
-  {{- with include "vllm.extraArgs" . | trim }}
+  - {{ $root.Values.shutdown.drainSeconds | int | quote }}
+  {{- with include "vllm.extraArgs" $root | trim }}
   {{- . | nindent 2 }}
+  {{- end }}
+  {{- if $multiNode }}
+  {{- include "vllm.multiNodeFlags" . | nindent 2 }}
   {{- end }}
 {{- end }}
 {{- end -}}

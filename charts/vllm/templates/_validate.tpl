@@ -12,7 +12,10 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- end }}{{ end -}}
 {{- $problems = concat $problems (include "vllm.modelProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.parallelismProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.multiNodeProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.replicaProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.autoscalingProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.gatewayProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.settingProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.sizeProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.extensionProblems" . | fromYamlArray) -}}
@@ -72,44 +75,11 @@ vllm.modelProblems: the model must be a repo id, pinned to a commit unless a mov
 {{- end -}}
 
 {{/*
-vllm.parallelismProblems: TP must split the heads evenly (as vLLM requires), and TP × PP GPUs must fit on
-one node. Valid sizes are those of tpserve.preflight.valid_tensor_parallel_sizes.
-*/}}
-{{- define "vllm.parallelismProblems" -}}
-{{- $tp := int .Values.parallelism.tensor -}}
-{{- $pp := int .Values.parallelism.pipeline -}}
-{{- $heads := int .Values.model.attentionHeads -}}
-{{- $kv := int .Values.model.kvHeads | default $heads -}}
-{{- $problems := list -}}
-{{- if gt $heads 0 -}}
-{{- $valid := list -}}
-{{- range $size := untilStep 1 65 1 -}}
-{{- $kvOk := ternary (eq (mod $kv $size) 0) (eq (mod $size $kv) 0) (ge $kv $size) -}}
-{{- if and (eq (mod $heads $size) 0) $kvOk }}{{ $valid = append $valid $size }}{{ end -}}
-{{- end -}}
-{{- if not (has $tp $valid) -}}
-{{- $what := printf "model.attentionHeads=%d" $heads -}}
-{{- if and .Values.model.kvHeads (ne $kv $heads) }}{{ $what = printf "%s and model.kvHeads=%d" $what $kv }}{{ end -}}
-{{- $problems = append $problems (printf "parallelism.tensor=%d cannot split %s evenly: use one of %s" $tp $what (join ", " $valid)) -}}
-{{- end -}}
-{{- end -}}
-{{- $gpus := mul $tp $pp -}}
-{{- if gt $gpus (int .Values.gpu.perNode) -}}
-{{- $problems = append $problems (printf "parallelism.tensor × parallelism.pipeline = %d × %d = %d GPUs, more than gpu.perNode=%d: one pod runs on one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)" $tp $pp $gpus (int .Values.gpu.perNode)) -}}
-{{- end -}}
-{{- $sizesValid := and (eq (include "vllm.isSize" .Values.shm.sizeLimit) "true") (eq (include "vllm.isSize" .Values.resources.memory) "true") -}}
-{{- if and $sizesValid (ge (include "vllm.bytes" .Values.shm.sizeLimit | float64) (include "vllm.bytes" .Values.resources.memory | float64)) -}}
-{{- $problems = append $problems (printf "shm.sizeLimit=%s does not fit in resources.memory=%s: /dev/shm is RAM charged to the pod, raise resources.memory or lower shm.sizeLimit" .Values.shm.sizeLimit .Values.resources.memory) -}}
-{{- end -}}
-{{- toYaml $problems -}}
-{{- end -}}
-
-{{/*
 vllm.settingProblems: extra args and env must not fight the chart's own settings or carry secrets.
 */}}
 {{- define "vllm.settingProblems" -}}
 {{- $problems := list -}}
-{{- $ownedFlags := dict "model" "model.name" "served-model-name" "model.servedName" "revision" "model.revision" "tensor-parallel-size" "parallelism.tensor" "pipeline-parallel-size" "parallelism.pipeline" "dtype" "vllm.dtype" "max-model-len" "vllm.maxModelLen" "gpu-memory-utilization" "vllm.gpuMemoryUtilization" "shutdown-timeout" "shutdown.drainSeconds" "host" "the chart (0.0.0.0)" "port" "the chart (8000; service.port is the Service's)" -}}
+{{- $ownedFlags := dict "model" "model.name" "served-model-name" "model.servedName" "revision" "model.revision" "tensor-parallel-size" "parallelism.tensor" "pipeline-parallel-size" "parallelism.pipeline" "dtype" "vllm.dtype" "max-model-len" "vllm.maxModelLen" "gpu-memory-utilization" "vllm.gpuMemoryUtilization" "shutdown-timeout" "shutdown.drainSeconds" "host" "the chart (0.0.0.0)" "port" "the chart (8000; service.port is the Service's)" "nnodes" "multiNode.nodes" "node-rank" "the chart (each pod's LWS_WORKER_INDEX)" "master-addr" "the chart (the leader's LWS_LEADER_ADDRESS)" "master-port" "multiNode.masterPort" "headless" "the chart (on multiNode workers)" -}}
 {{- range $flag, $_ := .Values.vllm.extraArgs }}
 {{- if hasPrefix "-" $flag }}
 {{- $problems = append $problems (printf "vllm.extraArgs.%s: write flags without leading dashes, e.g. enforce-eager: true" $flag) -}}
@@ -124,7 +94,7 @@ vllm.settingProblems: extra args and env must not fight the chart's own settings
 {{- end }}
 {{- $secretEnv := dict "HF_TOKEN" "hfToken.secretName" "HUGGING_FACE_HUB_TOKEN" "hfToken.secretName" "VLLM_API_KEY" "apiKey.secretName" "TPSERVE_API_KEY" "apiKey.secretName" -}}
 {{- $ownedEnv := list "HOME" "USER" "HF_HOME" "HF_HUB_OFFLINE" "TRANSFORMERS_OFFLINE" "HF_MODULES_CACHE" "VLLM_CACHE_ROOT" "VLLM_NO_USAGE_STATS" "DO_NOT_TRACK" "PYTHONUNBUFFERED" "PYTHONPATH" "PYTHONDONTWRITEBYTECODE" "HF_HUB_DISABLE_TELEMETRY" "HF_HUB_DISABLE_PROGRESS_BARS" "HF_XET_CACHE" "HF_XET_CHUNK_CACHE_SIZE_BYTES" "NVIDIA_VISIBLE_DEVICES" -}}
-{{- range $value, $env := dict "vllm.extraEnv" .Values.vllm.extraEnv "fetch.extraEnv" .Values.fetch.extraEnv }}
+{{- range $value, $env := dict "vllm.extraEnv" .Values.vllm.extraEnv "fetch.extraEnv" .Values.fetch.extraEnv "multiNode.env" .Values.multiNode.env }}
 {{- range $name, $_ := $env }}
 {{- if hasKey $secretEnv $name }}
 {{- $problems = append $problems (printf "%s.%s: secrets come only from a Secret the chart references; set %s" $value $name (get $secretEnv $name)) -}}
