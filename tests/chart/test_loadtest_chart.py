@@ -66,7 +66,7 @@ def test_the_workers_reach_the_master_through_its_headless_service_and_are_never
     assert not service["spec"]["selector"].items() <= worker["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_every_loadtest_pod_is_non_root_read_only_without_capabilities_and_admitted_by_the_network_policy(
+def test_every_loadtest_pod_waits_for_the_server_runs_non_root_read_only_and_is_admitted_by_its_policy(
         render_text):
     objects = by_kind_and_name(render_text("llama70b", *ON, "--set", "networkPolicy.namespaces.apps=true",
                                            "--set", "apiKey.secretName=vllm-key"))
@@ -80,6 +80,9 @@ def test_every_loadtest_pod_is_non_root_read_only_without_capabilities_and_admit
         (container,) = spec["containers"]
         assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                                 "capabilities": {"drop": ["ALL"]}}
+        (wait,) = spec["initContainers"]
+        assert wait["command"][-1] == "http://llama70b-vllm:8000/health"
+        assert wait["securityContext"] == container["securityContext"]
         key = next(var for var in container["env"] if var["name"] == "TPSERVE_API_KEY")
         assert key["valueFrom"]["secretKeyRef"] == {"name": "vllm-key", "key": "api-key", "optional": False}
 

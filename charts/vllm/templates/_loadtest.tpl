@@ -72,6 +72,34 @@ spec:
     - name: {{ . | quote }}
     {{- end }}
   {{- end }}
+  initContainers:
+    # Locust starts only once the server answers /health: a first install loads the model for a long while,
+    # and the workers give up on a master that is not there within 5 minutes.
+    - name: wait-for-server
+      image: {{ include "vllm.image" $root.Values.tests.image | quote }}
+      imagePullPolicy: IfNotPresent
+      command:
+        - python3
+        - -c
+        - |
+          import sys, time, urllib.request
+          while True:
+              try:
+                  urllib.request.urlopen(sys.argv[1], timeout=10).close()
+                  break
+              except Exception as exc:
+                  print(f"waiting for {sys.argv[1]}: {exc}", flush=True)
+                  time.sleep(10)
+        - {{ printf "http://%s:%d/health" (include "vllm.fullname" $root) (int $root.Values.service.port) | quote }}
+      resources:
+        requests:
+          cpu: 100m
+          memory: 64Mi
+        limits:
+          cpu: 100m
+          memory: 64Mi
+      securityContext:
+        {{- include "vllm.securityContext" $root | nindent 8 }}
   containers:
     - name: {{ .role }}
       image: {{ include "vllm.image" $root.Values.tests.image | quote }}
