@@ -19,7 +19,7 @@ def options(**overrides):
     base = {"num_requests": 10, "max_tokens": 16, "max_error_rate": 0.0, "request_rate": 0.0, "warmup_requests": 0,
                 "prompt_set": "builtin", "prompt_file": "", "random_input_len": 32, "host": "http://127.0.0.1:1",
                 "endpoint": "completions", "seed": 7, "temperature": 0.0, "num_users": 4, "model": "", "api_key": "",
-                "request_timeout": 300.0}
+                "request_timeout": 300.0, "layout": ""}
     return SimpleNamespace(**{**base, **overrides})
 
 
@@ -35,6 +35,7 @@ def options(**overrides):
     ({"prompt_file": "x.jsonl"}, "--prompt-file is read only with --prompt-set file"),
     ({"prompt_set": "random", "num_requests": 0}, "--prompt-set random needs --num-requests"),
     ({"host": ""}, "no server address: pass --host http://HOST:PORT"),
+    ({"layout": "[]"}, '--layout takes "model" and "device_kind"'),
 ])
 def test_invalid_options_are_rejected_with_the_fix(overrides, message):
     assert options_error(options(**overrides)).startswith(message)
