@@ -188,6 +188,10 @@ def find_verified_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
         manifest = cache.verify(local) if (local / cache.MANIFEST_NAME).is_file() else None
         name = config.served_model_name or (manifest.repo_id if manifest else config.model)
         return ResolvedModel(local, name, _read_config(local), manifest)
+    if looks_like_path(config.model):
+        what = "is a file, not a folder" if local.exists() else "does not exist"
+        raise ConfigError(f"model folder {config.model} {what} (resolved to {local.resolve()}): "
+                          "pass a folder holding config.json and the weights, or a repo id ORG/NAME")
     found = cache.find_cached(config.model, config.revision, cache_dir)
     if found is None and cache.COMMIT_SHA.fullmatch(config.revision):
         pinned = cache.model_path(cache_dir, config.model, config.revision)
@@ -200,6 +204,12 @@ def find_verified_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
             repo_id=config.model, revision=config.revision, path=str(cache_dir))
     manifest = cache.verify(found, repo_id=config.model, revision=config.revision)
     return ResolvedModel(found, config.name, _read_config(found), manifest)
+
+
+def looks_like_path(model: str) -> bool:
+    """True when MODEL is written as a path (./x, ../x, /x, ~/x, a/b/c, or an existing file), never a repo id."""
+    return (model.startswith((".", "/", "~")) or model.count("/") > 1
+            or Path(model).expanduser().is_file())
 
 
 def _read_config(folder: Path) -> dict:
