@@ -76,3 +76,11 @@ def loadtest_command(host: str, *, users: int | None = None, spawn_rate: float |
     argv += ["--results-json", str(results_json)] if results_json is not None else []
     argv += ["--records-jsonl", str(records_jsonl)] if records_jsonl is not None else []
     return argv + list(extra)
+
+
+def loadtest_worker_command(master_host: str, *, master_port: int | None = None,
+                            locustfile: Path = DEFAULT_LOCUSTFILE, python: str = sys.executable) -> list[str]:
+    """A Locust worker of a distributed load test: it takes its share of the run from the master at
+    MASTER_HOST (started with ``loadtest_command(..., extra=["--master", "--expect-workers", "N"])``)."""
+    argv = [python, "-m", "locust", "-f", str(locustfile), "--worker", "--master-host", master_host]
+    return argv + (["--master-port", str(master_port)] if master_port is not None else [])

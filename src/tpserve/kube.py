@@ -7,6 +7,7 @@ Service through ``kubectl port-forward`` (the Service spreads the load over the 
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import time
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import yaml
 
+from tpserve import kubeload
 from tpserve.errors import ConfigError, ServerNotHealthyError
+from tpserve.kubeload import InClusterLoad
 from tpserve.sweep import Backend, Point, Servers
-from tpserve.workload.runrecord import Layout
+from tpserve.workload import runrecord
+from tpserve.workload.runrecord import Layout, RunRecord
 
 CHART_NAME = "vllm"
 
@@ -104,11 +108,14 @@ def _wait_port(port: int, process: subprocess.Popen, timeout_s: float = 30) -> N
 
 def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str = "", values: Sequence[Path] = (),
                        sets: Sequence[str] = (), port: int = 8100, timeout_s: float = 3600,
-                       apps_api=None, run=subprocess.run, helm: str = "helm", kubectl: str = "kubectl") -> Backend:
+                       in_cluster: InClusterLoad | None = None, apps_api=None, load_apis=None,
+                       run=subprocess.run, helm: str = "helm", kubectl: str = "kubectl") -> Backend:
     """Deploy each point with helm and yield the port-forwarded Service URL.
 
     The layout names MODEL and the release; the GPUs' kind and vLLM's flags are in the chart's values,
     which the sweep does not read, except nameOverride and fullnameOverride for the objects' name.
+    With IN_CLUSTER the load runs in the cluster instead, as the chart's loadtest Jobs
+    (:mod:`tpserve.kubeload`, through LOAD_APIS, a :class:`tpserve.kubeload.Apis`); nothing is forwarded.
     """
 
     @contextmanager
@@ -120,18 +127,39 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
         api = apps_api or _apps_api()
         name = fullname(release, **name_overrides(values, sets))
         wait_rolled_out(api, name, namespace, timeout_s)
+        layout = Layout(model, f"GPU (Kubernetes release {namespace}/{release})", point.tensor,
+                        replicas=point.replicas)
+        if in_cluster is not None:
+            yield Servers([f"http://{name}.{namespace}.svc"], layout,
+                          measure=_in_cluster_measure(in_cluster, argv, point, load_apis or kubeload.cluster_apis(), run))
+            return
         forward = subprocess.Popen([kubectl, "port-forward", "--namespace", namespace, f"svc/{name}",
                                     f"{port}:8000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_port(port, forward)
-            yield Servers([f"http://127.0.0.1:{port}"],
-                          Layout(model, f"GPU (Kubernetes release {namespace}/{release})", point.tensor,
-                                 replicas=point.replicas))
+            yield Servers([f"http://127.0.0.1:{port}"], layout)
         finally:
             forward.terminate()
             forward.wait(timeout=10)
 
     return start
+
+
+def _in_cluster_measure(in_cluster: InClusterLoad, upgrade_argv: Sequence[str], point: Point, load_apis, run):
+    """Measure one run of POINT as the chart's loadtest Jobs, rendered with the values of UPGRADE_ARGV."""
+    runs = itertools.count(1)
+    helm, release, chart, namespace = upgrade_argv[0], upgrade_argv[3], upgrade_argv[4], upgrade_argv[6]
+
+    def measure(urls, model, load, work: Path, seed: int) -> RunRecord:
+        run_name = f"{point.label}-{next(runs)}"
+        template = [helm, "template", release, chart, "--namespace", namespace, *upgrade_argv[7:],
+                    *(part for item in in_cluster.sets(run_name, seed) for part in ("--set", item))]
+        objects = kubeload.render(template, run)
+        record = kubeload.run_in_cluster(objects, namespace, load_apis, timeout_s=in_cluster.run_time_s + 900)
+        runrecord.write(work / "master.json", record)
+        return record
+
+    return measure
 
 
 def _apps_api():

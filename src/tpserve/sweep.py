@@ -119,6 +119,8 @@ class Servers:
 
     urls: list[str]
     layout: Layout
+    # How a run is measured: the Locust file on this host, or (tpserve.kube, --load-in-cluster) Jobs.
+    measure: Callable[[Sequence[str], str, Load, Path, int], RunRecord] = measure
 
 
 Backend = Callable[[Point], AbstractContextManager[Servers]]
@@ -142,8 +144,8 @@ def run_sweep(points: Sequence[Point], backend: Backend, *, name: str, model: st
                 progress(f"{point.label}: {len(servers.urls)} server(s) up after {time.monotonic() - started:.0f} s",
                          0)
                 for repeat in range(repeats):
-                    record = measure(servers.urls, model, load, out / "work" / f"{point.label}-run{repeat + 1}",
-                                     seed=1000 * repeat)
+                    record = servers.measure(servers.urls, model, load,
+                                             out / "work" / f"{point.label}-run{repeat + 1}", 1000 * repeat)
                     record = replace(record, layout=servers.layout,
                                      provenance=replace(record.provenance, command="sweep", machine=machine),
                                      context={"name": name, "repeat": repeat + 1, "repeats": repeats})

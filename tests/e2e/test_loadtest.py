@@ -1,10 +1,11 @@
 """The Locust file against the real vLLM server: every request succeeds and tokens add up."""
 
 import json
+import subprocess
 
-from tests.conftest import run
+from tests.conftest import REPO, free_port, run
 from tests.e2e.conftest import MODEL_NAME, counters, get_json
-from tpserve.commandlines import loadtest_command
+from tpserve.commandlines import loadtest_command, loadtest_worker_command
 from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS
 
 
@@ -116,3 +117,38 @@ def test_two_worker_processes_send_the_run_once_and_the_master_merges_their_raw_
     assert after[GENERATION_TOKENS] - before[GENERATION_TOKENS] == (13 + 2) * 9
     assert report["token_check"]["status"] == "ok"
     assert 0 < report["duration"] < 120
+
+
+def test_a_master_and_two_separate_worker_processes_give_one_merged_run_equal_to_the_servers_counter(
+        vllm_server, tmp_path):
+    master_port = free_port()
+    before = counters(vllm_server)
+    master_argv = loadtest_command(
+        vllm_server.url, users=4, num_requests=11, max_tokens=7, run_time_s=300, results_json=tmp_path / "run.json",
+        records_jsonl=tmp_path / "records.jsonl",
+        extra=["--master", "--expect-workers", "2", "--expect-workers-max-wait", "300",
+               "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)])
+    with (tmp_path / "master.log").open("w") as master_log:
+        master = subprocess.Popen(master_argv, stdout=master_log, stderr=subprocess.STDOUT, cwd=REPO)
+        workers = [subprocess.Popen(loadtest_worker_command("127.0.0.1", master_port=master_port),
+                                    stdout=subprocess.DEVNULL, stderr=(tmp_path / f"worker{i}.log").open("w"), cwd=REPO)
+                   for i in range(2)]
+        try:
+            status = master.wait(timeout=400)
+            worker_statuses = [worker.wait(timeout=120) for worker in workers]
+        finally:
+            for process in (master, *workers):
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    after = counters(vllm_server)
+    assert status == 0, (tmp_path / "master.log").read_text()[-3000:]
+    assert worker_statuses == [0, 0], [(tmp_path / f"worker{i}.log").read_text()[-1500:] for i in range(2)]
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert (report["workers"], report["num_prompts"], report["completed"], report["failed"]) == (2, 11, 11, 0)
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 11 and all(r["completion_tokens"] == 7 for r in records)
+    assert report["token_check"]["status"] == "ok"
+    assert report["token_check"]["client_completion_tokens"] == 11 * 7 == \
+        after[GENERATION_TOKENS] - before[GENERATION_TOKENS]
+    assert report["token_check"]["client_prompt_tokens"] == after[PROMPT_TOKENS] - before[PROMPT_TOKENS]

@@ -19,7 +19,7 @@ def options(**overrides):
     base = {"num_requests": 10, "max_tokens": 16, "max_error_rate": 0.0, "request_rate": 0.0, "warmup_requests": 0,
                 "prompt_set": "builtin", "prompt_file": "", "random_input_len": 32, "host": "http://127.0.0.1:1",
                 "endpoint": "completions", "seed": 7, "temperature": 0.0, "num_users": 4, "model": "", "api_key": "",
-                "request_timeout": 300.0}
+                "request_timeout": 300.0, "layout": ""}
     return SimpleNamespace(**{**base, **overrides})
 
 
@@ -39,6 +39,7 @@ def options(**overrides):
     ({"host": "127.0.0.1:8123"}, "--host 127.0.0.1:8123 has no scheme: pass --host http://127.0.0.1:8123 (or https://)"),
     ({"host": "ftp://x:1"}, "--host ftp://x:1 has scheme 'ftp': the server speaks http:// or https://"),
     ({"host": "http://"}, "--host http:// has no host name: pass --host http://HOST:PORT"),
+    ({"layout": "[]"}, '--layout takes "model" and "device_kind"'),
 ])
 def test_invalid_options_are_rejected_with_the_fix(overrides, message):
     assert options_error(options(**overrides)).startswith(message)

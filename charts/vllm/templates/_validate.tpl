@@ -19,6 +19,7 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- $problems = concat $problems (include "vllm.settingProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.sizeProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.extensionProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.loadtestProblems" . | fromYamlArray) -}}
 {{- if $problems -}}
 {{- fail (printf "\nthe values of chart vllm have %d problem(s); nothing was applied:\n- %s" (len $problems) (join "\n- " $problems)) -}}
 {{- end -}}

@@ -34,6 +34,9 @@ def sweep(
     chart: Annotated[Path, typer.Option(help="Kubernetes: the chart.")] = Path("charts/vllm"),
     values: Annotated[list[Path] | None, typer.Option("--values", "-f", help="Kubernetes: values file.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Kubernetes: KEY=VALUE for the chart.")] = None,
+    load_in_cluster: Annotated[int, typer.Option(
+        help="Kubernetes: run the load in the cluster as the chart's loadtest Jobs with this many Locust "
+             "workers (docs/loadtest-in-cluster.md); 0 runs Locust here, through kubectl port-forward.")] = 0,
 ) -> None:
     """Measure the load test over a grid of layouts, each REPEATS times; a failed layout is recorded.
 
@@ -41,6 +44,11 @@ def sweep(
 
         tpserve sweep /models/llama-2-7b --tensor 1,2,4 --repeats 5 --dummy-weights \\
             --serve-arg=--no-allreduce-fusion
+
+    On Kubernetes, with the load in the cluster (4 Locust workers):
+
+        tpserve sweep meta-llama/Llama-2-7b-chat-hf --on kubernetes -f 7b-values.yaml --tensor 1,2 \\
+            --load-in-cluster 4
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -61,11 +69,20 @@ def sweep(
                                 health_timeout_s=health_timeout)
     elif on == "kubernetes":
         from tpserve.kube import kubernetes_backend
+        from tpserve.kubeload import InClusterLoad
 
+        if load_in_cluster < 0:
+            raise typer.BadParameter(f"must be 0 or more, got {load_in_cluster}", param_hint="--load-in-cluster")
+        if load_in_cluster > concurrency:
+            raise typer.BadParameter(f"{load_in_cluster} workers need a --concurrency of at least {load_in_cluster}",
+                                     param_hint="--load-in-cluster")
+        in_cluster = InClusterLoad.of(load, load_in_cluster) if load_in_cluster else None
         backend = kubernetes_backend(release, chart, namespace, model=model, values=values or [], sets=set_ or [],
-                                     port=base_port, timeout_s=health_timeout)
+                                     port=base_port, timeout_s=health_timeout, in_cluster=in_cluster)
     else:
         raise typer.BadParameter(f"must be local or kubernetes, got {on!r}", param_hint="--on")
+    if load_in_cluster and on != "kubernetes":
+        raise typer.BadParameter("runs the load as Kubernetes Jobs: add --on kubernetes", param_hint="--load-in-cluster")
     columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("sweep", total=len(points) * repeats)

@@ -6,10 +6,12 @@ Locust parses them (``events.init_command_line_parser``); :func:`plan_and_specs`
 
 from __future__ import annotations
 
+import json
 import random
 
 from tpserve.workload.prompts import builtin_specs, load_jsonl, random_specs
 from tpserve.workload.records import RequestSpec, RunPlan
+from tpserve.workload.runrecord import Layout
 from tpserve.workload.serverapi import ServerTokenizer
 
 ENDPOINTS = ("completions", "chat")
@@ -51,6 +53,12 @@ def add_options(parser) -> None:
         help="Write the run's summary (vllm bench serve key names) to this file")
     add("--records-jsonl", env_var="TPSERVE_RECORDS_JSONL", default="",
         help="Write one JSON line per request to this file")
+    add("--print-results", env_var="TPSERVE_PRINT_RESULTS", action="store_true", default=False,
+        help="Also print the run's results JSON to standard output as one marked line, for runs whose files "
+             "nobody can reach (a Kubernetes Job): `tpserve loadtest-results LOG` writes it back to a file")
+    add("--layout", env_var="TPSERVE_LAYOUT", default="",
+        help='What serves the run, recorded in its results for tpserve report: JSON with "model", '
+             '"device_kind", and optionally "tensor_parallel_size", "pipeline_parallel_size", "replicas"')
 
 
 def options_error(options, need_host: bool = True) -> str | None:
@@ -72,10 +80,34 @@ def options_error(options, need_host: bool = True) -> str | None:
          "--prompt-file is read only with --prompt-set file"),
         (options.prompt_set == "random" and options.num_requests == 0,
          "--prompt-set random needs --num-requests: each request gets its own unique prompt"),
+        (layout_error(options.layout) is not None, layout_error(options.layout)),
     )
     if need_host:
         checks += _host_checks(options.host)
     return next((message for failed, message in checks if failed), None)
+
+
+def parse_layout(text: str) -> Layout | None:
+    """The --layout JSON as a Layout; None when empty. Raises ValueError naming what is wrong."""
+    if not text:
+        return None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--layout must be JSON, got {text!r} ({exc.msg})") from None
+    fields = {"model", "device_kind", "tensor_parallel_size", "pipeline_parallel_size", "replicas"}
+    if not isinstance(document, dict) or not {"model", "device_kind"} <= set(document) or set(document) - fields:
+        raise ValueError(f'--layout takes "model" and "device_kind", and optionally "tensor_parallel_size", '
+                         f'"pipeline_parallel_size" and "replicas"; got {text!r}')
+    return Layout(**document)
+
+
+def layout_error(text: str) -> str | None:
+    try:
+        parse_layout(text)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 def _host_checks(host: str | None) -> tuple:

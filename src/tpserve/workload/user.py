@@ -24,10 +24,18 @@ from locust.runners import MasterRunner, WorkerRunner
 from tpserve.errors import LoadTestError
 from tpserve.workload import report
 from tpserve.workload.distributed import clock_offset, share, to_master_clock
-from tpserve.workload.options import add_options, build_plan, build_specs, headers, options_error
+from tpserve.workload.options import (
+    add_options,
+    build_plan,
+    build_specs,
+    headers,
+    options_error,
+    parse_layout,
+)
 from tpserve.workload.pacing import PoissonPacer
 from tpserve.workload.prompts import builtin_specs
 from tpserve.workload.records import RequestResult, RequestSpec, RunPlan
+from tpserve.workload.resultslog import results_line
 from tpserve.workload.run import RunState, build_report, write_records
 from tpserve.workload.runrecord import write
 from tpserve.workload.serverapi import check_served_model, server_counters, server_version
@@ -251,8 +259,11 @@ def finish_run(environment) -> None:
         log.error("tpserve: cannot read the server's counters after the run: %s", exc)
         after = {}
     record = build_report(state, after, workers=len(state.workers) if _is_master(environment) else 1)
+    record = replace(record, layout=parse_layout(options.layout))
     if options.results_json:
         write(options.results_json, record)
+    if options.print_results:
+        print(results_line(record), flush=True)
     if options.records_jsonl:
         write_records(options.records_jsonl, state.results)
     report.print_summary(record)

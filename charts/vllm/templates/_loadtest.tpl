@@ -1,0 +1,62 @@
+{{/*
+The in-cluster load test (loadtest.*): a Locust master Job, a worker Job, the master's headless Service and
+NetworkPolicy. tpserve.kubeload picks them out of `helm template` by their component label and runs them.
+*/}}
+
+{{/*
+vllm.loadtestName is the prefix of a run's objects: <fullname>-loadtest-<run>, cut so "-master" fits 63.
+*/}}
+{{- define "vllm.loadtestName" -}}
+{{- printf "%s-loadtest-%s" (include "vllm.fullname" .) (toString .Values.loadtest.run) | trunc 56 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+vllm.loadtestLabels label a run's pods. They carry the test pod's selector labels, so the chart's
+NetworkPolicy admits them to the server as it admits the `helm test` pod, and neither the Service nor the
+Deployment ever selects them. Input: dict "root" $ "role" master|worker.
+*/}}
+{{- define "vllm.loadtestSelectorLabels" -}}
+{{ include "vllm.testSelectorLabels" .root }}
+app.kubernetes.io/component: {{ printf "loadtest-%s" .role }}
+tpserve.io/loadtest-run: {{ toString .root.Values.loadtest.run | quote }}
+{{- end -}}
+
+{{- define "vllm.loadtestLabels" -}}
+{{ include "vllm.loadtestSelectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/*
+vllm.loadtestLayout is what the run measures, as the load test's --layout JSON: tpserve report groups by it.
+*/}}
+{{- define "vllm.loadtestLayout" -}}
+{{- $device := "CPU (Kubernetes)" -}}
+{{- if .Values.gpu.resource }}{{ $device = printf "%s (Kubernetes)" (.Values.gpu.product | default "GPU") }}{{ end -}}
+{{- dict "model" .Values.model.name "device_kind" $device "tensor_parallel_size" (int .Values.parallelism.tensor) "pipeline_parallel_size" (int .Values.parallelism.pipeline) "replicas" (int .Values.replicaCount) | toJson -}}
+{{- end -}}
+
+{{/*
+vllm.loadtestJobAnnotations are checkov's waivers, true of the load-test Jobs only.
+*/}}
+{{- define "vllm.loadtestJobAnnotations" -}}
+checkov.io/skip1: CKV_K8S_8=A load-test Job runs to completion; a liveness probe has nothing to restart
+checkov.io/skip2: CKV_K8S_9=No Service routes clients to a load-test pod, so readiness means nothing
+{{- end -}}
+
+{{/*
+vllm.loadtestProblems: settings of loadtest.* that cannot work together.
+*/}}
+{{- define "vllm.loadtestProblems" -}}
+{{- $problems := list -}}
+{{- with .Values.loadtest }}
+{{- if and .enabled (lt (int .users) (int .workers)) }}
+{{- $problems = append $problems (printf "loadtest.users (%d) is below loadtest.workers (%d): each worker needs at least one user; raise users or lower workers" (int .users) (int .workers)) -}}
+{{- end }}
+{{- if and .enabled (lt (int .numRequests) (int .workers)) }}
+{{- $problems = append $problems (printf "loadtest.numRequests (%d) is below loadtest.workers (%d): each worker sends its share of the requests; send more or use fewer workers" (int .numRequests) (int .workers)) -}}
+{{- end }}
+{{- end }}
+{{- toYaml $problems -}}
+{{- end -}}
