@@ -82,6 +82,14 @@ def enabled_switches(values: dict, prefix: str = "") -> list[str]:
     return found
 
 
+# What a switch refuses to render without (the chart's own validation says so): the least that satisfies it.
+SWITCH_NEEDS = {
+    "autoscaling.enabled": ("cache.accessMode=ReadWriteMany",),
+    "gateway.enabled": ("gateway.endpointPicker.name=vllm-epp", "gateway.parentRefs.inference-gateway.namespace=gateway"),
+}
+SCALE_OUT_VALUES = REPO / "tests" / "chart" / "scale-out-values.yaml"
+
+
 def chart_renderings(chart: Path) -> dict[str, tuple[str, ...]]:
     """helm template arguments of every rendering scanned: the defaults, each matrix values file, and each
     ``*.enabled`` switch turned on alone."""
@@ -89,7 +97,9 @@ def chart_renderings(chart: Path) -> dict[str, tuple[str, ...]]:
     for values in sorted((chart / "ci").glob("*-values.yaml")):
         renderings[f"ci/{values.name}"] = ("-f", str(values))
     for switch in enabled_switches(yaml.safe_load((chart / "values.yaml").read_text())):
-        renderings[f"--set {switch}=true"] = ("--set", f"{switch}=true")
+        needs = tuple(arg for value in SWITCH_NEEDS.get(switch, ()) for arg in ("--set", value))
+        renderings[f"--set {switch}=true"] = ("--set", f"{switch}=true", *needs)
+    renderings["scale-out (every mode at once)"] = ("-f", str(SCALE_OUT_VALUES))
     return renderings
 
 
