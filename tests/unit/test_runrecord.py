@@ -77,12 +77,25 @@ COMMITTED = sorted(path for path in (REPO / "results").rglob("*.json")
 
 
 def test_the_committed_results_hold_run_records_of_every_shape():
-    assert len(COMMITTED) == 42
+    assert len(COMMITTED) == 48
     assert {runrecord.load(path).provenance.command for path in COMMITTED} == {"demo", "sweep", "gpu test",
                                                                                 "loadtest"}
 
 
-@pytest.mark.parametrize("path", COMMITTED, ids=lambda path: str(path.relative_to(REPO / "results")))
+# Runs under a fault (a worker killed mid-load, results/*-faults/) fail on purpose and say why.
+FAULT_RUNS = [path for path in COMMITTED if "-faults" in path.parent.parent.name and "kill" in path.name]
+MEASURED = [path for path in COMMITTED if path not in FAULT_RUNS]
+
+
+@pytest.mark.parametrize("path", FAULT_RUNS, ids=lambda path: str(path.relative_to(REPO / "results")))
+def test_every_committed_fault_run_loads_and_names_its_failure(path):
+    loaded = runrecord.load(path)
+    assert len(FAULT_RUNS) == 3
+    assert not loaded.ok and loaded.problems
+    assert loaded.metrics.completed + loaded.metrics.failed <= loaded.workload.num_requests
+
+
+@pytest.mark.parametrize("path", MEASURED, ids=lambda path: str(path.relative_to(REPO / "results")))
 def test_every_committed_result_loads_and_says_what_served_it(path):
     loaded = runrecord.load(path)
     original = json.loads(path.read_text())
