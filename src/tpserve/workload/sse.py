@@ -18,6 +18,10 @@ class StreamError(ValueError):
     """The stream is not a well-formed completion stream."""
 
 
+class StreamTimeout(StreamError):
+    """The server sent nothing more for longer than the request timeout."""
+
+
 def parse_line(line: bytes | str) -> dict | str | None:
     """One SSE line → its JSON payload, ``DONE``, or ``None`` for blank lines and comments."""
     if isinstance(line, bytes):
@@ -99,6 +103,8 @@ def result_from_stream(
                 last_output = stamp
             if isinstance(event.get("usage"), dict):
                 usage = event["usage"]
+    except StreamTimeout as exc:
+        return result(f"timed out mid-stream: {exc}")
     except StreamError as exc:
         return result(f"malformed stream: {exc}")
 
