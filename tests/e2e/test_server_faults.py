@@ -13,10 +13,11 @@ import time
 import pytest
 
 from tests.conftest import run
-from tests.e2e.conftest import healthy_server, requests_in_server, wait_until
+from tests.e2e.conftest import counters, healthy_server, requests_in_server, wait_until
 from tests.e2e.tcpproxy import TcpProxy
 from tpserve.commandlines import loadtest_command
 from tpserve.server import _session_members
+from tpserve.workload.servermetrics import GENERATION_TOKENS
 
 # What a request cut off by a dead server may say; each names how it failed.
 DEAD_SERVER_REASONS = ("connection failed: ", "malformed stream: connection lost mid-stream: ",
@@ -36,7 +37,9 @@ def test_a_server_killed_mid_load_fails_each_request_with_its_reason_and_the_par
         loadtest_command(doomed_server.url, users=8, num_requests=200, max_tokens=128, results_json=results,
                          records_jsonl=records, run_time_s=600),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: requests_in_server(doomed_server) >= 1, "requests in flight")
+    # Mid-run: some requests done, more in flight.
+    wait_until(lambda: counters(doomed_server)[GENERATION_TOKENS] >= 8 * 128 and requests_in_server(doomed_server),
+               "completed requests and requests in flight")
     killed = time.monotonic()
     os.killpg(doomed_server.process.pid, signal.SIGKILL)
     _, stderr = loadtest.communicate(timeout=300)
@@ -56,6 +59,7 @@ def test_a_server_killed_mid_load_fails_each_request_with_its_reason_and_the_par
     assert report["problems"][1] == f"{report['failed']} of 200 requests failed (allowed error rate 0)"
     assert report["token_check"]["status"] == "skipped: the server's counters could not be read after the run"
     assert "tpserve: the server stopped answering during the run" in stderr
+    doomed_server.process.wait(timeout=60)  # reaped, so that it no longer counts as a member of its session
     wait_until(lambda: not _session_members(doomed_server.process.pid), "the killed server's processes to go")
     print(f"\nfault-times: SIGKILL mid-load: load test exited {exited_s:.1f} s after the kill; "
           f"{report['completed']} completed, {report['failed']} failed: {report['errors']}")
