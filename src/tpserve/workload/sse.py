@@ -66,6 +66,7 @@ def result_from_stream(
     first_output = last_output = 0.0
     itl: list[float] = []
     usage: dict | None = None
+    aborted = False
     done = False
     finish = send_time
 
@@ -96,6 +97,7 @@ def result_from_stream(
                 message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
                 return result(f"server error in stream: {message}")
             if _has_output(event):
+                aborted |= any(isinstance(c, dict) and c.get("finish_reason") == "abort" for c in event["choices"])
                 if first_output:
                     itl.append(stamp - last_output)
                 else:
@@ -110,6 +112,8 @@ def result_from_stream(
 
     if not done:
         return result("stream ended before [DONE]")
+    if aborted:
+        return result("aborted by the server (finish_reason abort): it was stopping, or dropped the request")
     if usage is None:
         return result("stream had no usage event (the server ignored stream_options.include_usage)")
     if not first_output:
