@@ -49,7 +49,7 @@ def served_layout(argv: Sequence[str], device_kind: str, replicas: int = 1) -> L
                   replicas, launch.vllm_flags(config))
 
 
-def loadtest_command(host: str, *, users: int | None = None, spawn_rate: int | None = None,
+def loadtest_command(host: str, *, users: int | None = None, spawn_rate: float | None = None,
                      locustfile: Path = DEFAULT_LOCUSTFILE, model: str = "", num_requests: int | None = None,
                      max_tokens: int | None = None, prompt_set: str | None = None, prompt_file: Path | None = None,
                      random_input_len: int | None = None, endpoint: str | None = None,

@@ -15,7 +15,7 @@ from pathlib import Path
 from tpserve.commandlines import loadtest_command, serve_command, served_layout
 from tpserve.errors import LoadTestError
 from tpserve.machine import describe_machine, device_kind
-from tpserve.server import LocalServer, cpu_env
+from tpserve.server import LocalServer, check_port_free, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import RunRecord
@@ -64,6 +64,7 @@ def run_demo(options: DemoOptions, say=print) -> tuple[RunRecord, Path]:
     server = LocalServer(argv, port=options.port, log_path=work / "server.log", env=env)
     load_results = work / "load.json"
     load_results.unlink(missing_ok=True)
+    check_port_free(server.host, server.port)
     say(f"starting vLLM (CPU) on {server.url}; log: {server.log_path}")
     with server:
         startup_s = server.wait_healthy(options.health_timeout_s)

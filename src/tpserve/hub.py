@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import glob
 import importlib
+import os
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,10 +41,11 @@ FETCH_WORKERS = 4
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file as the hub lists it: its size, and its git blob id when it is not stored in LFS."""
+    """A file as the hub lists it: its size, its git blob id when it is kept in git, its sha256 when in LFS."""
 
     size: int | None
     blob_id: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def resolve(repo_id: str, revision: str, *, token: str | None) -> RemoteRevision
         sibling.rfilename: RemoteFile(
             size=sibling.size if sibling.size is not None else getattr(sibling.lfs, "size", None),
             blob_id=None if sibling.lfs else sibling.blob_id,
+            sha256=getattr(sibling.lfs, "sha256", None),
         )
         for sibling in info.siblings or []
     }
@@ -92,7 +97,8 @@ def download(remote: RemoteRevision, names: Iterable[str], folder: Path, *, toke
     ``.cache/huggingface/``) so the next call resumes.
     """
     with translated_errors(remote.repo_id, remote.requested, token=token, folder=folder,
-                           needed_bytes=needed_bytes), _progress_bars(progress):
+                           needed_bytes=needed_bytes), _progress_bars(progress), \
+            _exit_on_signals(remote.repo_id, remote.requested):
         snapshot_download(remote.repo_id, revision=remote.sha, local_dir=folder, token=token or False,
                           allow_patterns=[glob.escape(name) for name in names], max_workers=FETCH_WORKERS)
 
@@ -173,6 +179,32 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             continue
     return tuple(found)
+
+
+@contextmanager
+def _exit_on_signals(repo_id: str, revision: str) -> Iterator[None]:
+    """End the process at once on SIGINT or SIGTERM while files download, saying how to resume.
+
+    huggingface_hub's download threads cannot be interrupted, so Python would wait for their files to
+    finish (hours for large weights, forever on a stalled connection) before exiting. Nothing is lost by
+    not waiting: finished files stay, the manifest is not written, and the next fetch resumes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        os.write(2, f"error: {signal.Signals(signum).name} stopped the download of {repo_id}; run "
+                    f"{fetch_command(repo_id, revision)} again: it resumes, keeping the files that "
+                    "finished\n".encode())
+        os._exit(128 + signum)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextmanager

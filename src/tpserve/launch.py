@@ -67,7 +67,9 @@ def parse_extra_args(text: str) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(text))
     except ValueError as exc:
-        raise ConfigError(f"cannot split extra vLLM arguments {text!r}: {exc}; check the quoting") from exc
+        # The text is not echoed: it may hold a secret (an --api-key that validate() would refuse).
+        raise ConfigError(f"cannot split the extra vLLM arguments (--extra-args, TPSERVE_EXTRA_ARGS): {exc}; "
+                          "check the quoting") from exc
 
 
 def validate(config: ServeConfig) -> None:
@@ -188,11 +190,17 @@ def find_verified_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
         manifest = cache.verify(local) if (local / cache.MANIFEST_NAME).is_file() else None
         name = config.served_model_name or (manifest.repo_id if manifest else config.model)
         return ResolvedModel(local, name, _read_config(local), manifest)
+    if looks_like_path(config.model):
+        what = "is a file, not a folder" if local.exists() else "does not exist"
+        raise ConfigError(f"model folder {config.model} {what} (resolved to {local.resolve()}): "
+                          "pass a folder holding config.json and the weights, or a repo id ORG/NAME")
     found = cache.find_cached(config.model, config.revision, cache_dir)
     if found is None and cache.COMMIT_SHA.fullmatch(config.revision):
         pinned = cache.model_path(cache_dir, config.model, config.revision)
         if pinned.is_dir():
             cache.verify(pinned, repo_id=config.model, revision=config.revision)  # names what it holds
+    if found is None and (started := cache.unfinished(config.model, cache_dir)) is not None:
+        cache.verify(started, repo_id=config.model, revision=config.revision)  # names what has not arrived
     if found is None:
         raise CacheError(
             f"{config.model}@{config.revision} is not in the model cache at {cache_dir}: run "
@@ -200,6 +208,12 @@ def find_verified_model(config: ServeConfig, cache_dir: Path) -> ResolvedModel:
             repo_id=config.model, revision=config.revision, path=str(cache_dir))
     manifest = cache.verify(found, repo_id=config.model, revision=config.revision)
     return ResolvedModel(found, config.name, _read_config(found), manifest)
+
+
+def looks_like_path(model: str) -> bool:
+    """True when MODEL is written as a path (./x, ../x, /x, ~/x, a/b/c, or an existing file), never a repo id."""
+    return (model.startswith((".", "/", "~")) or model.count("/") > 1
+            or Path(model).expanduser().is_file())
 
 
 def _read_config(folder: Path) -> dict:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REPO, tpserve
+from tests.conftest import REPO, tpserve, wait_until
 
 
 def vllm_pids_on(port: int) -> list[int]:
@@ -74,6 +74,7 @@ def test_demo_on_a_busy_port_says_so_and_starts_nothing(tmp_path, port):
         done = tpserve(*demo_args(port, tmp_path), timeout=120)
     assert done.returncode == 1
     assert f"error: port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "starting vLLM" not in done.stdout + done.stderr
     assert not (tmp_path / "results").exists()
 
 
@@ -83,8 +84,8 @@ def test_demo_whose_server_never_gets_healthy_shows_the_log_and_leaves_no_proces
     assert done.returncode == 1
     assert "last lines of the server log:" in done.stderr
     assert f"error: the server did not answer http://127.0.0.1:{port}/health within 5 s" in done.stderr
-    time.sleep(1)
-    assert vllm_pids_on(port) == [] and engine_processes() <= engines_before
+    wait_until(lambda: vllm_pids_on(port) == [] and engine_processes() <= engines_before,
+               "every server process is gone")
 
 
 def test_demo_whose_server_dies_mid_run_reports_it_and_leaves_no_process(tmp_path, port):
@@ -105,6 +106,6 @@ def test_demo_whose_server_dies_mid_run_reports_it_and_leaves_no_process(tmp_pat
             demo.kill()
     assert demo.returncode == 1
     assert "error: the server exited with status -9 during the run" in stderr
-    time.sleep(2)
-    assert vllm_pids_on(port) == [] and engine_processes() <= engines_before
+    wait_until(lambda: vllm_pids_on(port) == [] and engine_processes() <= engines_before,
+               "every server process is gone")
     assert not (tmp_path / "results").exists()

@@ -2,9 +2,9 @@
 
 import os
 import signal
-import time
 from pathlib import Path
 
+from tests.conftest import wait_until
 from tests.e2e.conftest import CACHE
 from tpserve.commandlines import serve_command
 from tpserve.server import LocalServer, _session_members, cpu_env
@@ -21,12 +21,9 @@ def test_serve_execs_vllm_in_its_own_process_which_shuts_down_gracefully_on_sigt
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert b"vllm.entrypoints.openai.api_server" in cmdline and b"tpserve" not in cmdline
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while server.exit_status() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_until(lambda: server.exit_status() is not None, "vLLM exits after SIGTERM")
         assert server.exit_status() == 0, server.log_tail()
         assert "Shutting down" in server.log_tail(200)
-        time.sleep(2)
-        assert _session_members(pid) == [], "vLLM left processes behind after its own shutdown"
+        wait_until(lambda: _session_members(pid) == [], "vLLM's own processes are gone after its shutdown")
     finally:
         server.stop()

@@ -6,6 +6,7 @@
 set -euo pipefail
 parts=${1:?usage: run_on_host.sh PARTS_DIR RESULTS_DIR}
 results=${2:?usage: run_on_host.sh PARTS_DIR RESULTS_DIR}
+# shellcheck source-path=SCRIPTDIR source=host_env.sh
 source "$(dirname "$0")/host_env.sh" "$parts"
 mkdir -p "$results"
 export TPSERVE_GPU_RESULTS="$results"

@@ -6,6 +6,7 @@
 set -euo pipefail
 parts=${1:?usage: sweep_on_host.sh PARTS_DIR OUT_DIR SHAPE TENSORS REPLICAS [REPEATS]}
 out=${2:?} shape=${3:?} tensors=${4:?} replicas=${5:?} repeats=${6:-5}
+# shellcheck source-path=SCRIPTDIR source=host_env.sh
 source "$(dirname "$0")/host_env.sh" "$parts"
 python3 -c "import sys; from pathlib import Path; from tpserve.shapes import SHAPES, write_model_folder; \
 write_model_folder(SHAPES[sys.argv[1]], Path('/tmp/tpserve-models') / sys.argv[1])" "$shape"

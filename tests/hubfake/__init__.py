@@ -2,7 +2,7 @@
 
 It answers the requests ``HfApi.model_info``, ``list_repo_tree`` and ``snapshot_download`` make, shaped
 like the hub's own responses (``X-Repo-Commit``, ``ETag``, ``X-Linked-Size``, ``X-Error-Code``, ranges),
-from the files under ``data/``. Knobs make it gate a model, reject a token, or cut a download off, and
+from the files under ``data/``. Knobs make it gate a model, reject a token, cut a download off or hold it mid-file, and
 every request is logged so a test can tell when no network was touched. It never sends Xet headers,
 so the client takes the plain HTTP path. A file too large to hold in memory is published as a
 :class:`DiskFile` and streamed from disk.
@@ -82,6 +82,17 @@ class Cut:
     reset: bool
 
 
+@dataclass
+class Hold:
+    """A download paused after AFTER_BYTES: ``reached`` is set once they are sent, the rest follows ``release``."""
+
+    path: str
+    after_bytes: int
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False
+
+
 class HubFake:
     """The fake hub: publish repos, set knobs, read ``requests``; ``url`` is its endpoint."""
 
@@ -91,6 +102,7 @@ class HubFake:
         self.valid_tokens: set[str] = set()
         self.requests: list[Request] = []
         self.cuts: list[Cut] = []
+        self.holds: list[Hold] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, 0), _handler(self))
         self._server.daemon_threads = True
@@ -103,6 +115,8 @@ class HubFake:
         return self
 
     def stop(self) -> None:
+        for hold in self.holds:
+            hold.release.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -125,12 +139,26 @@ class HubFake:
         """Drop the next GET of PATH after AFTER_BYTES of its body: a reset, or a plain close if not RESET."""
         self.cuts.append(Cut(path, after_bytes, reset))
 
+    def hold(self, path: str, after_bytes: int) -> Hold:
+        """Pause the next GET of PATH after AFTER_BYTES of its body until the returned hold is released."""
+        hold = Hold(path, after_bytes)
+        self.holds.append(hold)
+        return hold
+
     def requests_for(self, method: str | None = None, contains: str = "") -> list[Request]:
         return [r for r in self.requests if (method is None or r.method == method) and contains in r.path]
 
     def log(self, request: Request) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def take_hold(self, path: str) -> Hold | None:
+        with self._lock:
+            for hold in self.holds:
+                if hold.path == path and not hold.taken:
+                    hold.taken = True
+                    return hold
+        return None
 
     def take_cut(self, path: str) -> Cut | None:
         with self._lock:
@@ -233,6 +261,8 @@ def _handler(hub: HubFake) -> type[BaseHTTPRequestHandler]:
                     file.seek(start)
                     shutil.copyfileobj(file, self.wfile, 2**20)
                 return
+            if (hold := hub.take_hold(path)) is not None:
+                return self._held(data[start:], hold)
             cut = hub.take_cut(path)
             if cut is None:
                 self.wfile.write(data[start:])
@@ -243,6 +273,16 @@ def _handler(hub: HubFake) -> type[BaseHTTPRequestHandler]:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             self.connection.close()
+
+        def _held(self, data: bytes, hold: Hold) -> None:
+            try:
+                self.wfile.write(data[:hold.after_bytes])
+                self.wfile.flush()
+                hold.reached.set()
+                hold.release.wait()
+                self.wfile.write(data[hold.after_bytes:])
+            except OSError:  # the client was killed while the download was held
+                self.close_connection = True
 
         def _json(self, document: object, body: bool) -> None:
             payload = json.dumps(document).encode()

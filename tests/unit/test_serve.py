@@ -148,3 +148,23 @@ def _env():
 
 def test_vllm_runs_offline_because_its_weights_are_already_verified_on_disk():
     assert launch.vllm_env({"HF_HUB_OFFLINE": "0", "PATH": "/bin"}) == {"HF_HUB_OFFLINE": "1", "PATH": "/bin"}
+
+
+@pytest.mark.parametrize("model", ["./no/such/folder", "no/such/folder", "/no/such", "~/no-such-model", "../x"])
+def test_a_model_folder_that_does_not_exist_is_named_as_a_missing_folder(model, cache_dir):
+    with pytest.raises(ConfigError, match=f"^model folder {model} does not exist \\(resolved to .*\\): pass a folder"):
+        launch.prepare(ServeConfig(model=model), cache_dir, GPUS)
+
+
+def test_a_file_given_as_the_model_is_named_as_a_file(tmp_path, cache_dir):
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    with pytest.raises(ConfigError, match=f"^model folder {config} is a file, not a folder"):
+        launch.prepare(ServeConfig(model=str(config)), cache_dir, GPUS)
+
+
+def test_serve_names_the_missing_folder_in_one_line(cache_dir):
+    done = tpserve("serve", "--model", "./no/such/folder", "--cache-dir", str(cache_dir), "--dry-run")
+    assert done.returncode != 0
+    assert "model folder ./no/such/folder does not exist" in done.stderr
+    assert "Traceback" not in done.stderr and "repo id:" not in done.stderr

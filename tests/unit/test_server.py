@@ -1,10 +1,10 @@
 import os
 import socket
 import sys
-import time
 
 import pytest
 
+from tests.conftest import wait_until
 from tpserve.errors import PortInUseError, ServerDiedError, ServerNotHealthyError
 from tpserve.server import LocalServer, _session_members, check_port_free
 
@@ -38,6 +38,8 @@ def test_a_server_that_never_gets_healthy_times_out_with_its_log_and_leaves_noth
     server = LocalServer(SILENT_PARENT, port=free_port(), log_path=tmp_path / "server.log")
     server.start()
     try:
+        wait_until(lambda: "loading weights" in server.log_tail().splitlines() and len(_session_members(server.process.pid)) == 2,
+                   "the stand-in server printed its line and started its child")
         with pytest.raises(ServerNotHealthyError, match="did not answer .*/health within 2 s") as caught:
             server.wait_healthy(2)
         assert "loading weights" in caught.value.log_tail
@@ -60,7 +62,7 @@ def test_a_server_that_dies_is_noticed(tmp_path):
     with LocalServer(argv, port=free_port(), log_path=tmp_path / "server.log") as server:
         server.check_alive()
         os.kill(server.process.pid, 9)
-        time.sleep(0.5)
+        server.process.wait(timeout=300)
         with pytest.raises(ServerDiedError, match="exited with status -9 during the run"):
             server.check_alive()
 
@@ -71,10 +73,8 @@ def test_stop_escalates_to_sigkill_for_a_process_that_ignores_sigterm(tmp_path):
             "time.sleep(300)")]
     server = LocalServer(argv, port=free_port(), log_path=tmp_path / "server.log")
     server.start()
-    time.sleep(0.5)
-    started = time.monotonic()
+    wait_until(lambda: "up" in server.log_tail().splitlines(), "the process ignores SIGTERM")
     server.stop(grace_s=1)
-    assert time.monotonic() - started < 8
     assert server.process.returncode == -9
 
 

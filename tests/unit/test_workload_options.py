@@ -35,6 +35,10 @@ def options(**overrides):
     ({"prompt_file": "x.jsonl"}, "--prompt-file is read only with --prompt-set file"),
     ({"prompt_set": "random", "num_requests": 0}, "--prompt-set random needs --num-requests"),
     ({"host": ""}, "no server address: pass --host http://HOST:PORT"),
+    ({"host": None}, "no server address: pass --host http://HOST:PORT"),
+    ({"host": "127.0.0.1:8123"}, "--host 127.0.0.1:8123 has no scheme: pass --host http://127.0.0.1:8123 (or https://)"),
+    ({"host": "ftp://x:1"}, "--host ftp://x:1 has scheme 'ftp': the server speaks http:// or https://"),
+    ({"host": "http://"}, "--host http:// has no host name: pass --host http://HOST:PORT"),
 ])
 def test_invalid_options_are_rejected_with_the_fix(overrides, message):
     assert options_error(options(**overrides)).startswith(message)
@@ -42,6 +46,10 @@ def test_invalid_options_are_rejected_with_the_fix(overrides, message):
 
 def test_usable_options_pass():
     assert options_error(options()) is None
+
+
+def test_the_web_ui_leaves_the_host_to_the_start_form():
+    assert options_error(options(host=""), need_host=False) is None
 
 
 def test_a_jsonl_file_gives_prompts_messages_and_per_line_lengths(tmp_path):

@@ -24,11 +24,16 @@ def fetch(
         "--from", show_default=False,
         help="With --offline: the Hugging Face hub cache holding models--ORG--NAME/snapshots/SHA/, as "
              "`hf download --cache-dir DIR` leaves it (default: $HF_HUB_CACHE, else $HF_HOME/hub).")] = None,
+    verify_hashes: Annotated[bool, typer.Option(
+        "--verify-hashes", help="Also hash every file against the sha256 the hub lists (the LFS oid of weights) "
+                                "and fetch again any that differ: finds content changed at the same size, "
+                                "which the default size check misses. Reads every byte of the model.")] = False,
 ) -> None:
     """Download a model once into the cache, keyed by repo id and commit sha, with a verified manifest.
 
     The token comes from the HF_TOKEN variable only. Running it again on a complete cache does
-    nothing; an interrupted download resumes; damaged files are fetched again. Example:
+    nothing; an interrupted download resumes; damaged files are fetched again. Files are checked by
+    size (and config.json by hash); --verify-hashes checks the content of every file too. Example:
 
         HF_TOKEN=... tpserve fetch meta-llama/Llama-2-70b-chat-hf --revision main
 
@@ -45,13 +50,16 @@ def fetch(
     folder = cache_dir or default_cache_dir()
     if from_dir is not None and not offline:
         raise typer.BadParameter("is read only with --offline", param_hint="--from")
+    if verify_hashes and offline:
+        raise typer.BadParameter("checks a download against the hub; --offline already hashes every blob "
+                                 "against its name", param_hint="--verify-hashes")
     if offline:
         hub_cache = from_dir or prefilled.default_hub_cache()
         manifest = prefilled.adopt(model, revision, folder, hub_cache)
         origin = f"verified offline from {prefilled.snapshot_path(hub_cache, model, manifest.resolved_sha)}, "
     else:
         manifest = cache.fetch(model, revision, folder, token=os.environ.get("HF_TOKEN") or None,
-                               progress=progress)
+                               progress=progress, verify_hashes=verify_hashes)
         origin = ""
     path = cache.model_path(folder, manifest.repo_id, manifest.resolved_sha)
     size = sum(entry.size for entry in manifest.files)

@@ -53,8 +53,11 @@ def add_options(parser) -> None:
         help="Write one JSON line per request to this file")
 
 
-def options_error(options) -> str | None:
-    """The first problem with the options, in words that name the fix; None when they are usable."""
+def options_error(options, need_host: bool = True) -> str | None:
+    """The first problem with the options, in words that name the fix; None when they are usable.
+
+    NEED_HOST false leaves the server address out (the web UI asks for it when a run starts).
+    """
     checks = (
         (options.num_requests < 0, f"--num-requests must be 0 or more, got {options.num_requests}"),
         (options.max_tokens < 1, f"--max-tokens must be at least 1, got {options.max_tokens}"),
@@ -69,9 +72,24 @@ def options_error(options) -> str | None:
          "--prompt-file is read only with --prompt-set file"),
         (options.prompt_set == "random" and options.num_requests == 0,
          "--prompt-set random needs --num-requests: each request gets its own unique prompt"),
-        (not options.host, "no server address: pass --host http://HOST:PORT"),
     )
+    if need_host:
+        checks += _host_checks(options.host)
     return next((message for failed, message in checks if failed), None)
+
+
+def _host_checks(host: str | None) -> tuple:
+    host = host or ""
+    scheme, separator, rest = host.partition("://")
+    return (
+        (not host, "no server address: pass --host http://HOST:PORT"),
+        (bool(host) and not separator,
+         f"--host {host} has no scheme: pass --host http://{host} (or https://)"),
+        (bool(separator) and scheme not in ("http", "https"),
+         f"--host {host} has scheme {scheme!r}: the server speaks http:// or https://"),
+        (bool(separator) and not rest.split("/")[0],
+         f"--host {host} has no host name: pass --host http://HOST:PORT"),
+    )
 
 
 def headers(options) -> dict:

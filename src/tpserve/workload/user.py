@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
+import signal
+import sys
 import time
 from dataclasses import replace
 
@@ -38,6 +41,41 @@ ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completion
 @events.init_command_line_parser.add_listener
 def add_tpserve_options(parser) -> None:
     add_options(parser)
+
+
+@events.init.add_listener
+def check_before_users(environment, **_kwargs) -> None:
+    """Refuse bad options, and a headless run's unreachable or wrong server, before Locust starts users.
+
+    Exits with status 2 and one line. Workers are checked by their master, which forwards its options.
+    """
+    if _is_worker(environment):
+        return
+    options = environment.parsed_options
+    error = options_error(options, need_host=options.headless)
+    if error is None and options.headless:
+        try:
+            check_served_model(options.host, options.model, headers(options))
+        except LoadTestError as exc:
+            error = str(exc)
+    if error:
+        log.error("tpserve: %s", error)
+        if getattr(options, "processes", None):
+            _stop_forked_workers()
+        sys.exit(2)
+
+
+def _stop_forked_workers() -> None:
+    """SIGTERM the workers ``--processes`` forked, which would otherwise wait a minute for this master."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if parent == me:
+                os.kill(int(entry), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def _abort(environment, message: str) -> None:

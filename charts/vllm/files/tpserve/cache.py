@@ -10,6 +10,7 @@ the progress bars); this module picks the files, checks what arrived, and keeps 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -38,6 +39,9 @@ from tpserve.hub import RemoteFile, fetch_command
 
 MANIFEST_NAME = "tpserve-manifest.json"
 MANIFEST_FORMAT = 1
+# Written before a download starts: the files it brings and their sizes, so that an unfinished fetch can be
+# told apart from a finished one by what has not arrived.
+PENDING_NAME = "tpserve-pending.json"
 CONFIG_NAME = "config.json"
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 REPO_ID = re.compile(r"([\w.-]+/)?[\w.-]{1,96}")
@@ -56,10 +60,15 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 @dataclass(frozen=True)
 class ManifestFile:
-    """One file of a fetched model, as the hub listed it."""
+    """One file of a fetched model, as the hub listed it.
+
+    ``sha256`` is the content's hash: the hub's LFS oid for weights, hashed at fetch time for the small files
+    kept in git; None in manifests of an older tpserve. Only ``verify(hashes=True)`` reads it.
+    """
 
     path: str
     size: int
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,22 +94,26 @@ class Manifest:
         data = json.loads(text)
         if data.pop("format", None) != MANIFEST_FORMAT:
             raise ValueError(f"not a format {MANIFEST_FORMAT} manifest")
-        files = tuple(ManifestFile(path=str(f["path"]), size=int(f["size"])) for f in data.pop("files"))
+        files = tuple(ManifestFile(path=str(f["path"]), size=int(f["size"]), sha256=f.get("sha256"))
+                      for f in data.pop("files"))
         return cls(files=files, **data)
 
 
 def fetch(repo_id: str, revision: str, cache_dir: str | Path, *, token: str | None = None,
-          progress: bool = True) -> Manifest:
+          progress: bool = True, verify_hashes: bool = False) -> Manifest:
     """Download REPO_ID at REVISION into CACHE_DIR unless a verified copy is there, and return its manifest.
 
     A full commit sha that is cached is checked on disk without touching the network; any other
     revision costs one hub request to resolve it. Files damaged since an earlier fetch are downloaded
     again, and a fetch that was cut off resumes. TOKEN is the only token used: no stored login is read.
+    With VERIFY_HASHES every file is also hashed against the hub's sha256, so that content changed without
+    a change of size is found and fetched again; that reads every byte of the model.
     """
     _check_names(repo_id, revision)
     if COMMIT_SHA.fullmatch(revision):
         try:
-            return verify(model_path(cache_dir, repo_id, revision), repo_id=repo_id, revision=revision)
+            return verify(model_path(cache_dir, repo_id, revision), repo_id=repo_id, revision=revision,
+                          hashes=verify_hashes)
         except (CacheIncompleteError, CacheDamagedError):
             pass
     try:
@@ -119,7 +132,7 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path, *, token: str | No
             "tpserve serves Hugging Face transformers-format models only", repo_id=repo_id, revision=revision)
     target = model_path(cache_dir, repo_id, remote.sha)
 
-    done = _complete_manifest(target, remote, wanted)
+    done = _complete_manifest(target, remote, wanted, hashes=verify_hashes)
     if done is not None:
         if done.requested_revision != revision:
             done = replace(done, requested_revision=revision)
@@ -128,12 +141,15 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path, *, token: str | No
         return done
 
     (target / MANIFEST_NAME).unlink(missing_ok=True)
-    for name in _stale_files(target, wanted):
+    for name in _stale_files(target, wanted, hashes=verify_hashes):
         (target / name).unlink(missing_ok=True)
     needed = sum(entry.size or 0 for name, entry in wanted.items() if not (target / name).is_file())
     _check_space(target, needed, repo_id, revision)
+    with hub.translated_errors(repo_id, revision, folder=target, needed_bytes=needed):
+        target.mkdir(parents=True, exist_ok=True)
+        (target / PENDING_NAME).write_text(json.dumps({name: entry.size for name, entry in wanted.items()}))
     hub.download(remote, wanted, target, token=token, progress=progress, needed_bytes=needed)
-    stale = _stale_files(target, wanted)
+    stale = _stale_files(target, wanted, hashes=verify_hashes)
     if stale:
         raise CacheDamagedError(
             f"{', '.join(stale)} of {repo_id}@{remote.sha} did not arrive as the hub lists it; "
@@ -143,7 +159,8 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path, *, token: str | No
         repo_id=repo_id,
         requested_revision=revision,
         resolved_sha=remote.sha,
-        files=tuple(ManifestFile(name, (target / name).stat().st_size) for name in sorted(wanted)),
+        files=tuple(ManifestFile(name, (target / name).stat().st_size, wanted[name].sha256 or _sha256(target / name))
+                    for name in sorted(wanted)),
         config_sha256=_sha256(target / CONFIG_NAME),
         parameter_count=_parameter_count(target / CONFIG_NAME),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -151,14 +168,17 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path, *, token: str | No
     )
     with hub.translated_errors(repo_id, revision, folder=target):
         _write_manifest(target, manifest)
+    (target / PENDING_NAME).unlink(missing_ok=True)
     return manifest
 
 
-def verify(model_dir: str | Path, *, repo_id: str | None = None, revision: str | None = None) -> Manifest:
+def verify(model_dir: str | Path, *, repo_id: str | None = None, revision: str | None = None,
+           hashes: bool = False) -> Manifest:
     """Check MODEL_DIR holds a complete, unchanged fetch of REPO_ID at REVISION (either when given).
 
     REVISION may be the name it was fetched by or its commit sha. Sizes of every file and the
-    config.json hash are checked; weights are not hashed (that takes minutes for large models).
+    config.json hash are checked; weights are hashed only with HASHES (minutes for large models), so
+    without it a same-size change to a weights file goes unnoticed.
     """
     model_dir = Path(model_dir)
     manifest = _read_manifest(model_dir, repo_id, revision)
@@ -173,7 +193,7 @@ def verify(model_dir: str | Path, *, repo_id: str | None = None, revision: str |
             f"{manifest.requested_revision}), not revision {revision}; run "
             f"{fetch_command(manifest.repo_id, revision)}",
             repo_id=manifest.repo_id, revision=revision, path=str(model_dir))
-    problems = _damage(model_dir, manifest)
+    problems = _damage(model_dir, manifest, hashes=hashes)
     if problems:
         raise CacheDamagedError(
             f"{model_dir} was changed after its fetch: {'; '.join(problems.values())}; run "
@@ -204,6 +224,15 @@ def find_cached(repo_id: str, revision: str, cache_dir: str | Path) -> Path | No
         if manifest.repo_id == repo_id and _same_revision(manifest, revision):
             found.append((manifest.created_at, folder))
     return max(found)[1] if found else None
+
+
+def unfinished(repo_id: str, cache_dir: str | Path) -> Path | None:
+    """The newest folder of REPO_ID whose fetch started but never wrote its manifest, if any."""
+    repo_dir = Path(cache_dir) / repo_folder(repo_id)
+    folders = repo_dir.glob(f"*/{PENDING_NAME}") if repo_dir.is_dir() else []
+    started = [(path.stat().st_mtime, path.parent) for path in folders
+               if not (path.parent / MANIFEST_NAME).exists()]
+    return max(started)[1] if started else None
 
 
 def select_files(repo_files: Iterable[str]) -> list[str]:
@@ -259,16 +288,28 @@ def _read_manifest(model_dir: Path, repo_id: str | None, revision: str | None) -
     try:
         return Manifest.from_json(path.read_text())
     except FileNotFoundError:
+        missing = _not_arrived(model_dir)
+        which = f" ({', '.join(missing)} not downloaded yet)" if missing else ""
         raise CacheIncompleteError(
-            f"{model_dir} has no {MANIFEST_NAME}: its fetch did not finish, or another tool wrote it; "
+            f"{model_dir} has no {MANIFEST_NAME}: its fetch did not finish{which}, or another tool wrote it; "
             f"run {command} to complete it", **facts) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CacheDamagedError(f"{path} cannot be read ({exc}); run {command} again to repair",
                                 paths=(MANIFEST_NAME,), **facts) from exc
 
 
-def _damage(model_dir: Path, manifest: Manifest) -> dict[str, str]:
-    """What differs from MANIFEST on disk, by file."""
+def _not_arrived(model_dir: Path) -> list[str]:
+    """The files an unfinished fetch into MODEL_DIR was to bring that are missing or short."""
+    try:
+        wanted = json.loads((model_dir / PENDING_NAME).read_text())
+    except (OSError, ValueError):
+        return []
+    return [name for name, size in sorted(wanted.items()) if not (model_dir / name).is_file()
+            or size not in (None, (model_dir / name).stat().st_size)]
+
+
+def _damage(model_dir: Path, manifest: Manifest, *, hashes: bool = False) -> dict[str, str]:
+    """What differs from MANIFEST on disk, by file; with HASHES, content as well as sizes."""
     problems = {}
     for entry in manifest.files:
         path = model_dir / entry.path
@@ -276,33 +317,39 @@ def _damage(model_dir: Path, manifest: Manifest) -> dict[str, str]:
             problems[entry.path] = f"{entry.path} is missing"
         elif (size := path.stat().st_size) != entry.size:
             problems[entry.path] = f"{entry.path} is {size} bytes, not {entry.size}"
+        elif hashes and entry.sha256 is None:
+            problems[entry.path] = f"{entry.path} has no sha256 in the manifest (an older tpserve fetched it)"
+        elif hashes and _sha256(path) != entry.sha256:
+            problems[entry.path] = f"{entry.path} does not hash to its sha256 {entry.sha256}"
     config = model_dir / CONFIG_NAME
     if CONFIG_NAME not in problems and config.is_file() and _sha256(config) != manifest.config_sha256:
         problems[CONFIG_NAME] = f"{CONFIG_NAME} has changed"
     return problems
 
 
-def _complete_manifest(target: Path, remote: hub.RemoteRevision,
-                       wanted: dict[str, RemoteFile]) -> Manifest | None:
+def _complete_manifest(target: Path, remote: hub.RemoteRevision, wanted: dict[str, RemoteFile], *,
+                       hashes: bool) -> Manifest | None:
     """The manifest of TARGET if it is complete, unchanged and lists exactly WANTED; else None."""
     try:
-        manifest = verify(target, repo_id=remote.repo_id, revision=remote.sha)
+        manifest = verify(target, repo_id=remote.repo_id, revision=remote.sha, hashes=hashes)
     except (CacheIncompleteError, CacheDamagedError):
         return None
     listed = {entry.path: entry.size for entry in manifest.files}
     return manifest if listed == {name: entry.size for name, entry in wanted.items()} else None
 
 
-def _stale_files(folder: Path, wanted: dict[str, RemoteFile]) -> list[str]:
+def _stale_files(folder: Path, wanted: dict[str, RemoteFile], *, hashes: bool) -> list[str]:
     """Files in FOLDER, or missing from it, that are not what the hub lists: wrong size or git blob id.
 
-    Only files kept in git (config, tokenizer) have a blob id to check; weights, in LFS, are checked by size.
+    Only files kept in git (config, tokenizer) have a blob id to check; weights, in LFS, are checked by size,
+    and with HASHES by their sha256 as well.
     """
     stale = []
     for name, entry in sorted(wanted.items()):
         path = folder / name
         if (not path.is_file() or entry.size not in (None, path.stat().st_size)
-                or (entry.blob_id is not None and _git_blob_id(path) != entry.blob_id)):
+                or (entry.blob_id is not None and _git_blob_id(path) != entry.blob_id)
+                or (hashes and entry.sha256 is not None and _sha256(path) != entry.sha256)):
             stale.append(name)
     return stale
 
@@ -315,7 +362,15 @@ def _git_blob_id(path: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
+    """The sha256 of PATH's content; a file unchanged since it was last hashed (same inode, size and
+    modification time) is not read again, so one fetch with hashes reads each weights file once."""
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of(path: str, _inode: int, _size: int, _mtime_ns: int) -> str:
+    with open(path, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
