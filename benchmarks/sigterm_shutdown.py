@@ -5,7 +5,7 @@ vLLM's abort mode), runs the load test (8 users, 200 requests of 128 tokens), se
 requests are in flight, and prints: requests in flight at SIGTERM and how each ended, how requests
 sent afterwards were refused, seconds from SIGTERM to the server's exit and to its last process,
 or that it hung (still running a minute past its drain; it is then stopped with SIGKILL).
-``tests/e2e/test_api_key_and_drain.py`` asserts the same for N = 120 in CI; this script measures
+``tests/e2e/test_secrets.py`` asserts the same for N = 120 in CI; this script measures
 the other values without spending CI time on more server starts.
 
     .venv/bin/python benchmarks/sigterm_shutdown.py [--drain 0 --drain 120]
