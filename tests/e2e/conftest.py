@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 import requests
 
@@ -9,6 +14,7 @@ from tests.conftest import REPO, free_port
 from tpserve.commandlines import serve_command
 from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder
+from tpserve.workload.servermetrics import counter_totals
 
 CACHE = REPO / ".cache"
 MODEL_NAME = "e2e-tiny-llama"
@@ -27,11 +33,20 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model, tmp_path_factory):
+    with healthy_server(tiny_model, tmp_path_factory.mktemp("vllm")) as server:
+        yield server
+
+
+@contextmanager
+def healthy_server(model, log_dir: Path, vllm_args: Sequence[str] = (), env: dict | None = None):
+    """``tpserve serve`` of MODEL on a free port, healthy; stopped with all its processes at exit.
+
+    VLLM_ARGS go to vLLM after the test defaults; ENV adds to the CPU environment.
+    """
     port = free_port()
-    argv = serve_command(tiny_model, served_model_name=MODEL_NAME, host="127.0.0.1", port=port, max_model_len=2048,
-                         vllm_args=["--load-format", "dummy"])
-    server = LocalServer(argv, port=port, log_path=tmp_path_factory.mktemp("vllm") / "server.log",
-                         env=cpu_env(CACHE))
+    argv = serve_command(model, served_model_name=MODEL_NAME, host="127.0.0.1", port=port, max_model_len=2048,
+                         vllm_args=["--load-format", "dummy", *vllm_args])
+    server = LocalServer(argv, port=port, log_path=log_dir / "server.log", env={**cpu_env(CACHE), **(env or {})})
     server.start()
     try:
         server.wait_healthy(300)
@@ -50,3 +65,17 @@ def get_json(url: str):
     response = requests.get(url, timeout=10)
     response.raise_for_status()
     return response.json()
+
+
+def requests_in_server(server) -> float:
+    """Requests vLLM is working on or has queued now (its running and waiting gauges)."""
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    return sum(counter_totals(text, ("vllm:num_requests_running", "vllm:num_requests_waiting")).values())
+
+
+def wait_until(condition, what: str, timeout_s: float = 300) -> None:
+    """Poll CONDITION until it holds; fail naming WHAT after a deadline generous enough for a busy machine."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout_s:g} s waiting for {what}"
+        time.sleep(0.1)

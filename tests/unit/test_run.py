@@ -87,3 +87,16 @@ def test_a_run_cut_short_before_all_requests_is_a_problem_not_a_smaller_denomina
     assert not record.ok
     assert "the run stopped after 1 of 3 requests" in record.problems[0]
     assert record.token_check.status == "skipped: the run stopped with 1 requests in flight"
+
+
+def test_a_server_gone_after_the_run_is_the_first_problem_and_skips_the_token_check():
+    state = RunState(PLAN, builtin_specs(4))
+    for result in (ok(), RequestResult("p", 0.0, 1.0, error="connection failed: ConnectionRefusedError: refused")):
+        state.issued += 1
+        state.record(result)
+    state.metrics_before = {GENERATION_TOKENS: 0.0}
+    gone = "cannot reach http://127.0.0.1:1/metrics: ConnectionError; is the server running?"
+    record = build_report(state, {}, after_error=gone)
+    assert record.problems[0] == f"the server stopped answering during the run: {gone}"
+    assert record.token_check.status == "skipped: the server's counters could not be read after the run"
+    assert record.token_check.client_completion_tokens == 4

@@ -5,7 +5,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tpserve.workload.records import RequestSpec
-from tpserve.workload.sse import DONE, StreamError, check_length, parse_line, result_from_stream
+from tpserve.workload.sse import (
+    DONE,
+    StreamError,
+    StreamTimeout,
+    check_length,
+    parse_line,
+    result_from_stream,
+)
 
 SPEC = RequestSpec(prompt="hi", max_tokens=3, prompt_id="p0")
 
@@ -70,6 +77,25 @@ def test_a_transport_error_while_reading_is_a_failure():
 
     result = result_from_stream(SPEC, 0.0, lines())
     assert result.error == "malformed stream: connection lost mid-stream: ConnectionResetError"
+
+
+def test_a_server_silent_past_the_request_timeout_is_a_timeout_not_a_malformed_stream():
+    def lines():
+        yield event("a"), 0.1
+        raise StreamTimeout("no bytes from the server for 2 s (--request-timeout)")
+
+    result = result_from_stream(SPEC, 0.0, lines())
+    assert result.error == "timed out mid-stream: no bytes from the server for 2 s (--request-timeout)"
+    assert result.ttft == pytest.approx(0.1)
+
+
+def test_a_request_the_server_aborted_says_so_rather_than_only_coming_up_short():
+    aborted = b'data: {"choices": [{"index": 0, "text": "", "finish_reason": "abort"}]}\n'
+    usage = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}\n'
+    result = check_length(result_from_stream(
+        SPEC, 0.0, stream((event("a"), 0.1), (aborted, 0.2), (usage, 0.2), (b"data: [DONE]\n", 0.2))))
+    assert result.error == "aborted by the server (finish_reason abort): it was stopping, or dropped the request"
+    assert result.completion_tokens == 1
 
 
 def test_a_completion_shorter_than_max_tokens_fails_the_length_check():

@@ -82,13 +82,18 @@ class RunState:
         (self.warmup_results if warmup else self.results).append(result)
 
 
-def token_check(results: list[RequestResult], before: dict, after: dict, in_flight: int) -> TokenCheck:
+def token_check(results: list[RequestResult], before: dict, after: dict, in_flight: int,
+                after_error: str = "") -> TokenCheck:
     """Compare the tokens the client counted with the server's counters over the run.
 
     Every request that reported usage counts, failed ones too: the server generated those tokens.
+    AFTER_ERROR says why the counters after the run could not be read (the server is gone).
     """
     client_completion = sum(r.completion_tokens for r in results)
     client_prompt = sum(r.prompt_tokens for r in results)
+    if after_error:
+        return TokenCheck("skipped: the server's counters could not be read after the run", client_completion,
+                          client_prompt)
     if GENERATION_TOKENS not in before or GENERATION_TOKENS not in after:
         return TokenCheck(f"skipped: the server does not export {GENERATION_TOKENS}", client_completion,
                           client_prompt)
@@ -105,16 +110,21 @@ def token_check(results: list[RequestResult], before: dict, after: dict, in_flig
     return TokenCheck(status, client_completion, client_prompt, server_generation, server_prompt)
 
 
-def build_report(state: RunState, metrics_after: dict[str, float], workers: int = 1) -> RunRecord:
+def build_report(state: RunState, metrics_after: dict[str, float], workers: int = 1,
+                 after_error: str = "") -> RunRecord:
     """The run's record: its figures plus what is needed to trust and reproduce them.
+
+    AFTER_ERROR is why the server's counters could not be read once the run ended: the server
+    stopped answering during the run, which is the run's first problem.
 
     The layout is left out: the load test does not know what serves it; ``tpserve demo``, ``tpserve
     sweep`` and the GPU tests, which start the servers, add it.
     """
     metrics = summarize(state.results, state.send_lateness)
     # The counters were read before the warm-up: warm-up tokens count on both sides of the check.
-    check = token_check(state.results + state.warmup_results, state.metrics_before, metrics_after, state.in_flight)
-    problems = []
+    check = token_check(state.results + state.warmup_results, state.metrics_before, metrics_after, state.in_flight,
+                        after_error)
+    problems = [f"the server stopped answering during the run: {after_error}"] if after_error else []
     error_rate = metrics.failed / metrics.num_prompts if metrics.num_prompts else 1.0
     if not metrics.num_prompts:
         problems.append("no request completed")

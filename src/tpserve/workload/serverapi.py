@@ -16,6 +16,11 @@ def _get(host: str, path: str, headers: dict | None = None) -> requests.Response
         response = requests.get(url, headers=headers, timeout=HTTP_TIMEOUT_S)
     except requests.RequestException as exc:
         raise LoadTestError(f"cannot reach {url}: {exc.__class__.__name__}; is the server running?") from exc
+    if response.status_code == 401:
+        raise LoadTestError(
+            f"the server at {host} refused the API key (HTTP 401 from {path}): check TPSERVE_API_KEY or --api-key"
+            if headers else
+            f"the server at {host} wants an API key (HTTP 401 from {path}): set TPSERVE_API_KEY or pass --api-key")
     if response.status_code != 200:
         raise LoadTestError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
     return response

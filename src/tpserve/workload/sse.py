@@ -18,6 +18,10 @@ class StreamError(ValueError):
     """The stream is not a well-formed completion stream."""
 
 
+class StreamTimeout(StreamError):
+    """The server sent nothing more for longer than the request timeout."""
+
+
 def parse_line(line: bytes | str) -> dict | str | None:
     """One SSE line → its JSON payload, ``DONE``, or ``None`` for blank lines and comments."""
     if isinstance(line, bytes):
@@ -62,6 +66,7 @@ def result_from_stream(
     first_output = last_output = 0.0
     itl: list[float] = []
     usage: dict | None = None
+    aborted = False
     done = False
     finish = send_time
 
@@ -92,6 +97,7 @@ def result_from_stream(
                 message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
                 return result(f"server error in stream: {message}")
             if _has_output(event):
+                aborted |= any(isinstance(c, dict) and c.get("finish_reason") == "abort" for c in event["choices"])
                 if first_output:
                     itl.append(stamp - last_output)
                 else:
@@ -99,11 +105,15 @@ def result_from_stream(
                 last_output = stamp
             if isinstance(event.get("usage"), dict):
                 usage = event["usage"]
+    except StreamTimeout as exc:
+        return result(f"timed out mid-stream: {exc}")
     except StreamError as exc:
         return result(f"malformed stream: {exc}")
 
     if not done:
         return result("stream ended before [DONE]")
+    if aborted:
+        return result("aborted by the server (finish_reason abort): it was stopping, or dropped the request")
     if usage is None:
         return result("stream had no usage event (the server ignored stream_options.include_usage)")
     if not first_output:

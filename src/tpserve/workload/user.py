@@ -39,7 +39,7 @@ from tpserve.workload.resultslog import results_line
 from tpserve.workload.run import RunState, build_report, write_records
 from tpserve.workload.runrecord import write
 from tpserve.workload.serverapi import check_served_model, server_counters, server_version
-from tpserve.workload.sse import StreamError, check_length, result_from_stream
+from tpserve.workload.sse import StreamError, StreamTimeout, check_length, result_from_stream
 
 log = logging.getLogger("tpserve.loadtest")
 
@@ -253,12 +253,13 @@ def finish_run(environment) -> None:
         return
     state.reported = True
     options = environment.parsed_options
+    after, after_error = {}, ""
     try:
         after = server_counters(options.host)
     except LoadTestError as exc:
-        log.error("tpserve: cannot read the server's counters after the run: %s", exc)
-        after = {}
-    record = build_report(state, after, workers=len(state.workers) if _is_master(environment) else 1)
+        after_error = str(exc)
+    record = build_report(state, after, workers=len(state.workers) if _is_master(environment) else 1,
+                          after_error=after_error)
     record = replace(record, layout=parse_layout(options.layout))
     if options.results_json:
         write(options.results_json, record)
@@ -345,15 +346,22 @@ class CompletionUser(FastHttpUser):
         error = getattr(response, "error", None)
         if error is not None and not response.status_code:
             return RequestResult(spec.prompt_id, sent, time.perf_counter(), max_tokens=spec.max_tokens,
-                                 error=f"connection failed: {error.__class__.__name__}: {error}")
+                                 error=self._failure(error))
         if response.status_code != 200:
             text = (response.text or "")[:200].replace("\n", " ")
             return RequestResult(spec.prompt_id, sent, time.perf_counter(), max_tokens=spec.max_tokens,
                                  error=f"HTTP {response.status_code}: {text}")
-        return check_length(result_from_stream(spec, sent, _timed_lines(response._response)))
+        return check_length(result_from_stream(spec, sent, _timed_lines(response._response, self.network_timeout)))
+
+    def _failure(self, error: BaseException) -> str:
+        """Why a request got no response: a timeout, or the connection's own error."""
+        cause = getattr(error, "original", None) or error  # geventhttpclient wraps it once retries are spent
+        if isinstance(cause, TimeoutError | gevent.Timeout):
+            return f"timed out: no response within {self.network_timeout:g} s (--request-timeout)"
+        return f"connection failed: {cause.__class__.__name__}: {cause}"
 
 
-def _timed_lines(raw):
+def _timed_lines(raw, timeout_s: float):
     """Lines of the raw HTTP body as they arrive, each with its arrival time.
 
     Reads with the socket response's ``readline`` rather than Locust's ``iter_lines``, which reads
@@ -363,7 +371,9 @@ def _timed_lines(raw):
     while True:
         try:
             line = raw.readline(b"\n")
-        except (OSError, http.client.HTTPException, gevent.Timeout) as exc:
+        except (TimeoutError, gevent.Timeout) as exc:
+            raise StreamTimeout(f"no bytes from the server for {timeout_s:g} s (--request-timeout)") from exc
+        except (OSError, http.client.HTTPException) as exc:
             raise StreamError(f"connection lost mid-stream: {exc.__class__.__name__}: {exc}") from exc
         if not line:
             return
