@@ -103,6 +103,11 @@ def validate(config: ServeConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
+# vLLM's --shutdown-timeout unless given after `--`: after SIGTERM, running requests may finish for this long.
+# vLLM's own default, 0, aborts them, and vLLM 0.32 then left a server hung in 1 of 5 runs (docs/reliability.md).
+DEFAULT_DRAIN_S = 30
+
+
 def vllm_argv(config: ServeConfig, python: str = sys.executable) -> list[str]:
     """The exact command that serves CONFIG with vLLM's OpenAI-compatible server."""
     argv = [
@@ -121,12 +126,14 @@ def vllm_argv(config: ServeConfig, python: str = sys.executable) -> list[str]:
         argv += ["--gpu-memory-utilization", str(config.gpu_memory_utilization)]
     if not config.allreduce_fusion:
         argv += ["--compilation-config", FUSION_OFF]
+    if not any(arg.split("=", 1)[0] == "--shutdown-timeout" for arg in config.extra_args):
+        argv += ["--shutdown-timeout", str(DEFAULT_DRAIN_S)]
     return argv + list(config.extra_args)
 
 
-# Flags a run's layout records in fields of their own, or that say only where the server listens.
+# Flags a run's layout records in fields of their own, or that say only where the server listens or how it stops.
 _LAYOUT_FIELDS = {"--model", "--served-model-name", "--tensor-parallel-size", "--pipeline-parallel-size",
-                  "--host", "--port"}
+                  "--host", "--port", "--shutdown-timeout"}
 # What vLLM does without the flag; tpserve passes these explicitly.
 _VLLM_DEFAULTS = {"--dtype": "auto"}
 

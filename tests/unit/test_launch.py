@@ -15,8 +15,20 @@ def test_the_vllm_command_carries_every_setting_and_extra_args_last():
         "py", "-m", VLLM_MODULE, "--model", "meta-llama/Llama-2-70b-chat-hf",
         "--served-model-name", "meta-llama/Llama-2-70b-chat-hf", "--tensor-parallel-size", "4",
         "--pipeline-parallel-size", "1", "--dtype", "float16", "--host", "0.0.0.0", "--port", "9000", "--max-model-len", "4096",
-        "--enforce-eager",
+        "--shutdown-timeout", "30", "--enforce-eager",
     ]
+
+
+@pytest.mark.parametrize("given", [("--shutdown-timeout", "120"), ("--shutdown-timeout=0",)])
+def test_a_drain_given_after_the_double_dash_replaces_the_default_and_is_passed_once(given):
+    argv = vllm_argv(ServeConfig(model="m", extra_args=given), python="py")
+    assert [arg for arg in argv if arg.startswith("--shutdown-timeout")] == [given[0]]
+    assert argv[-len(given):] == list(given)
+
+
+def test_the_drain_is_not_part_of_a_runs_layout():
+    from tpserve.launch import vllm_flags
+    assert vllm_flags(ServeConfig(model="m", extra_args=("--enforce-eager",))) == {"--enforce-eager": True}
 
 
 def test_the_served_name_defaults_to_the_model_so_clients_can_tell_what_they_hit():

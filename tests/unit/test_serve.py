@@ -101,7 +101,7 @@ def test_a_folder_without_config_json_is_refused(tmp_path, cache_dir):
 
 def test_allreduce_fusion_can_be_switched_off_for_hosts_without_nvlink_multicast(fetched, cache_dir):
     argv = launch.prepare(ServeConfig(model=REPO, tensor_parallel_size=4, allreduce_fusion=False), cache_dir, GPUS)
-    assert argv[-2:] == ["--compilation-config", FUSION_OFF]
+    assert argv[-4:] == ["--compilation-config", FUSION_OFF, "--shutdown-timeout", "30"]
     assert json.loads(FUSION_OFF) == {"pass_config": {"fuse_allreduce_rms": False}}
     with pytest.raises(ConfigError, match="put \"pass_config\": {\"fuse_allreduce_rms\": false} inside your own"):
         launch.validate(ServeConfig(model=REPO, allreduce_fusion=False, extra_args=("--compilation-config", "{}")))
@@ -122,7 +122,7 @@ def test_fetch_then_serve_dry_run_from_the_command_line(hub, cache_dir):
     assert done.returncode == 0, done.stderr
     argv = shlex.split(done.stdout)
     assert argv[argv.index("--model") + 1] == str(cache.model_path(cache_dir, REPO, sha))
-    assert argv[-3:] == ["--compilation-config", FUSION_OFF, "--enforce-eager"]
+    assert argv[-5:] == ["--compilation-config", FUSION_OFF, "--shutdown-timeout", "30", "--enforce-eager"]
 
 
 def test_serve_from_the_command_line_turns_a_refusal_into_one_line(hub, cache_dir):

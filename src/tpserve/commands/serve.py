@@ -47,6 +47,7 @@ def serve(
 
     A repo id is served only from a verified `tpserve fetch` of exactly that repo and revision.
     Arguments after `--` go to vLLM verbatim; the API key comes from the VLLM_API_KEY variable.
+    After SIGTERM, running requests may finish for 30 s (vLLM's --shutdown-timeout; `-- --shutdown-timeout N` to change).
     Example:
 
         tpserve serve --model meta-llama/Llama-2-70b-chat-hf --revision REV -tp 4 -- --enforce-eager
