@@ -122,8 +122,8 @@ def test_running_requests_with_frozen_counters_fail_only_after_stall_seconds(fak
     assert probe(fake.url, 180).stdout == "healthy; 64 running, no new tokens for 180 s of 180 s\n"
     failed = probe(fake.url, 210)
     assert failed.returncode == 1 and failed.stdout == ""
-    assert failed.stderr == ("vLLM engine stalled: 64 requests running and no prompt or generation token counted "
-                             "for 210 s (more than --stall-seconds 180)\n")
+    assert failed.stderr == ("vLLM engine stalled: no prompt or generation token counted for 210 s while "
+                             "vllm:num_requests_running is 64 (more than --stall-seconds 180)\n")
     assert probe(fake.url, 240).returncode == 1
 
 

@@ -144,8 +144,8 @@ def probe(url: str, state: State, now: float, unhealthy_s: float, stall_s: float
     since = now - state.progressed_at
     kept = State(now, now, state.progressed_at, state.tokens)
     if since > stall_s:
-        raise ProbeFailed(f"vLLM engine stalled: {metrics.running:g} requests running and no prompt or generation "
-                          f"token counted for {since:.0f} s (more than --stall-seconds {stall_s:g})", kept)
+        raise ProbeFailed(f"vLLM engine stalled: no prompt or generation token counted for {since:.0f} s while "
+                          f"{RUNNING} is {metrics.running:g} (more than --stall-seconds {stall_s:g})", kept)
     return kept, f"healthy; {metrics.running:g} running, no new tokens for {since:.0f} s of {stall_s:g} s"
 
 
