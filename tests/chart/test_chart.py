@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ from tpserve import hub as hub_module
 SHA_70B = "e9149a12809580e8602995856f8098ce973d1080"
 PATH_70B = f"/models/hf/tpserve/meta-llama--Llama-2-70b-chat-hf/{SHA_70B}"
 CHECK_SCRIPT = CHART / "files" / "check" / "check_tokens.py"
+PROBE_SCRIPT = CHART / "files" / "check" / "progress_probe.py"
 FUSION_OFF = '{"pass_config": {"fuse_allreduce_rms": false}}'
 
 
@@ -132,8 +134,8 @@ def test_the_fetch_code_configmap_mounts_as_a_tpserve_package_of_byte_identical_
     objects = render()
     data = objects["ConfigMap"]["data"]
     source = CHART / "files" / "tpserve"
-    # The init container's modules, and the `helm test` client of tests.runner=serving.
-    assert data == {path.name: path.read_text() for path in [*source.glob("*.py"), CHECK_SCRIPT]}
+    # The init container's modules, the `helm test` client of tests.runner=serving and the liveness probe.
+    assert data == {path.name: path.read_text() for path in [*source.glob("*.py"), CHECK_SCRIPT, PROBE_SCRIPT]}
     # Every key a file of the mounted folder: no `items` with folder paths, which podman cannot mount.
     assert volumes_of(objects["Deployment"])["fetch-code"]["configMap"] == {
         "name": "llama70b-vllm-fetch", "defaultMode": 0o444}
@@ -218,7 +220,47 @@ def test_the_startup_probe_allows_max_load_seconds_then_liveness_is_lenient(rend
     assert startup["httpGet"] == {"path": "/health", "port": "http"}
     assert startup["periodSeconds"] * startup["failureThreshold"] == 3610
     liveness = server["livenessProbe"]
-    assert liveness["periodSeconds"] * liveness["failureThreshold"] == 300 and liveness["timeoutSeconds"] >= 10
+    assert liveness["exec"]["command"][liveness["exec"]["command"].index("--unhealthy-seconds") + 1] == "300"
+
+
+def test_liveness_is_the_progress_probe_with_both_budgets_in_the_script_not_in_the_failure_threshold(render):
+    liveness = container(render()["Deployment"])["livenessProbe"]
+    assert liveness == {
+        "exec": {"command": ["python3", "/opt/tpserve-chart/check/progress_probe.py",
+                             "--state", "/tmp/tpserve-progress-probe.json",
+                             "--unhealthy-seconds", "300", "--stall-seconds", "180"]},
+        "periodSeconds": 30, "timeoutSeconds": 20, "failureThreshold": 2}
+    changed = container(render("r", "--set", "probes.livenessFailureSeconds=600", "--set", "probes.stallSeconds=0")
+                        ["Deployment"])["livenessProbe"]["exec"]["command"]
+    assert changed[-4:] == ["--unhealthy-seconds", "600", "--stall-seconds", "0"]
+
+
+def test_the_probe_script_is_mounted_read_only_from_the_configmap_and_its_state_folder_is_writable(render):
+    objects = render()
+    deployment = objects["Deployment"]
+    mounts = mounts_of(container(deployment))
+    check = mounts["/opt/tpserve-chart/check"]
+    assert check["readOnly"] is True
+    volume = volumes_of(deployment)[check["name"]]
+    assert volume["configMap"]["name"] == objects["ConfigMap"]["metadata"]["name"]
+    assert objects["ConfigMap"]["data"]["progress_probe.py"] == PROBE_SCRIPT.read_text()
+    assert "emptyDir" in volumes_of(deployment)[mounts["/tmp"]["name"]] and not mounts["/tmp"].get("readOnly")
+
+
+def test_a_new_probe_script_changes_the_pods_checksum_so_pods_restart(render, tools, tmp_path):
+    copy = tmp_path / "vllm"
+    shutil.copytree(CHART, copy)
+    (copy / "files" / "check" / "progress_probe.py").write_text(PROBE_SCRIPT.read_text() + "# changed\n")
+    done = tools.helm_run("template", "llama70b", str(copy))
+    assert done.returncode == 0, done.stderr
+    changed = next(o for o in yaml.safe_load_all(done.stdout) if o and o["kind"] == "Deployment")
+    key = "checksum/fetch-code"
+    before = render()["Deployment"]["spec"]["template"]["metadata"]["annotations"][key]
+    assert changed["spec"]["template"]["metadata"]["annotations"][key] != before
+
+
+def test_a_negative_stall_budget_is_refused_by_the_schema(render_error):
+    assert "at '/probes/stallSeconds': minimum: got -1, want 0" in render_error("--set", "probes.stallSeconds=-1")
 
 
 def test_the_rollout_deadline_covers_the_download_the_load_and_the_old_pods_stop(render):

@@ -109,7 +109,9 @@ def test_probes_give_the_load_its_time_and_readiness_asks_http(rendered, entry):
     assert startup["httpGet"]["path"] == "/health"
     assert startup["periodSeconds"] * startup["failureThreshold"] >= values["startup"]["maxLoadSeconds"]
     assert readiness["httpGet"]["path"] in ("/health", "/v1/models") and "tcpSocket" not in readiness
-    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 300
+    command = liveness["exec"]["command"]
+    assert command[1] == "/opt/tpserve-chart/check/progress_probe.py"
+    assert int(command[command.index("--unhealthy-seconds") + 1]) == values["probes"]["livenessFailureSeconds"] >= 300
 
 
 @MATRIX

@@ -73,6 +73,16 @@ def test_only_the_leader_serves_http_and_is_probed_the_worker_has_no_probe_to_fa
     assert not {"ports", "startupProbe", "readinessProbe", "livenessProbe", "lifecycle"} & set(worker)
 
 
+def test_the_leaders_liveness_is_the_progress_probe_which_catches_a_group_stalled_by_a_lost_worker(objects):
+    """Measured: with its worker lost the leader's /health stays 200 while its requests make no progress."""
+    leader, worker = (server(t) for t in templates(objects["LeaderWorkerSet"]))
+    command = leader["livenessProbe"]["exec"]["command"]
+    assert command[:2] == ["python3", "/opt/tpserve-chart/check/progress_probe.py"]
+    assert command[command.index("--stall-seconds") + 1] == "180"
+    assert mounts_of(leader)["/opt/tpserve-chart/check"]["readOnly"] is True
+    assert "/opt/tpserve-chart/check" not in mounts_of(worker)
+
+
 def test_every_pod_gets_the_same_fetch_security_shm_and_its_pod_ip_as_vllm_host_ip(objects):
     leader, worker = templates(objects["LeaderWorkerSet"])
     assert leader["spec"]["initContainers"] == worker["spec"]["initContainers"]
@@ -101,6 +111,10 @@ def test_leader_and_worker_pods_are_the_deployments_pod_but_for_the_servers_comm
                     "lifecycle", "resources"):
             pod_server.pop(key, None)
             single_server.pop(key)
+        # Only the probed roles mount the probe's script.
+        probe_mount = "/opt/tpserve-chart/check"
+        pod_mounts = [m for m in pod_server.pop("volumeMounts") if m["mountPath"] != probe_mount]
+        assert pod_mounts == [m for m in single_server.pop("volumeMounts") if m["mountPath"] != probe_mount]
         assert pod_server == single_server
         assert template["metadata"] == deployment["metadata"]
 

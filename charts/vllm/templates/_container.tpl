@@ -1,8 +1,10 @@
 {{/*
 vllm.serverContainer is the vLLM container. The server and the leader serve HTTP on port 8000 and are
 probed there; a worker (multiNode, `--headless`) serves no HTTP, so it has no probes: when its engine
-processes die it exits, and the LeaderWorkerSet's RecreateGroupOnPodRestart restarts the whole group,
-while the leader's /health covers the group as a whole. Input: dict "root" "role".
+processes die it exits, and the LeaderWorkerSet's RecreateGroupOnPodRestart restarts the whole group.
+The leader's /health does not cover the group: with a worker lost it stays 200 while the leader's requests
+make no progress (measured, docs/scale-out.md), so liveness is files/check/progress_probe.py, which also
+fails on running requests whose token counters stop (probes.stallSeconds). Input: dict "root" "role".
 */}}
 {{- define "vllm.serverContainer" -}}
 {{- $root := .root -}}
@@ -39,13 +41,21 @@ while the leader's /health covers the group as a whole. Input: dict "root" "role
     periodSeconds: 10
     timeoutSeconds: 5
     failureThreshold: 3
+  # The budgets live in the script, which remembers what it saw in /tmp between runs; two failed runs restart.
   livenessProbe:
-    httpGet:
-      path: /health
-      port: http
+    exec:
+      command:
+        - python3
+        - /opt/tpserve-chart/check/progress_probe.py
+        - --state
+        - /tmp/tpserve-progress-probe.json
+        - --unhealthy-seconds
+        - {{ $root.Values.probes.livenessFailureSeconds | int | quote }}
+        - --stall-seconds
+        - {{ $root.Values.probes.stallSeconds | int | quote }}
     periodSeconds: 30
-    timeoutSeconds: 10
-    failureThreshold: {{ divf $root.Values.probes.livenessFailureSeconds 30 | ceil | int }}
+    timeoutSeconds: 20
+    failureThreshold: 2
   {{- end }}
   {{- /* A worker takes no requests: nothing to keep serving while endpoints update. */}}
   {{- if and (gt $preStop 0) (ne .role "worker") }}
@@ -82,6 +92,12 @@ while the leader's /health covers the group as a whole. Input: dict "root" "role
     - name: run
       mountPath: /run/tpserve
       readOnly: true
+    {{- if ne .role "worker" }}
+    # The liveness probe's script (files/check/, in the fetch ConfigMap).
+    - name: fetch-code
+      mountPath: /opt/tpserve-chart/check
+      readOnly: true
+    {{- end }}
     - name: dshm
       mountPath: /dev/shm
     {{- with include "vllm.extraVolumeMounts" $root | trim }}

@@ -56,8 +56,8 @@ labels:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 annotations:
-  # A new fetch script restarts the pod, like any other change of the pod spec.
-  checksum/fetch-code: {{ (.Files.Glob "files/tpserve/*.py").AsConfig | sha256sum }}
+  # A new fetch or probe script restarts the pod, like any other change of the pod spec.
+  checksum/fetch-code: {{ (.Files.Glob "files/{tpserve,check}/*.py").AsConfig | sha256sum }}
   {{- with .Values.podAnnotations }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

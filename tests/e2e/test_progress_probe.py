@@ -1,0 +1,116 @@
+"""The chart's liveness probe against the real vLLM server: idle and streaming pass, a stopped engine fails.
+
+A stopped (SIGSTOP) EngineCore is the stall a multi-node leader shows when its worker is lost: the API
+server keeps answering /health with 200 and reports its requests running, but no token is counted. The
+probe's clock is given by --now, so the stall budget passes without waiting on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from tests.conftest import REPO, run, wait_until
+from tests.e2e.conftest import MODEL_NAME
+from tpserve.server import _session_members
+
+SCRIPT = REPO / "charts" / "vllm" / "files" / "check" / "progress_probe.py"
+MAX_TOKENS = 2000
+
+
+def probe(server, state: Path, now: float, stall: float = 1):
+    return run(sys.executable, str(SCRIPT), "--state", str(state), "--url", server.url, "--unhealthy-seconds", "300",
+               "--stall-seconds", str(stall), "--now", str(now), timeout=120)
+
+
+def engine_core(server) -> int:
+    """The PID of the server's EngineCore process (vLLM names it in its process title)."""
+    found = []
+    for pid in _session_members(server.process.pid):
+        try:
+            if b"EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    assert len(found) == 1, f"EngineCore processes in the server's session: {found}"
+    return found[0]
+
+
+class Stream(threading.Thread):
+    """One streamed completion of MAX_TOKENS tokens; ``first`` is set when its first token arrives."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.first = threading.Event()
+        self.usage: dict | None = None
+        self.finish_reason: str | None = None
+        self.error = ""
+
+    def run(self) -> None:
+        body = {"model": MODEL_NAME, "prompt": "Once upon a time", "max_tokens": MAX_TOKENS, "ignore_eos": True,
+                "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            with requests.post(f"{self.url}/v1/completions", json=body, stream=True, timeout=600) as response:
+                response.raise_for_status()
+                for line in response.iter_lines():
+                    if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                        continue
+                    chunk = json.loads(line[len(b"data: "):])
+                    for choice in chunk.get("choices") or []:
+                        self.first.set()
+                        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+                    self.usage = chunk.get("usage") or self.usage
+        except (requests.RequestException, ValueError) as error:
+            self.error = str(error)
+        finally:
+            self.first.set()
+
+
+def test_the_probe_passes_against_the_idle_server(vllm_server, tmp_path):
+    now = time.time()
+    for later in (0, 5, 500):
+        done = probe(vllm_server, tmp_path / "probe.json", now + later)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("healthy; 0 running, "), done.stdout
+
+
+def test_a_stopped_engine_fails_the_probe_and_a_resumed_one_passes_and_finishes_its_request(vllm_server, tmp_path):
+    state = tmp_path / "probe.json"
+    engine = engine_core(vllm_server)
+    stream = Stream(vllm_server.url)
+    clock = [time.time()]
+
+    def probe_later():
+        clock[0] += 2
+        return probe(vllm_server, state, clock[0])
+
+    stream.start()
+    # Stopped at its first token, the request has all but one of its tokens still to generate.
+    assert stream.first.wait(300) and not stream.error, stream.error
+    os.kill(engine, signal.SIGSTOP)
+    try:
+        # Outputs already on their way may still be counted: the stall is the first run that sees none.
+        failed = wait_until(lambda: (done := probe_later()).returncode == 1 and done, "the probe to see the stall",
+                            timeout_s=300)
+        assert failed.stdout == ""
+        assert failed.stderr.startswith("vLLM engine stalled: no prompt or generation token counted for ")
+        assert failed.stderr.endswith(" s while vllm:num_requests_running is 1 (more than --stall-seconds 1)\n")
+        assert requests.get(f"{vllm_server.url}/health", timeout=60).status_code == 200
+    finally:
+        os.kill(engine, signal.SIGCONT)
+    streaming = wait_until(lambda: (done := probe_later()).returncode == 0 and done,
+                           "the probe to pass once the engine resumes and the request streams again", timeout_s=300)
+    assert streaming.stderr == "" and streaming.stdout.startswith("healthy; "), streaming.stdout
+    stream.join(600)
+    assert not stream.is_alive() and not stream.error, stream.error
+    assert stream.finish_reason == "length" and stream.usage["completion_tokens"] == MAX_TOKENS
+    resumed = probe_later()
+    assert resumed.returncode == 0 and resumed.stdout.startswith("healthy; 0 running, "), resumed.stderr
