@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.gpu.tp_worker_kill import health, running_requests
+from tests.gpu.tp_worker_kill import health, running_requests, watch
 from tpserve.commandlines import loadtest_command
 from tpserve.server import _session_members
 from tpserve.shapes import Shape, find_shape, write_model_folder
@@ -120,34 +120,15 @@ def lose_pod(url: str, model: str, out: Path, processes: dict, pod: str, budget_
     timeline: dict = {"pod": pod, "running_at_kill": running_requests(url)}
     killed = time.monotonic()
     kill_session(processes[pod])
-    events: dict[str, float] = {}
-    statuses: list[tuple[float, str]] = []
-    leader = processes["leader"]
-    while time.monotonic() - killed < budget_s:
-        now = round(time.monotonic() - killed, 2)
-        status = health(url)
-        if not statuses or statuses[-1][1] != status:
-            statuses.append((now, status))
-        if status != "200":
-            events.setdefault("health_not_200_s", now)
-        if leader.poll() is not None:
-            events.setdefault("leader_exit_s", now)
-            timeline["leader_exit_status"] = leader.returncode
-        if loaded.poll() is not None:
-            events.setdefault("load_test_exit_s", now)
-        if not _session_members(leader.pid):
-            events.setdefault("leader_processes_gone_s", now)
-        if "leader_processes_gone_s" in events and "load_test_exit_s" in events:
-            break
-        time.sleep(0.2)
+    timeline |= watch(url, processes["leader"], loaded, killed, budget_s,
+                      exit_key="leader_exit_s", gone_key="leader_processes_gone_s")
     if loaded.poll() is None:
         loaded.send_signal(signal.SIGINT)
         try:
             loaded.wait(60)
         except subprocess.TimeoutExpired:
             loaded.kill()
-    timeline |= {"events": events, "health_statuses": statuses, "hung": "leader_exit_s" not in events,
-                 "load_test_exit_status": loaded.returncode}
+    timeline["load_test_exit_status"] = loaded.returncode
     return timeline
 
 

@@ -62,6 +62,35 @@ def running_requests(url: str) -> float:
                if line.startswith("vllm:num_requests_running"))
 
 
+def watch(url: str, server: subprocess.Popen, load: subprocess.Popen, killed: float, budget_s: float, *,
+          exit_key: str, gone_key: str) -> dict:
+    """Poll /health, the server, its session and the load test every 0.2 s from KILLED (a monotonic time).
+
+    Stops once the server's processes are all gone and the load test has exited, or after BUDGET_S; the
+    server still running then is ``hung``.
+    """
+    events: dict[str, float] = {}
+    statuses: list[tuple[float, str]] = []
+    while time.monotonic() - killed < budget_s:
+        now = round(time.monotonic() - killed, 2)
+        status = health(url)
+        if not statuses or statuses[-1][1] != status:
+            statuses.append((now, status))
+        if status != "200":
+            events.setdefault("health_not_200_s", now)
+        if server.poll() is not None:
+            events.setdefault(exit_key, now)
+        if load.poll() is not None:
+            events.setdefault("load_test_exit_s", now)
+        if not _session_members(server.pid):
+            events.setdefault(gone_key, now)
+        if gone_key in events and "load_test_exit_s" in events:
+            break
+        time.sleep(0.2)
+    return {"events": events, "health_statuses": statuses, "hung": exit_key not in events,
+            "server_exit_status": server.poll()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
@@ -116,28 +145,8 @@ def main() -> int:
         timeline["processes_before"] = len(_session_members(server.process.pid))
         killed = time.monotonic()
         os.kill(worker, signal.SIGKILL)
-        events: dict[str, float] = {}
-        statuses: list[tuple[float, str]] = []
-        while time.monotonic() - killed < args.budget_s:
-            now = round(time.monotonic() - killed, 2)
-            status = health(server.url)
-            if not statuses or statuses[-1][1] != status:
-                statuses.append((now, status))
-            if status != "200":
-                events.setdefault("health_not_200_s", now)
-            if server.exit_status() is not None:
-                events.setdefault("api_server_exit_s", now)
-                timeline["api_server_exit_status"] = server.exit_status()
-            if load.poll() is not None:
-                events.setdefault("load_test_exit_s", now)
-            if not _session_members(server.process.pid):
-                events.setdefault("all_processes_gone_s", now)
-            if "all_processes_gone_s" in events and "load_test_exit_s" in events:
-                break
-            time.sleep(0.2)
-        timeline["events"] = events
-        timeline["health_statuses"] = statuses
-        timeline["hung"] = "api_server_exit_s" not in events
+        timeline |= watch(server.url, server.process, load, killed, args.budget_s,
+                          exit_key="api_server_exit_s", gone_key="all_processes_gone_s")
         timeline["left_over_processes"] = len(_session_members(server.process.pid))
     finally:
         if load is not None and load.poll() is None:

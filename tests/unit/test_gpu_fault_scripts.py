@@ -30,3 +30,38 @@ def test_each_pod_gets_its_model_folder_and_writable_folders(tmp_path):
     for pod in pods:
         assert json.loads((tmp_path / pod / "models" / "m" / "config.json").read_text())["num_hidden_layers"] > 0
         assert (tmp_path / pod / "home").is_dir() and (tmp_path / pod / "cache").is_dir()
+
+
+def test_the_watch_after_a_kill_records_when_the_server_and_the_load_test_are_gone(tmp_path):
+    import time
+
+    from tests.conftest import free_port
+    from tests.gpu.tp_worker_kill import watch
+
+    server = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    load = subprocess.Popen(["true"])
+    killed = time.monotonic()
+    server.kill()
+    timeline = watch(f"http://127.0.0.1:{free_port()}", server, load, killed, 300,
+                     exit_key="api_server_exit_s", gone_key="all_processes_gone_s")
+    assert set(timeline["events"]) == {"health_not_200_s", "api_server_exit_s", "load_test_exit_s",
+                                       "all_processes_gone_s"}
+    assert not timeline["hung"] and timeline["server_exit_status"] == -signal.SIGKILL
+    assert timeline["health_statuses"][0][1] == "ConnectionError"
+
+
+def test_a_server_that_outlives_the_budget_is_called_hung(tmp_path):
+    import time
+
+    from tests.conftest import free_port
+    from tests.gpu.tp_worker_kill import watch
+
+    server = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    load = subprocess.Popen(["true"])
+    try:
+        timeline = watch(f"http://127.0.0.1:{free_port()}", server, load, time.monotonic(), 1,
+                         exit_key="leader_exit_s", gone_key="leader_processes_gone_s")
+    finally:
+        server.kill()
+        server.wait()
+    assert timeline["hung"] and "leader_exit_s" not in timeline["events"]
