@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,11 +70,3 @@ def requests_in_server(server) -> float:
     """Requests vLLM is working on or has queued now (its running and waiting gauges)."""
     text = requests.get(server.url + "/metrics", timeout=10).text
     return sum(counter_totals(text, ("vllm:num_requests_running", "vllm:num_requests_waiting")).values())
-
-
-def wait_until(condition, what: str, timeout_s: float = 300) -> None:
-    """Poll CONDITION until it holds; fail naming WHAT after a deadline generous enough for a busy machine."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up after {timeout_s:g} s waiting for {what}"
-        time.sleep(0.1)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import run, tpserve
-from tests.e2e.conftest import counters, healthy_server, requests_in_server, wait_until
+from tests.conftest import run, tpserve, wait_until
+from tests.e2e.conftest import counters, healthy_server, requests_in_server
 from tpserve.commandlines import loadtest_command, served_layout
 from tpserve.server import _session_members
 from tpserve.workload import runrecord

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tests.conftest import run
-from tests.e2e.conftest import counters, healthy_server, requests_in_server, wait_until
+from tests.conftest import run, wait_until
+from tests.e2e.conftest import counters, healthy_server, requests_in_server
 from tests.e2e.tcpproxy import TcpProxy
 from tpserve.commandlines import loadtest_command
 from tpserve.server import _session_members
