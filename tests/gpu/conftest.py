@@ -14,6 +14,8 @@ import pytest
 from tpserve.preflight import visible_gpus
 
 RESULTS = Path(os.environ.get("TPSERVE_GPU_RESULTS", "results"))
+# NVLink multicast stays off on shared hosts; vLLM 0.26's fused all-reduce needs it, hence the switch.
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
 def pytest_collection_modifyitems(items):

@@ -13,15 +13,12 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.conftest import free_port, run, tpserve
-from tests.gpu.conftest import RESULTS
+from tests.gpu.conftest import NO_MULTICAST, RESULTS
 from tpserve.commandlines import loadtest_command, serve_command, served_layout
 from tpserve.machine import describe_machine, device_kind
 from tpserve.server import LocalServer
 from tpserve.shapes import LLAMA2_7B, LLAMA2_70B, write_model_folder
 from tpserve.workload import runrecord
-
-# NVLink multicast stays off on shared hosts; vLLM 0.26's fused all-reduce needs it, hence the switch.
-NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
 @pytest.fixture(scope="module")

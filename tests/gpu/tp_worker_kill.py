@@ -26,13 +26,15 @@ from pathlib import Path
 
 import requests
 
+from tests.gpu.conftest import NO_MULTICAST
 from tpserve.commandlines import loadtest_command, serve_command
 from tpserve.server import LocalServer, _session_members, cpu_env
 from tpserve.shapes import LLAMA2_7B, TINY_LLAMA, write_model_folder
+from tpserve.workload.servermetrics import counter_totals
 
 REPO = Path(__file__).resolve().parents[2]
 
-NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+RUNNING = "vllm:num_requests_running"
 
 
 def process_titled(session: int, title: str) -> int | None:
@@ -58,8 +60,7 @@ def running_requests(url: str) -> float:
         text = requests.get(url + "/metrics", timeout=5).text
     except requests.RequestException:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("vllm:num_requests_running"))
+    return counter_totals(text, (RUNNING,)).get(RUNNING, 0.0)
 
 
 def watch(url: str, server: subprocess.Popen, load: subprocess.Popen, killed: float, budget_s: float, *,
