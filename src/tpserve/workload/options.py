@@ -66,6 +66,7 @@ def options_error(options, need_host: bool = True) -> str | None:
 
     NEED_HOST false leaves the server address out (the web UI asks for it when a run starts).
     """
+    layout_problem = layout_error(options.layout)
     checks = (
         (options.num_requests < 0, f"--num-requests must be 0 or more, got {options.num_requests}"),
         (options.max_tokens < 1, f"--max-tokens must be at least 1, got {options.max_tokens}"),
@@ -80,7 +81,7 @@ def options_error(options, need_host: bool = True) -> str | None:
          "--prompt-file is read only with --prompt-set file"),
         (options.prompt_set == "random" and options.num_requests == 0,
          "--prompt-set random needs --num-requests: each request gets its own unique prompt"),
-        (layout_error(options.layout) is not None, layout_error(options.layout)),
+        (layout_problem is not None, layout_problem),
     )
     if need_host:
         checks += _host_checks(options.host)
