@@ -54,10 +54,16 @@ def name_overrides(values: Sequence[Path], sets: Sequence[str]) -> dict[str, str
 def helm_argv(release: str, chart: Path, namespace: str, point: Point, values: Sequence[Path] = (),
               sets: Sequence[str] = (), helm: str = "helm") -> list[str]:
     """The exact helm command that deploys POINT (later --set wins, so the layout comes last)."""
+    return [helm, "upgrade", "--install", release, str(chart), "--namespace", namespace,
+            *_point_values(point, values, sets)]
+
+
+def _point_values(point: Point, values: Sequence[Path], sets: Sequence[str]) -> list[str]:
+    """The chart values of POINT as helm arguments: VALUES files, SETS, then the layout."""
     for item in sets:
         if "=" not in item:
             raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
-    argv = [helm, "upgrade", "--install", release, str(chart), "--namespace", namespace]
+    argv = []
     for path in values:
         argv += ["--values", str(path)]
     for item in sets:
@@ -130,8 +136,11 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
         layout = Layout(model, f"GPU (Kubernetes release {namespace}/{release})", point.tensor,
                         replicas=point.replicas)
         if in_cluster is not None:
+            template = [helm, "template", release, str(chart), "--namespace", namespace,
+                        *_point_values(point, values, sets)]
             yield Servers([f"http://{name}.{namespace}.svc"], layout,
-                          measure=_in_cluster_measure(in_cluster, argv, point, load_apis or kubeload.cluster_apis(), run))
+                          measure=_in_cluster_measure(in_cluster, template, namespace, point,
+                                                      load_apis or kubeload.cluster_apis(), run))
             return
         forward = subprocess.Popen([kubectl, "port-forward", "--namespace", namespace, f"svc/{name}",
                                     f"{port}:8000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -145,15 +154,15 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
     return start
 
 
-def _in_cluster_measure(in_cluster: InClusterLoad, upgrade_argv: Sequence[str], point: Point, load_apis, run):
-    """Measure one run of POINT as the chart's loadtest Jobs, rendered with the values of UPGRADE_ARGV."""
+def _in_cluster_measure(in_cluster: InClusterLoad, template_argv: Sequence[str], namespace: str, point: Point,
+                        load_apis, run):
+    """Measure one run of POINT as the chart's loadtest Jobs, rendered by TEMPLATE_ARGV (``helm template`` with
+    the release's values) and the run's own loadtest values."""
     runs = itertools.count(1)
-    helm, release, chart, namespace = upgrade_argv[0], upgrade_argv[3], upgrade_argv[4], upgrade_argv[6]
 
     def measure(urls, model, load, work: Path, seed: int) -> RunRecord:
         run_name = f"{point.label}-{next(runs)}"
-        template = [helm, "template", release, chart, "--namespace", namespace, *upgrade_argv[7:],
-                    *(part for item in in_cluster.sets(run_name, seed) for part in ("--set", item))]
+        template = [*template_argv, *(part for item in in_cluster.sets(run_name, seed) for part in ("--set", item))]
         objects = kubeload.render(template, run)
         record = kubeload.run_in_cluster(objects, namespace, load_apis, timeout_s=in_cluster.run_time_s + 900)
         runrecord.write(work / "master.json", record)
