@@ -60,3 +60,16 @@ vllm.loadtestProblems: settings of loadtest.* that cannot work together.
 {{- end }}
 {{- toYaml $problems -}}
 {{- end -}}
+
+{{/*
+vllm.loadPodSecurityContext is the pod security context of every pod running the load-test image (the helm
+test with tests.runner=locust, the loadtest Jobs): that image's own user (docker/Dockerfile.loadtest ends with
+USER 1000:1000), whatever the server's image is.
+*/}}
+{{- define "vllm.loadPodSecurityContext" -}}
+runAsUser: 1000
+runAsGroup: 1000
+runAsNonRoot: true
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

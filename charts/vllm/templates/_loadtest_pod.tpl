@@ -14,16 +14,9 @@ spec:
   automountServiceAccountToken: false
   enableServiceLinks: false
   securityContext:
-    runAsUser: 1000
-    runAsGroup: 1000
-    runAsNonRoot: true
-    seccompProfile:
-      type: RuntimeDefault
-  {{- with $root.Values.imagePullSecrets }}
-  imagePullSecrets:
-    {{- range . }}
-    - name: {{ . | quote }}
-    {{- end }}
+    {{- include "vllm.loadPodSecurityContext" $root | nindent 4 }}
+  {{- with include "vllm.imagePullSecrets" $root }}
+  {{- . | nindent 2 }}
   {{- end }}
   initContainers:
     # Locust starts only once the server answers /health: a first install loads the model for a long while,

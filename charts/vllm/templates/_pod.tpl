@@ -13,11 +13,8 @@ enableServiceLinks: false
 terminationGracePeriodSeconds: {{ include "vllm.terminationGraceSeconds" $root }}
 securityContext:
   {{- include "vllm.podSecurityContext" $root | nindent 2 }}
-{{- with $root.Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- range . }}
-  - name: {{ . | quote }}
-  {{- end }}
+{{- with include "vllm.imagePullSecrets" $root }}
+{{ . }}
 {{- end }}
 {{- with $root.Values.runtimeClassName }}
 runtimeClassName: {{ . | quote }}
@@ -61,4 +58,17 @@ annotations:
   {{- with .Values.podAnnotations }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end -}}
+
+{{/*
+vllm.imagePullSecrets is a pod's imagePullSecrets from the values (nothing when there are none). Input: the
+chart's context.
+*/}}
+{{- define "vllm.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets -}}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . | quote }}
+  {{- end }}
+{{- end }}
 {{- end -}}
