@@ -14,6 +14,7 @@ import importlib
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,7 +99,9 @@ def download(remote: RemoteRevision, names: Iterable[str], folder: Path, *, toke
     """
     with translated_errors(remote.repo_id, remote.requested, token=token, folder=folder,
                            needed_bytes=needed_bytes), _progress_bars(progress), \
-            _exit_on_signals(remote.repo_id, remote.requested):
+            _exit_on_signals(remote.repo_id, remote.requested), warnings.catch_warnings():
+        # tpserve checks the space before downloading and names a full disk itself (translated_errors).
+        warnings.filterwarnings("ignore", message="Not enough free disk space", category=UserWarning)
         snapshot_download(remote.repo_id, revision=remote.sha, local_dir=folder, token=token or False,
                           allow_patterns=[glob.escape(name) for name in names], max_workers=FETCH_WORKERS)
 
