@@ -1,0 +1,319 @@
+"""The tuning session on the GPU host: vLLM's defaults against tuned settings, and the two instruments.
+
+Runs a fixed list of phases in order, each a layout of ``tpserve serve`` with some vLLM settings, under
+one deadline; a phase starts only when its servers' start and its minimum runs still fit, so a slow host
+drops the last phases, never the first ones. In every phase each *round* runs the load test
+(``loadtest/prompts.py``) and ``vllm bench serve`` once on the same servers, alternating which goes first,
+and the server's own ``/metrics`` is scraped before and after every client run (the arbiter). With more
+than one replica each client runs one process per replica, each with its share of the workload, exactly
+as ``tpserve sweep`` loads replicas. A *pair* phase serves two different settings on GPU 0 and GPU 1 and
+loads both at once, each with one replica's share: two settings measured side by side for one start.
+
+    python3 tests/gpu/tune_on_host.py OUT_DIR [--deadline-s 1400] [--cpu]
+
+OUT_DIR gets ``tune.json`` (every run's client and server figures, updated after each run), the load
+test's run records, bench's result files, the /metrics scrapes and every server log. ``--cpu`` rehearses
+the whole flow on this machine's CPU vLLM with the tiny Llama and a small workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import requests
+
+from tpserve.commandlines import REPO, serve_command
+from tpserve.server import LocalServer, cpu_env
+from tpserve.shapes import TINY_LLAMA, find_shape, write_model_folder
+from tpserve.sweep import Load, measure
+from tpserve.workload import runrecord
+from tpserve.workload.distributed import share
+from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS, counter_totals
+
+# The issue's throughput-bound workload: 1,000 random prompts of 512 tokens, 256 out, 256 in flight.
+THROUGHPUT = Load(num_requests=1000, max_tokens=256, concurrency=256, prompt_set="random", random_input_len=512,
+                  run_timeout_s=900)
+FP8 = ["--kv-cache-dtype", "fp8", "--quantization", "fp8"]
+BIG_BATCH = ["--max-num-batched-tokens", "16384"]
+KV_FP8 = ["--kv-cache-dtype", "fp8"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    shape: str
+    tensor: int
+    settings: tuple[tuple[str, ...], ...]  # vLLM flags per replica (one entry per replica)
+    min_rounds: int = 1
+    max_rounds: int = 1
+    start_s: float = 300  # what a cold start is expected to take, to decide whether the phase still fits
+    round_s: float = 90
+    pair: bool = False  # replicas carry different settings: figures per replica, not merged
+    clients: tuple[str, ...] = ("loadtest", "bench")
+    optional: bool = False  # no time is held back for it
+    # Tried once with the same layout when the servers fail to start with SETTINGS (e.g. a kernel the host lacks).
+    fallback: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def needed_s(self) -> float:
+        return self.start_s + self.min_rounds * self.round_s
+
+    @property
+    def replicas(self) -> int:
+        return len(self.settings)
+
+
+def phases(cpu: bool) -> list[Phase]:
+    if cpu:
+        return [Phase("tiny-tp1-vllm-defaults", TINY_LLAMA.name, 1, ((),), 1, 3, 120, 60),
+                Phase("tiny-tp1-pair", TINY_LLAMA.name, 1, ((), tuple(BIG_BATCH)), 1, 1, 120, 60, pair=True),
+                Phase("tiny-tp1-fallback", TINY_LLAMA.name, 1, (("--no-such-flag",),), 1, 1, 120, 60,
+                      clients=("loadtest",), fallback=((),))]
+    # Extra rounds of a phase are run only while the later phases' minimum still fits.
+    return [
+        Phase("7b-tp2-vllm-defaults", "llama-2-7b", 2, ((),), 1, 5, 270, 80),
+        Phase("7b-tp1x2-fp8-batch16k", "llama-2-7b", 1, (tuple(FP8 + BIG_BATCH),) * 2, 2, 5, 250, 50,
+              fallback=(tuple(KV_FP8 + BIG_BATCH),) * 2),
+        Phase("70b-tp2-vllm-defaults", "llama-2-70b", 2, ((),), 1, 1, 330, 80, clients=("loadtest",)),
+        Phase("70b-tp2-fp8-batch16k", "llama-2-70b", 2, (tuple(FP8 + BIG_BATCH),), 1, 1, 330, 60,
+              clients=("loadtest",), fallback=(tuple(KV_FP8 + BIG_BATCH),)),
+        Phase("7b-tp1-pair-defaults-vs-kvfp8-batch16k", "llama-2-7b", 1, ((), tuple(KV_FP8 + BIG_BATCH)),
+              1, 2, 250, 60, pair=True, optional=True),
+    ]
+
+
+@dataclass
+class Session:
+    out: Path
+    deadline: float
+    cpu: bool
+    load: Load
+    runs: list[dict] = field(default_factory=list)
+    phases: list[dict] = field(default_factory=list)
+
+    def save(self) -> None:
+        document = {"workload": asdict(self.load) | {"locustfile": str(self.load.locustfile)},
+                    "phases": self.phases, "runs": self.runs}
+        tmp = self.out / "tune.json.tmp"
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+        tmp.replace(self.out / "tune.json")
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def scrape(url: str) -> str:
+    return requests.get(url + "/metrics", timeout=30).text
+
+
+def server_window(before: str, after: str) -> dict:
+    """What the server itself counted between two scrapes: tokens, requests, and the TTFT / E2E sums."""
+    names = (GENERATION_TOKENS, PROMPT_TOKENS, "vllm:request_success_total",
+             "vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
+             "vllm:e2e_request_latency_seconds_sum", "vllm:e2e_request_latency_seconds_count")
+    a, b = counter_totals(before, names), counter_totals(after, names)
+    delta = {name: b.get(name, 0.0) - a.get(name, 0.0) for name in names}
+    ttft_n, e2e_n = delta[names[4]], delta[names[6]]
+    return {"generation_tokens": delta[GENERATION_TOKENS], "prompt_tokens": delta[PROMPT_TOKENS],
+            "requests": delta["vllm:request_success_total"],
+            "mean_ttft_ms": 1000 * delta[names[3]] / ttft_n if ttft_n else None,
+            "mean_e2e_ms": 1000 * delta[names[5]] / e2e_n if e2e_n else None}
+
+
+def bench(urls: list[str], model: str, tokenizer: Path, load: Load, work: Path, seed: int) -> dict:
+    """``vllm bench serve`` against every replica at once (one process each, its share), summed."""
+    work.mkdir(parents=True, exist_ok=True)
+    processes = []
+    for i, url in enumerate(urls):
+        argv = [sys.executable, str(REPO / "benchmarks" / "vllm_cli.py"), "bench", "serve", "--backend", "openai",
+                "--base-url", url, "--endpoint", "/v1/completions", "--model", model, "--tokenizer", str(tokenizer),
+                "--dataset-name", "random", "--random-input-len", str(load.random_input_len),
+                "--random-output-len", str(load.max_tokens), "--random-range-ratio", "0",
+                "--num-prompts", str(share(load.num_requests, len(urls), i)),
+                "--max-concurrency", str(share(load.concurrency, len(urls), i)), "--request-rate", "inf",
+                "--ignore-eos", "--temperature", "0", "--seed", str(seed + i), "--disable-tqdm", "--save-result",
+                "--result-dir", str(work), "--result-filename", f"bench{i}.json"]
+        log = (work / f"bench{i}.log").open("wb")
+        processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+    statuses = [p.wait(timeout=load.run_timeout_s + 300) for p in processes]
+    parts = []
+    for i, status in enumerate(statuses):
+        path = work / f"bench{i}.json"
+        if status != 0 or not path.is_file():
+            tail = (work / f"bench{i}.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"vllm bench serve on replica {i} exited {status}: {tail}")
+        parts.append(json.loads(path.read_text()))
+    duration = max(p["duration"] for p in parts)
+    output = sum(p["total_output_tokens"] for p in parts)
+    prompt = sum(p["total_input_tokens"] for p in parts)
+    return {"output_throughput": output / duration, "total_token_throughput": (output + prompt) / duration,
+            "duration": duration, "completed": sum(p["completed"] for p in parts), "output_tokens": output,
+            "prompt_tokens": prompt, "median_ttft_ms": _median_of(parts, "median_ttft_ms"),
+            "median_tpot_ms": _median_of(parts, "median_tpot_ms"), "median_e2el_ms": _median_of(parts, "median_e2el_ms"),
+            "mean_ttft_ms": sum(p["mean_ttft_ms"] * p["completed"] for p in parts) / max(1, sum(p["completed"] for p in parts))}
+
+
+def _median_of(parts: list[dict], key: str) -> float | None:
+    """One replica: its median; several: the mean of their medians (each replica's share is the same size)."""
+    values = [p[key] for p in parts if p.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def loadtest(urls: list[str], model: str, load: Load, work: Path, seed: int) -> dict:
+    record = measure(urls, model, load, work, seed)
+    runrecord.write(work / "record.json", record)
+    m = record.metrics
+    return {"output_throughput": m.output_throughput, "total_token_throughput": m.total_token_throughput,
+            "duration": m.duration, "completed": m.completed, "output_tokens": m.total_output_tokens,
+            "prompt_tokens": m.total_input_tokens, "median_ttft_ms": m.median_ttft_ms, "median_tpot_ms": m.median_tpot_ms,
+            "median_e2el_ms": m.median_e2el_ms, "mean_ttft_ms": m.mean_ttft_ms,
+            "token_check": record.token_check.status, "problems": list(record.problems)}
+
+
+def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path, client: str, round_: int,
+               order: int, replica: int | None = None) -> dict:
+    label = f"{phase.name}-r{round_}-{client}" + ("" if replica is None else f"-replica{replica}")
+    work = session.out / "runs" / label
+    load = session.load if replica is None else replace(session.load, num_requests=share(
+        session.load.num_requests, phase.replicas, replica), concurrency=share(session.load.concurrency, phase.replicas, replica))
+    before = [scrape(url) for url in urls]
+    started = time.time()
+    try:
+        seed = 1000 * round_ + (replica or 0)
+        figures = (loadtest(urls, phase.shape, load, work, seed) if client == "loadtest"
+                   else bench(urls, phase.shape, tokenizer, load, work, seed))
+    except Exception as exc:  # noqa: BLE001 — a failed run is recorded, the session goes on
+        figures = {"error": f"{type(exc).__name__}: {exc}"[-2000:]}
+    wall = time.time() - started
+    after = [scrape(url) for url in urls]
+    (work / "metrics").mkdir(parents=True, exist_ok=True)
+    for i, (a, b) in enumerate(zip(before, after, strict=True)):
+        (work / "metrics" / f"before{i}.txt").write_text(a)
+        (work / "metrics" / f"after{i}.txt").write_text(b)
+    windows = [server_window(a, b) for a, b in zip(before, after, strict=True)]
+    server = {"generation_tokens": sum(w["generation_tokens"] for w in windows),
+              "prompt_tokens": sum(w["prompt_tokens"] for w in windows),
+              "requests": sum(w["requests"] for w in windows), "per_replica": windows, "client_wall_s": wall}
+    if figures.get("duration"):
+        server["output_throughput_over_client_duration"] = server["generation_tokens"] / figures["duration"]
+    run = {"phase": phase.name, "client": client, "round": round_, "order": order, "replica": replica,
+           "started_at": started, "figures": figures, "server": server}
+    session.runs.append(run)
+    session.save()
+    print(f"  {label}: {figures.get('output_throughput', 0):.0f} output tok/s "
+          f"(server counted {server['generation_tokens']:.0f} tokens) {figures.get('error', '')}", flush=True)
+    return run
+
+
+def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devices: list[str],
+              reserve_s: float) -> None:
+    """Start PHASE's servers, run its rounds, stop them; RESERVE_S is held back for the phases after it."""
+    record: dict = {"phase": asdict(phase), "started_left_s": round(session.left())}
+    session.phases.append(record)
+    env = cpu_env() if session.cpu else {**os.environ}
+    per = phase.tensor
+    servers = []
+    for i, flags in enumerate(phase.settings):
+        replica_env = dict(env)
+        if session.cpu:
+            replica_env["VLLM_CPU_OMP_THREADS_BIND"] = devices[i % len(devices)]
+        else:
+            replica_env["CUDA_VISIBLE_DEVICES"] = ",".join(devices[i * per:(i + 1) * per])
+        argv = serve_command(model_dirs[phase.shape], served_model_name=phase.shape, tensor_parallel_size=per,
+                             allreduce_fusion=per == 1, host="127.0.0.1", port=8200 + i,
+                             vllm_args=["--load-format", "dummy", *flags])
+        servers.append(LocalServer(argv, port=8200 + i, log_path=session.out / "logs" / f"{phase.name}-{i}.log",
+                                   env=replica_env))
+    started = time.monotonic()
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_healthy(max(60.0, session.left()))
+        record["startup_s"] = round(time.monotonic() - started, 1)
+        record["server_argv"] = [s.argv for s in servers]
+        session.save()
+        print(f"{phase.name}: up after {record['startup_s']} s, {session.left():.0f} s left", flush=True)
+        urls = [s.url for s in servers]
+        tokenizer = model_dirs[phase.shape]
+        for round_ in range(1, phase.max_rounds + 1):
+            if round_ > phase.min_rounds and session.left() - reserve_s < phase.round_s + 60:
+                break
+            clients = phase.clients if round_ % 2 else phase.clients[::-1]
+            for order, client in enumerate(clients):
+                if phase.pair:  # each replica its own settings: loaded at once, figures kept apart
+                    threads = [threading.Thread(target=client_run, args=(session, phase, [url], tokenizer, client,
+                                                                         round_, order, i))
+                               for i, url in enumerate(urls)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                else:
+                    client_run(session, phase, urls, tokenizer, client, round_, order)
+            record["rounds"] = round_
+            session.save()
+    except Exception as exc:  # noqa: BLE001 — a phase that fails is recorded, the next one runs
+        record["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
+        record["log_tails"] = [s.log_tail(40) for s in servers]
+        print(f"{phase.name}: failed: {record['error']}", flush=True)
+    finally:
+        for server in servers:
+            server.stop(grace_s=20)
+        record["stopped_left_s"] = round(session.left())
+        session.save()
+    if "startup_s" not in record and phase.fallback and session.left() - reserve_s > phase.needed_s:
+        print(f"{phase.name}: trying its fallback settings", flush=True)
+        run_phase(session, replace(phase, name=phase.name + "-fallback", settings=phase.fallback, fallback=()),
+                  model_dirs, devices, reserve_s)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--deadline-s", type=float, default=1400)
+    parser.add_argument("--cpu", action="store_true", help="rehearse on this machine's CPU vLLM, tiny Llama")
+    parser.add_argument("--only", default="", help="comma-separated phase names to run (default: all)")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    load = replace(THROUGHPUT, num_requests=24, concurrency=8, random_input_len=64, max_tokens=16,
+                   run_timeout_s=300) if args.cpu else THROUGHPUT
+    session = Session(out, time.monotonic() + args.deadline_s, args.cpu, load)
+    todo = [p for p in phases(args.cpu) if not args.only or p.name in args.only.split(",")]
+    model_dirs = {}
+    for shape in {p.shape for p in todo}:
+        model_dirs[shape] = Path("/tmp/tpserve-models") / shape
+        write_model_folder(TINY_LLAMA if shape == TINY_LLAMA.name else find_shape(shape), model_dirs[shape])
+    if args.cpu:
+        devices = [str(c) for c in sorted(os.sched_getaffinity(0))]
+    else:
+        visible = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        devices = visible
+    for index, phase in enumerate(todo):
+        needed = phase.needed_s
+        reserve = sum(p.needed_s for p in todo[index + 1:] if not p.optional)
+        if phase.tensor * phase.replicas > len(devices) and not args.cpu:
+            session.phases.append({"phase": asdict(phase), "skipped": f"needs {phase.tensor * phase.replicas} GPUs"})
+        elif session.left() < needed:
+            session.phases.append({"phase": asdict(phase),
+                                   "skipped": f"{session.left():.0f} s left, needs about {needed:.0f} s"})
+            print(f"{phase.name}: skipped, {session.left():.0f} s left", flush=True)
+        else:
+            run_phase(session, phase, model_dirs, devices, reserve)
+        session.save()
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

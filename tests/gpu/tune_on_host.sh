@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The tuning session on the offline GPU host (tests/gpu/tune_on_host.py), from the repository root there.
+# A device call lasts at most 10 minutes, so the session runs in its own process session and later calls
+# wait for it and take its files:
+#   tests/gpu/tune_on_host.sh PARTS_DIR OUT_DIR start DEADLINE_S   unpack the bundle, start the session
+#   tests/gpu/tune_on_host.sh PARTS_DIR OUT_DIR wait SECONDS [TAR]  wait until it is done or SECONDS pass,
+#                                                                   then pack OUT_DIR into TAR
+set -euo pipefail
+usage="usage: tune_on_host.sh PARTS_DIR OUT_DIR start DEADLINE_S | wait SECONDS [TAR]"
+parts=${1:?$usage}
+out=${2:?$usage}
+step=${3:?$usage}
+mkdir -p "$out"
+# shellcheck source=tests/gpu/host_env.sh disable=SC1091  # sourced for its exports, so never in a pipe
+source "$(dirname "$0")/host_env.sh" "$parts" >"$out/host.txt"
+case "$step" in
+  start)
+    nvidia-smi >>"$out/host.txt"
+    setsid nohup python3 tests/gpu/tune_on_host.py "$out" --deadline-s "${4:?$usage}" \
+      >"$out/session.log" 2>&1 </dev/null &
+    echo "started $!"
+    ;;
+  wait)
+    deadline=$((SECONDS + ${4:?$usage}))
+    while [ $SECONDS -lt "$deadline" ] && ! grep -q '^done$' "$out/session.log"; do
+      sleep 5
+    done
+    cat "$out/session.log"
+    if [ -n "${5:-}" ]; then
+      tar czf "$5" -C "$(dirname "$out")" "$(basename "$out")"
+    fi
+    ;;
+  *)
+    echo "$usage" >&2
+    exit 2
+    ;;
+esac
