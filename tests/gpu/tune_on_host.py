@@ -41,9 +41,10 @@ from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS, cou
 # The issue's throughput-bound workload: 1,000 random prompts of 512 tokens, 256 out, 256 in flight.
 THROUGHPUT = Load(num_requests=1000, max_tokens=256, concurrency=256, prompt_set="random", random_input_len=512,
                   run_timeout_s=900)
-FP8 = ["--kv-cache-dtype", "fp8", "--quantization", "fp8"]
+# FlashAttention 3 reads an fp8 KV cache only for bfloat16 models (Llama-2's config says float16).
+FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8"]
 BIG_BATCH = ["--max-num-batched-tokens", "16384"]
-KV_FP8 = ["--kv-cache-dtype", "fp8"]
+KV_FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8"]
 
 
 @dataclass(frozen=True)
@@ -227,8 +228,10 @@ def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devic
             replica_env["VLLM_CPU_OMP_THREADS_BIND"] = devices[i % len(devices)]
         else:
             replica_env["CUDA_VISIBLE_DEVICES"] = ",".join(devices[i * per:(i + 1) * per])
+        serve_args = list(flags[flags.index("--dtype"):flags.index("--dtype") + 2]) if "--dtype" in flags else []
+        flags = [f for f in flags if f not in serve_args]
         argv = serve_command(model_dirs[phase.shape], served_model_name=phase.shape, tensor_parallel_size=per,
-                             allreduce_fusion=per == 1, host="127.0.0.1", port=8200 + i,
+                             allreduce_fusion=per == 1, host="127.0.0.1", port=8200 + i, serve_args=serve_args,
                              vllm_args=["--load-format", "dummy", *flags])
         servers.append(LocalServer(argv, port=8200 + i, log_path=session.out / "logs" / f"{phase.name}-{i}.log",
                                    env=replica_env))

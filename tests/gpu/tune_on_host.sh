@@ -16,7 +16,7 @@ source "$(dirname "$0")/host_env.sh" "$parts" >"$out/host.txt"
 case "$step" in
   start)
     nvidia-smi >>"$out/host.txt"
-    setsid nohup python3 tests/gpu/tune_on_host.py "$out" --deadline-s "${4:?$usage}" \
+    setsid nohup python3 tests/gpu/tune_on_host.py "$out" --deadline-s "${4:?$usage}" "${@:5}" \
       >"$out/session.log" 2>&1 </dev/null &
     echo "started $!"
     ;;
