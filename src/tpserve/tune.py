@@ -12,7 +12,7 @@ loads the weights and captures CUDA graphs for minutes, while a run of the load 
 median TTFT and median TPOT (the medians of the runs' own medians) are within the budget and whose
 runs all count; while none is within it, the one least over it. A candidate already measured is
 never started again, so a search takes (layouts) + Σ (values of each axis − 1) server starts, where
-the grid takes layouts × Π (values of each axis) — 2 layouts and axes of 3, 2, 2 and 3 values: 9
+the grid takes layouts × Π (values of each axis) — 2 layouts and axes of 4, 3 and 3 values: 9
 starts against 72. What it gives up: two settings whose best values depend on each other (say
 ``max-num-seqs`` and ``max-num-batched-tokens``) are each tuned with the other held, so put the axis
 expected to matter most first. Successive halving was the other choice; it measures every candidate
