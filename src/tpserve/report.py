@@ -37,6 +37,7 @@ class Row:
     median_ttft_ms: float
     median_tpot_ms: float
     pipeline: int = 1
+    flags: tuple[tuple[str, str | bool], ...] = ()  # the layout's vllm_flags, sorted
 
     @property
     def devices(self) -> int:
@@ -54,6 +55,18 @@ class Row:
 
     def cost_per_million(self, price_per_device_hour: float) -> float:
         return price_per_device_hour * self.devices / (self.mean_tok_s * 3600) * 1e6
+
+    def settings_beside(self, first: Row) -> str:
+        """The vLLM flags in which this row differs from FIRST: ``--max-num-seqs=512``, ``--enforce-eager``,
+        ``--kv-cache-dtype (vLLM's default)`` for one FIRST sets and this row leaves out; "—" for none."""
+        mine, theirs = dict(self.flags), dict(first.flags)
+        parts = []
+        for flag in sorted(set(mine) | set(theirs)):
+            if flag not in mine:
+                parts.append(f"{flag} (vLLM's default)")
+            elif mine[flag] != theirs.get(flag):
+                parts.append(flag if mine[flag] is True else f"{flag}={mine[flag]}")
+        return " ".join(parts) or "—"
 
 
 def load_runs(paths: Iterable[Path]) -> list[tuple[Path, RunRecord]]:
@@ -112,20 +125,26 @@ def check_same_workload(runs: Sequence[tuple[Path, RunRecord]]) -> dict:
 
 
 def rows(runs: Sequence[tuple[Path, RunRecord]]) -> list[Row]:
+    """One row per layout and vLLM settings (the layout's ``vllm_flags``), over its repeats.
+
+    Within a layout the row with the fewest flags comes first, so the settings column reads against vLLM's defaults.
+    """
     groups: dict[tuple, list[RunRecord]] = {}
     for _, record in runs:
         layout = record.layout
         key = (record.model_id, layout.device_kind, layout.tensor_parallel_size, layout.replicas,
-               layout.pipeline_parallel_size)
+               layout.pipeline_parallel_size, tuple(sorted(layout.vllm_flags.items())))
         groups.setdefault(key, []).append(record)
     table = []
-    for (model, device, tensor, replicas, pipeline), records in groups.items():
+    for (model, device, tensor, replicas, pipeline, flags), records in groups.items():
         tok_s = [r.metrics.output_throughput for r in records]
         table.append(Row(model, device, tensor, replicas, len(records), statistics.fmean(tok_s),
                          statistics.stdev(tok_s) if len(tok_s) > 1 else 0.0,
                          statistics.median(r.metrics.median_ttft_ms for r in records),
-                         statistics.median(r.metrics.median_tpot_ms for r in records), pipeline))
-    return sorted(table, key=lambda row: (row.model, row.device, row.devices, row.replicas))
+                         statistics.median(r.metrics.median_tpot_ms for r in records), pipeline, flags))
+    # Within a layout, the fewest vLLM flags first: vLLM's defaults lead, the other settings are shown beside them.
+    return sorted(table, key=lambda row: (row.model, row.device, row.devices, row.replicas, len(row.flags),
+                                          str(row.flags)))
 
 
 def parse_prices(items: Sequence[str]) -> dict[str, float]:
@@ -154,9 +173,14 @@ def markdown(table: Sequence[Row], work: dict, prices: dict[str, float], ttft_bu
     rule = "|---|---|---|---|---|---|---|---|"
     if priced:
         head, rule = head + " $ per 1M output tokens |", rule + "---|"
+    # Runs with different vLLM settings: a column with each row's settings beside the first row's.
+    settings = len({row.flags for row in table}) > 1
+    if settings:
+        head, rule = head.replace("| avg output", "| vLLM settings (vs first row) | avg output", 1), rule + "---|"
     lines = [f"Workload: {', '.join(f'{k} {v}' for k, v in work.items())}", "", head, rule]
     for row in table:
         line = (f"| {row.model} | {row.device} | {row.devices} ({row.split}) | "
+                + (f"{row.settings_beside(table[0])} | " if settings else "") +
                 f"{row.mean_tok_s:,.1f} | {row.stdev_tok_s:,.1f} ({row.runs}) | {row.tok_s_per_device:,.1f} | "
                 f"{row.median_ttft_ms:,.1f} | {row.median_tpot_ms:,.2f} |")
         if priced:
@@ -169,8 +193,12 @@ def markdown(table: Sequence[Row], work: dict, prices: dict[str, float], ttft_bu
 
 def answers(table: Sequence[Row], prices: dict[str, float], ttft_budget_ms: float | None,
             tpot_budget_ms: float | None) -> list[str]:
+    settings = len({row.flags for row in table}) > 1
+
     def name(row: Row) -> str:
-        return f"{row.model} on {row.devices} × {row.device} (TP {row.split})"
+        beside = row.settings_beside(table[0]) if settings else "—"
+        return f"{row.model} on {row.devices} × {row.device} (TP {row.split})" + (
+            f" with {beside}" if beside != "—" else "")
 
     out = []
     for model in sorted({row.model for row in table}):
@@ -203,10 +231,12 @@ def plot(table: Sequence[Row], path: Path) -> Path:
 
     figure, (total, per_gpu) = plt.subplots(1, 2, figsize=(11, 4.2))
     # One line per model, device and replica count: tensor parallelism alone, or N replicas of it.
-    for key in sorted({(row.model, row.device, row.replicas) for row in table}):
-        series = sorted((r for r in table if (r.model, r.device, r.replicas) == key), key=lambda r: r.devices)
+    # With vLLM settings, one line per settings too.
+    for key in sorted({(row.model, row.device, row.replicas, row.flags) for row in table}, key=str):
+        series = sorted((r for r in table if (r.model, r.device, r.replicas, r.flags) == key), key=lambda r: r.devices)
         gpus = [r.devices for r in series]
         label = f"{key[0]} ({key[1]})" + (f", {key[2]} replicas" if key[2] > 1 else ", tensor parallel")
+        label += f", {series[0].settings_beside(table[0])}" if len({r.flags for r in table}) > 1 else ""
         total.errorbar(gpus, [r.mean_tok_s for r in series], yerr=[r.stdev_tok_s for r in series], marker="o",
                        capsize=3, label=label)
         per_gpu.plot(gpus, [r.tok_s_per_device for r in series], marker="o", label=label)

@@ -16,10 +16,12 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tpserve import axes
+from tpserve.axes import Settings
 from tpserve.commandlines import DEFAULT_LOCUSTFILE, loadtest_command, serve_command, served_layout
 from tpserve.errors import ConfigError, LoadTestError, TpserveError
 from tpserve.machine import describe_machine, device_kind
@@ -33,10 +35,12 @@ from tpserve.workload.runrecord import Layout, RunRecord
 
 @dataclass(frozen=True)
 class Point:
-    """One layout: TENSOR GPUs per replica, REPLICAS independent servers."""
+    """One layout — TENSOR GPUs per replica, REPLICAS independent servers — with its vLLM SETTINGS
+    (:mod:`tpserve.axes`: ``(("max-num-seqs", "512"),)``; ``default`` leaves a flag to vLLM)."""
 
     tensor: int
     replicas: int = 1
+    settings: Settings = ()
 
     @property
     def devices(self) -> int:
@@ -44,7 +48,13 @@ class Point:
 
     @property
     def label(self) -> str:
-        return f"tp{self.tensor}x{self.replicas}"
+        """``tp2x1``, then the settings that are not vLLM's default: ``tp2x1-max-num-seqs=512-kv-cache-dtype=fp8``."""
+        return "-".join(part for part in (f"tp{self.tensor}x{self.replicas}", axes.label(self.settings)) if part)
+
+    def describe(self) -> dict:
+        """The point as failures.json and tune.json write it."""
+        return {"label": self.label, "tensor": self.tensor, "replicas": self.replicas,
+                "settings": dict(self.settings)}
 
 
 def parse_grid(tensors: str, replicas: str = "1") -> list[Point]:
@@ -60,9 +70,18 @@ def parse_grid(tensors: str, replicas: str = "1") -> list[Point]:
     return [Point(t, r) for t in numbers(tensors, "--tensor") for r in numbers(replicas, "--replicas")]
 
 
+def with_settings(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis]) -> list[Point]:
+    """The grid: every layout × every combination of the settings axes, layouts slowest."""
+    return [replace(layout, settings=combo) for layout in layouts for combo in axes.grid(settings_axes)]
+
+
 @dataclass(frozen=True)
 class Load:
-    """The workload every point gets: the load test's options, shared out over the replicas."""
+    """The workload every point gets: the load test's options, shared out over the replicas.
+
+    Named ones are in :mod:`tpserve.presets`. With a PROMPT_FILE (``prompt_set`` "file") each replica's
+    load test reads the file and sends its share of the requests.
+    """
 
     num_requests: int = 59
     max_tokens: int = 256
@@ -70,6 +89,7 @@ class Load:
     prompt_set: str = "builtin"
     random_input_len: int = 128
     endpoint: str = "completions"
+    prompt_file: Path | None = None
     warmup_requests: int = 0
     locustfile: Path = DEFAULT_LOCUSTFILE
     run_timeout_s: int = 1200
@@ -79,7 +99,8 @@ class Load:
         return loadtest_command(
             url, users=max(1, share(self.concurrency, replicas, index)), locustfile=self.locustfile, model=model,
             num_requests=share(self.num_requests, replicas, index), max_tokens=self.max_tokens,
-            prompt_set=self.prompt_set, random_input_len=self.random_input_len, endpoint=self.endpoint,
+            prompt_set=self.prompt_set, prompt_file=self.prompt_file,
+            random_input_len=None if self.prompt_set == "file" else self.random_input_len, endpoint=self.endpoint,
             warmup_requests=share(self.warmup_requests, replicas, index), seed=seed, run_time_s=self.run_timeout_s,
             only_summary=True, results_json=out / f"replica{index}.json",
             records_jsonl=out / f"replica{index}.jsonl")
@@ -132,36 +153,59 @@ def run_sweep(points: Sequence[Point], backend: Backend, *, name: str, model: st
 
     PROGRESS gets a line to show and how many of the len(points) × repeats runs it completes.
     """
-    if repeats < 1:
-        raise ConfigError(f"--repeats must be at least 1, got {repeats}")
+    check_repeats(repeats)
     out.mkdir(parents=True, exist_ok=True)
     machine = describe_machine()
     result = SweepResult()
     for point in points:
-        started = time.monotonic()
-        try:
-            with backend(point) as servers:
-                progress(f"{point.label}: {len(servers.urls)} server(s) up after {time.monotonic() - started:.0f} s",
-                         0)
-                for repeat in range(repeats):
-                    record = servers.measure(servers.urls, model, load,
-                                             out / "work" / f"{point.label}-run{repeat + 1}", 1000 * repeat)
-                    record = replace(record, layout=servers.layout,
-                                     provenance=replace(record.provenance, command="sweep", machine=machine),
-                                     context={"name": name, "repeat": repeat + 1, "repeats": repeats})
-                    path = runrecord.write(out / f"{name}-{point.label}-run{repeat + 1}.json", record)
-                    result.runs.append(path)
-                    progress(f"{point.label} run {repeat + 1}/{repeats}: {record.metrics.output_throughput:.1f} "
-                             f"output tok/s, {record.metrics.completed}/{record.metrics.num_prompts} ok", 1)
-        except TpserveError as exc:
-            measured = sum(1 for path in result.runs if f"-{point.label}-run" in path.name)
-            log_tail = getattr(exc, "log_tail", "")
-            last = log_tail.strip().splitlines()[-1] if log_tail.strip() else ""
-            failure = {"name": name, **asdict(point), "error": f"{exc}" + (f" — {last}" if last else ""),
-                       "log_tail": log_tail[-2000:]}
-            result.failures.append(failure)
-            progress(f"{point.label}: failed — {failure['error']}", repeats - measured)
+        measured = measure_point(point, backend, name=name, model=model, load=load, repeats=repeats, out=out,
+                                 machine=machine, progress=progress)
+        result.runs += measured.runs
+        if measured.failure:
+            result.failures.append(measured.failure)
     (out / "failures.json").write_text(json.dumps(result.failures, indent=2) + "\n")
+    return result
+
+
+def check_repeats(repeats: int) -> None:
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {repeats}")
+
+
+@dataclass
+class PointResult:
+    """One point's runs (files and records, in order), or why it failed — after some runs, or before any."""
+
+    runs: list[Path] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
+    failure: dict | None = None
+
+
+def measure_point(point: Point, backend: Backend, *, name: str, model: str, load: Load, repeats: int, out: Path,
+                  machine: dict, progress: Callable[[str, int], None], context: dict | None = None) -> PointResult:
+    """Start POINT's servers once and measure them REPEATS times; each run is written as
+    ``NAME-LABEL-runN.json`` (CONTEXT adds to its context). A failure is returned, never raised."""
+    result = PointResult()
+    started = time.monotonic()
+    try:
+        with backend(point) as servers:
+            progress(f"{point.label}: {len(servers.urls)} server(s) up after {time.monotonic() - started:.0f} s", 0)
+            for repeat in range(repeats):
+                record = servers.measure(servers.urls, model, load,
+                                         out / "work" / f"{point.label}-run{repeat + 1}", 1000 * repeat)
+                record = replace(record, layout=servers.layout,
+                                 provenance=replace(record.provenance, command="sweep", machine=machine),
+                                 context={"name": name, "repeat": repeat + 1, "repeats": repeats, **(context or {})})
+                result.runs.append(runrecord.write(out / f"{name}-{point.label}-run{repeat + 1}.json", record))
+                result.records.append(record)
+                progress(f"{point.label} run {repeat + 1}/{repeats}: {record.metrics.output_throughput:.1f} "
+                         f"output tok/s, {record.metrics.completed}/{record.metrics.num_prompts} ok", 1)
+    except TpserveError as exc:
+        log_tail = getattr(exc, "log_tail", "")
+        last = log_tail.strip().splitlines()[-1] if log_tail.strip() else ""
+        result.failure = {"name": name, **point.describe(), "error": f"{exc}" + (f" — {last}" if last else ""),
+                          "log_tail": log_tail[-2000:]}
+        progress(f"{point.label}: failed — {result.failure['error']}", repeats - len(result.runs))
     return result
 
 
@@ -183,11 +227,20 @@ def available_devices() -> tuple[str, list[str]]:
     return "cpu", [str(core) for core in sorted(os.sched_getaffinity(0))]
 
 
+def replica_command(model: str, served_name: str, point: Point, port: int, serve_args: Sequence[str] = (),
+                    vllm_args: Sequence[str] = ()) -> list[str]:
+    """The ``tpserve serve`` command of one replica of POINT: the sweep's arguments, then the point's settings."""
+    point_serve_args, point_vllm_args = axes.command_args(point.settings, serve_args)
+    return serve_command(model, served_model_name=served_name, tensor_parallel_size=point.tensor, host="127.0.0.1",
+                         port=port, serve_args=point_serve_args, vllm_args=[*vllm_args, *point_vllm_args])
+
+
 def local_backend(model: str, served_name: str, *, base_port: int, logs: Path, serve_args: Sequence[str] = (),
                   vllm_args: Sequence[str] = (), env: dict | None = None, health_timeout_s: float = 900) -> Backend:
     """Replicas of ``tpserve serve`` on this host, each on its own GPUs (or CPU cores).
 
-    VLLM_ARGS go to vLLM verbatim (after ``--``); SERVE_ARGS are more ``tpserve serve`` options.
+    VLLM_ARGS go to vLLM verbatim (after ``--``); SERVE_ARGS are more ``tpserve serve`` options. A point's
+    settings add to both (:func:`tpserve.axes.command_args`).
     """
     kind, devices = available_devices()
     device = device_kind(describe_machine())
@@ -204,8 +257,7 @@ def local_backend(model: str, served_name: str, *, base_port: int, logs: Path, s
                 else:
                     replica_env = cpu_env(env=replica_env) | {"VLLM_CPU_OMP_THREADS_BIND": ",".join(group)}
                 port = base_port + i
-                argv = serve_command(model, served_model_name=served_name, tensor_parallel_size=point.tensor,
-                                     host="127.0.0.1", port=port, serve_args=serve_args, vllm_args=vllm_args)
+                argv = replica_command(model, served_name, point, port, serve_args, vllm_args)
                 server = LocalServer(argv, port=port, log_path=logs / f"{point.label}-replica{i}.log", env=replica_env)
                 stack.enter_context(server)
                 servers.append(server)

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from tpserve.commands import at_least_one, console
+from tpserve.commands import (
+    Concurrency,
+    MaxTokens,
+    NumRequests,
+    PromptFile,
+    PromptSet,
+    RandomInputLen,
+    ServeArg,
+    VllmAxis,
+    Workload,
+    console,
+    load_for,
+)
 from tpserve.errors import TpserveError
 
 
@@ -17,17 +29,19 @@ def sweep(
     tensor: Annotated[str, typer.Option(help="Tensor-parallel sizes to measure, comma-separated.")] = "1,2,4",
     replicas: Annotated[str, typer.Option(help="Replica counts to measure, comma-separated.")] = "1",
     repeats: Annotated[int, typer.Option(help="Runs of the load per layout (the reference note used 5).")] = 5,
-    num_requests: Annotated[int, typer.Option(help="Requests per run.")] = 59,
-    max_tokens: Annotated[int, typer.Option(help="Output tokens per request.")] = 256,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight per run, over all replicas.")] = 59,
-    prompt_set: Annotated[str, typer.Option(help="builtin or random.")] = "builtin",
-    random_input_len: Annotated[int, typer.Option(help="Prompt tokens of random prompts.")] = 128,
+    vllm: VllmAxis = None,
+    workload: Workload = None,
+    num_requests: NumRequests = None,
+    max_tokens: MaxTokens = None,
+    concurrency: Concurrency = None,
+    prompt_set: PromptSet = None,
+    random_input_len: RandomInputLen = None,
+    prompt_file: PromptFile = None,
     on: Annotated[str, typer.Option(help="local (tpserve serve on this host) or kubernetes (the Helm chart).")] = "local",
     out: Annotated[Path | None, typer.Option(help="Results folder (default: results/<time>-sweep).")] = None,
     base_port: Annotated[int, typer.Option(help="First local port (replica i listens on base + i).")] = 8100,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for each layout to be ready.")] = 900.0,
-    serve_arg: Annotated[list[str] | None, typer.Option(
-        help="Local: a tpserve serve argument, repeatable (e.g. --serve-arg=--no-allreduce-fusion).")] = None,
+    serve_arg: ServeArg = None,
     dummy_weights: Annotated[bool, typer.Option(help="Local: serve with --load-format dummy.")] = False,
     release: Annotated[str, typer.Option(help="Kubernetes: the Helm release.")] = "tpserve-sweep",
     namespace: Annotated[str, typer.Option(help="Kubernetes: the namespace.")] = "default",
@@ -38,12 +52,17 @@ def sweep(
         help="Kubernetes: run the load in the cluster as the chart's loadtest Jobs with this many Locust "
              "workers (docs/loadtest-in-cluster.md); 0 runs Locust here, through kubectl port-forward.")] = 0,
 ) -> None:
-    """Measure the load test over a grid of layouts, each REPEATS times; a failed layout is recorded.
+    """Measure the load test over a grid of layouts × vLLM settings, each REPEATS times; a failed point is recorded.
 
     Example (a 4-GPU host, the reference note's 7b experiment):
 
         tpserve sweep /models/llama-2-7b --tensor 1,2,4 --repeats 5 --dummy-weights \\
             --serve-arg=--no-allreduce-fusion
+
+    Settings axes (2 layouts × 3 × 2 = 12 points, each a server start), the throughput workload:
+
+        tpserve sweep /models/llama-2-7b --tensor 1,2 --workload throughput --repeats 3 \\
+            --vllm max-num-seqs=default,512,1024 --vllm kv-cache-dtype=auto,fp8
 
     On Kubernetes, with the load in the cluster (4 Locust workers):
 
@@ -52,28 +71,32 @@ def sweep(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tpserve.sweep import Load, local_backend, parse_grid, run_sweep, stamp
-    from tpserve.workload.options import PROMPT_SETS
+    from tpserve.axes import parse_axes
+    from tpserve.sweep import local_backend, parse_grid, run_sweep, stamp, with_settings
 
-    if prompt_set not in PROMPT_SETS[:2]:
-        raise typer.BadParameter(f"must be builtin or random, got {prompt_set!r}", param_hint="--prompt-set")
-    at_least_one(num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency)
-    points = parse_grid(tensor, replicas)
+    load = load_for(workload, num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency,
+                    prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file)
+    fixed_vllm_args = ["--load-format", "dummy"] if dummy_weights else []
+    settings_axes = parse_axes(vllm or [], [*(serve_arg or []), *fixed_vllm_args])
+    points = with_settings(parse_grid(tensor, replicas), settings_axes)
     name = served_model_name or Path(model).name
     out = out or Path("results") / f"{stamp()}-sweep"
-    load = Load(num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency, prompt_set=prompt_set,
-                random_input_len=random_input_len)
     if on == "local":
         backend = local_backend(model, name, base_port=base_port, logs=out / "logs", serve_args=serve_arg or [],
-                                vllm_args=["--load-format", "dummy"] if dummy_weights else [],
-                                health_timeout_s=health_timeout)
+                                vllm_args=fixed_vllm_args, health_timeout_s=health_timeout)
     elif on == "kubernetes":
         from tpserve.kube import kubernetes_backend
         from tpserve.kubeload import InClusterLoad
 
+        if settings_axes:
+            raise typer.BadParameter("settings axes are measured locally only: on Kubernetes, sweep once per "
+                                     "setting with vllm.extraArgs in a values file (-f)", param_hint="--vllm")
+        if load_in_cluster and load.prompt_set == "file":
+            raise typer.BadParameter("the chart's loadtest Jobs have no prompt file: use the builtin or random "
+                                     "prompt set", param_hint="--load-in-cluster")
         if load_in_cluster < 0:
             raise typer.BadParameter(f"must be 0 or more, got {load_in_cluster}", param_hint="--load-in-cluster")
-        if load_in_cluster > concurrency:
+        if load_in_cluster > load.concurrency:
             raise typer.BadParameter(f"{load_in_cluster} workers need a --concurrency of at least {load_in_cluster}",
                                      param_hint="--load-in-cluster")
         in_cluster = InClusterLoad.of(load, load_in_cluster) if load_in_cluster else None
@@ -93,7 +116,7 @@ def sweep(
 
         result = run_sweep(points, backend, name=name, model=name, load=load, repeats=repeats, out=out,
                            progress=progress)
-    console.print(f"{len(result.runs)} runs in {out}; {len(result.failures)} failed layouts "
+    console.print(f"{len(result.runs)} runs in {out}; {len(result.failures)} failed points "
                   f"(see {out / 'failures.json'}); tpserve report {out}")
     if not result.runs:
-        raise TpserveError("no layout could be measured: " + "; ".join(f["error"] for f in result.failures))
+        raise TpserveError("no point could be measured: " + "; ".join(f["error"] for f in result.failures))

@@ -1,0 +1,118 @@
+"""``tpserve tune``: search vLLM's settings for the most output tok/s per GPU within a latency budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tpserve.commands import (
+    Concurrency,
+    MaxTokens,
+    NumRequests,
+    PromptFile,
+    PromptSet,
+    RandomInputLen,
+    ServeArg,
+    VllmAxis,
+    Workload,
+    console,
+    load_for,
+)
+from tpserve.errors import ConfigError, TpserveError
+
+
+def tune(
+    model: Annotated[str, typer.Argument(help="What to serve: a local model folder or a cached repo id.")],
+    vllm: VllmAxis = None,
+    max_ttft_ms: Annotated[float | None, typer.Option(
+        help="Budget: the winner's median TTFT at most this (ms).", show_default=False)] = None,
+    max_tpot_ms: Annotated[float | None, typer.Option(
+        help="Budget: the winner's median TPOT at most this (ms).", show_default=False)] = None,
+    budget_runs: Annotated[int | None, typer.Option(
+        help="Stop before the run that would pass this many runs (each candidate takes --repeats runs and one "
+             "server start). Default: the whole search.", show_default=False)] = None,
+    tensor: Annotated[str, typer.Option(help="Tensor-parallel sizes to try, comma-separated.")] = "1",
+    replicas: Annotated[str, typer.Option(help="Replica counts to try, comma-separated.")] = "1",
+    repeats: Annotated[int, typer.Option(help="Runs of the load per candidate (their median counts).")] = 1,
+    workload: Workload = None,
+    num_requests: NumRequests = None,
+    max_tokens: MaxTokens = None,
+    concurrency: Concurrency = None,
+    prompt_set: PromptSet = None,
+    random_input_len: RandomInputLen = None,
+    prompt_file: PromptFile = None,
+    served_model_name: Annotated[str, typer.Option(help="Name the servers serve it under.")] = "",
+    out: Annotated[Path | None, typer.Option(help="Results folder (default: results/<time>-tune).")] = None,
+    base_port: Annotated[int, typer.Option(help="First local port (replica i listens on base + i).")] = 8100,
+    health_timeout: Annotated[float, typer.Option(help="Seconds to wait for each candidate to be ready.")] = 900.0,
+    serve_arg: ServeArg = None,
+    dummy_weights: Annotated[bool, typer.Option(help="Serve with --load-format dummy.")] = False,
+) -> None:
+    """Find the vLLM settings with the most output tok/s per GPU whose median TTFT and TPOT are within budget.
+
+    Coordinate search (docs/tuning.md): the layouts with vLLM's defaults first, then one --vllm axis at a time
+    from the best so far; each candidate is one server start, measured --repeats times. Every run is a run
+    record in OUT, the search is in OUT/tune.json, and the last line names the winner and its ratio to vLLM's
+    defaults, measured in the same session. Runs locally (GPUs, else CPU cores).
+
+    Example (2 GPUs, the throughput workload):
+
+        tpserve tune /models/llama-2-7b --workload throughput --tensor 1,2 --replicas 1 \\
+            --vllm max-num-seqs=256,512,1024 --vllm max-num-batched-tokens=8192,16384 \\
+            --vllm kv-cache-dtype=auto,fp8 --max-ttft-ms 2000 --max-tpot-ms 50 --budget-runs 12 \\
+            --serve-arg=--no-allreduce-fusion
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tpserve.axes import parse_axes
+    from tpserve.sweep import local_backend, parse_grid, stamp
+    from tpserve.tune import (
+        TUNE_FILE,
+        Budget,
+        final_line,
+        search_size,
+        serve_line,
+        with_defaults,
+        write_summary,
+    )
+    from tpserve.tune import tune as search
+
+    if budget_runs is not None and budget_runs < 1:
+        raise ConfigError(f"--budget-runs must be at least 1, got {budget_runs}")
+    budget = Budget(max_ttft_ms, max_tpot_ms)
+    load = load_for(workload, num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency,
+                    prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file)
+    fixed_vllm_args = ["--load-format", "dummy"] if dummy_weights else []
+    settings_axes = parse_axes(vllm or [], [*(serve_arg or []), *fixed_vllm_args])
+    if not settings_axes:
+        raise ConfigError("tune needs at least one setting to try: add --vllm KEY=V1,V2 (e.g. max-num-seqs=256,512)")
+    layouts = parse_grid(tensor, replicas)
+    name = served_model_name or Path(model).name
+    out = out or Path("results") / f"{stamp()}-tune"
+    backend = local_backend(model, name, base_port=base_port, logs=out / "logs", serve_args=serve_arg or [],
+                            vllm_args=fixed_vllm_args, health_timeout_s=health_timeout)
+    total = search_size(layouts, with_defaults(settings_axes)) * repeats
+    total = min(total, budget_runs) if budget_runs else total
+    columns = (TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TextColumn("runs at most"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("tune", total=total)
+
+        def progress(text: str, done: int) -> None:
+            bar.console.print(text, markup=False, highlight=False)
+            bar.advance(task, done)
+
+        result = search(layouts, settings_axes, backend, name=name, model=name, load=load, budget=budget,
+                        repeats=repeats, max_runs=budget_runs, out=out, progress=progress)
+    summary = write_summary(out / TUNE_FILE, result, model=model, load=load, budget=budget, layouts=layouts,
+                            settings_axes=settings_axes, repeats=repeats, max_runs=budget_runs,
+                            serve_args=serve_arg or [])
+    console.print(f"{result.runs} runs in {out}; the search is in {summary}"
+                  + (f"; stopped early: {result.stopped}" if result.stopped else ""))
+    line = final_line(result, budget)
+    if result.winner is None:
+        raise TpserveError(line)
+    console.print(f"serve it: {serve_line(model, result.winner.point, serve_arg or [])}", markup=False,
+                  highlight=False)
+    console.print(line, markup=False, highlight=False)

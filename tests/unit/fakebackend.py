@@ -1,0 +1,60 @@
+"""A sweep backend with deterministic figures, for tests of the sweep's and tune's logic.
+
+Only the servers and the load are stood in for (at :data:`tpserve.sweep.Backend`): each point's
+``tpserve serve`` command is the real one (:func:`tpserve.sweep.replica_command`) and its layout is read
+back by the real parser (:func:`tpserve.commandlines.served_layout`), as the local backend does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import MISSING, dataclass, field, fields
+
+from tpserve.commandlines import served_layout
+from tpserve.errors import ServerNotHealthyError
+from tpserve.sweep import Point, Servers, replica_command
+from tpserve.workload.metrics import Metrics
+from tpserve.workload.records import RunPlan
+from tpserve.workload.runrecord import Provenance, RunRecord, TokenCheck
+
+# (output tok/s, median TTFT ms, median TPOT ms) of one run of a point.
+Figures = tuple[float, float, float]
+
+
+def record(tok_s: float, ttft_ms: float = 100.0, tpot_ms: float = 5.0, requests: int = 8) -> RunRecord:
+    zero = {f.name: 0 for f in fields(Metrics) if f.default is MISSING}
+    metrics = Metrics(**zero | {"output_throughput": tok_s, "median_ttft_ms": ttft_ms, "median_tpot_ms": tpot_ms,
+                                "completed": requests, "num_prompts": requests})
+    return RunRecord(workload=RunPlan(host="http://fake", model="tiny", max_tokens=8, num_requests=requests),
+                     metrics=metrics, token_check=TokenCheck("ok"),
+                     provenance=Provenance("2026-11-27T10:00:00+00:00", "2026-11-27T10:00:01+00:00"))
+
+
+@dataclass
+class FakeBackend:
+    """Points measure FIGURES(point); a point whose label is in FAILING fails to start with that message.
+
+    ``started`` lists the labels of the points whose servers were started, in order; ``loads`` the
+    workloads each run was given.
+    """
+
+    figures: Callable[[Point], Figures]
+    failing: dict[str, str] = field(default_factory=dict)
+    serve_args: tuple[str, ...] = ()
+    vllm_args: tuple[str, ...] = ("--load-format", "dummy")
+    started: list[str] = field(default_factory=list)
+    loads: list = field(default_factory=list)
+
+    @contextmanager
+    def __call__(self, point: Point):
+        self.started.append(point.label)
+        if point.label in self.failing:
+            raise ServerNotHealthyError(self.failing[point.label], log_tail="ValueError: vLLM says no\n")
+        argv = replica_command("/models/tiny", "tiny", point, 8100, self.serve_args, self.vllm_args)
+
+        def measure(urls, model, load, work, seed):
+            self.loads.append(load)
+            return record(*self.figures(point))
+
+        yield Servers(["http://fake"], served_layout(argv, "fake device", replicas=point.replicas), measure)
