@@ -130,7 +130,7 @@ def choose(profile: str, parameters: int | None, gpu_memory_bytes: int | None, t
     if profile == "vllm":
         return Choice(profile, {}, "settings vllm: vLLM's own defaults, no flag added")
     if gpu_memory_bytes is None:
-        return Choice(profile, {}, f"settings {profile}: no NVIDIA GPU visible, no flag added (vLLM's defaults)")
+        return Choice(profile, {}, f"settings {profile}: nvidia-smi sees no NVIDIA GPU, no flag added (vLLM's defaults)")
     entry = None if parameters is None else find_entry(parameters, gpu_memory_bytes, table)
     flags = {} if entry is None else dict(entry.flags)
     if profile == "fp8":

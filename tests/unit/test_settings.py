@@ -61,7 +61,7 @@ def test_on_cpu_no_profile_adds_a_flag():
         choice = settings.choose(profile, int(6.7e9), None, TABLE)
         assert choice.flags == {}
     assert settings.choose("tuned", int(6.7e9), None).reason == (
-        "settings tuned: no NVIDIA GPU visible, no flag added (vLLM's defaults)")
+        "settings tuned: nvidia-smi sees no NVIDIA GPU, no flag added (vLLM's defaults)")
 
 
 def test_the_vllm_profile_adds_nothing_even_where_tuned_settings_exist():
