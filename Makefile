@@ -56,7 +56,8 @@ k8s: $(STAMP)
 checkov-env:
 	$(PYTHON) tools/checkov_env.py
 
-# Copy the modules the chart's init container runs into charts/vllm/files/tpserve (tests fail when they differ).
+# Copy the modules the chart's init container runs into charts/vllm/files/tpserve, and the settings table into
+# charts/vllm/files/settings.json (tests fail when they differ).
 chart-files:
 	$(PYTHON) tools/sync_chart_files.py
 

@@ -1,23 +1,27 @@
-"""Copy the tpserve modules the chart's init container runs into charts/vllm/files/tpserve/.
+"""Copy the tpserve modules the chart's init container runs into charts/vllm/files/tpserve/, and write
+tpserve's settings table into charts/vllm/files/settings.json.
 
-    python tools/sync_chart_files.py           # rewrite charts/vllm/files/tpserve from src/tpserve
+    python tools/sync_chart_files.py           # rewrite charts/vllm/files/tpserve and settings.json from src/tpserve
     python tools/sync_chart_files.py --check   # exit 1, naming the files, if any copy differs
 
 The chart mounts these files from a ConfigMap as a ``tpserve`` package on the init container's
 PYTHONPATH, so the official vLLM image runs tpserve's own fetch and verify code with its own Python
 and huggingface_hub. The copies must be byte-identical to src/tpserve: tests/chart runs ``--check``.
-Standard library only.
+settings.json is src/tpserve/settings.py's TABLE, which the chart's templates read to add the flags of
+vllm.settings (templates/_settings.tpl). Standard library and src/tpserve only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "src" / "tpserve"
 TARGET = REPO / "charts" / "vllm" / "files" / "tpserve"
+SETTINGS = REPO / "charts" / "vllm" / "files" / "settings.json"
 # The init container's entry point (fetchjob) and every tpserve module it imports, directly or not.
 MODULES = ("__init__.py", "errors.py", "modelconfig.py", "hub.py", "cache.py", "prefilled.py", "preflight.py",
            "fetchjob.py")
@@ -39,13 +43,27 @@ def differences(source: Path = SOURCE, target: Path = TARGET) -> list[str]:
     return problems
 
 
+def settings_json() -> str:
+    """src/tpserve/settings.py's TABLE as the chart reads it."""
+    sys.path.insert(0, str(SOURCE.parent))
+    from tpserve import settings
+
+    return json.dumps(settings.chart_table(), indent=2, ensure_ascii=False) + "\n"
+
+
+def settings_difference(path: Path = SETTINGS) -> list[str]:
+    if not path.is_file():
+        return [f"{path} is missing"]
+    return [] if path.read_text() == settings_json() else [f"{path} differs from {SOURCE / 'settings.py'}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a copy is stale")
     parser.add_argument("--target", type=Path, default=TARGET, help="the folder to write or check")
     args = parser.parse_args(argv)
     if args.check:
-        problems = differences(SOURCE, args.target)
+        problems = differences(SOURCE, args.target) + settings_difference()
         for problem in problems:
             print(problem)
         if problems:
@@ -63,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in MODULES:
         (args.target / name).write_bytes((SOURCE / name).read_bytes())
         print(args.target / name)
+    SETTINGS.write_text(settings_json())
+    print(SETTINGS)
     return 0
 
 

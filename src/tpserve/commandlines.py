@@ -41,10 +41,17 @@ def serve_command(model: str | Path, *, served_model_name: str = "", revision: s
 
 
 def served_layout(argv: Sequence[str], device_kind: str, replicas: int = 1) -> Layout:
-    """What a ``tpserve serve`` command line serves, read by the command's own parser (its variables too)."""
+    """What a ``tpserve serve`` command line serves, read by the command's own parser (its variables too).
+
+    Its settings profile is resolved as the server resolved it (launch.resolve_settings: this host's GPUs,
+    the model's config.json), so ``vllm_flags`` holds the flags it added. Call it on the host that ran the
+    server; with no GPU visible nothing was added and the model is not read.
+    """
     from tpserve.commands.serve import serve_config
 
-    config = serve_config(list(argv)[list(argv).index("serve") + 1:])
+    config, cache_dir = serve_config(list(argv)[list(argv).index("serve") + 1:])
+    choice = launch.resolve_settings(config, lambda: launch.find_verified_model(config, cache_dir).config)
+    config = launch.with_settings(config, choice)
     return Layout(config.model, device_kind, config.tensor_parallel_size, config.pipeline_parallel_size,
                   replicas, launch.vllm_flags(config))
 

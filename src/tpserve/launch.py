@@ -10,11 +10,13 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tpserve import cache, preflight
-from tpserve.errors import CacheError, ConfigError
+from tpserve import cache, machine, preflight, settings
+from tpserve.errors import CacheError, ConfigError, ModelConfigError
+from tpserve.modelconfig import parameter_count
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 # vLLM 0.26 picks FlashInfer's all-reduce + RMSNorm fusion at TP > 1, which needs NVLink multicast
@@ -55,6 +57,9 @@ class ServeConfig:
     host: str = "0.0.0.0"
     port: int = 8000
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    settings: str = settings.DEFAULT_PROFILE
+    # The flags the settings profile resolved to on the serving host (resolve_settings), the user's left out.
+    settings_args: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def name(self) -> str:
@@ -89,6 +94,8 @@ def validate(config: ServeConfig) -> None:
         problems.append(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     if not 1 <= config.port <= 65535:
         problems.append(f"--port must be within 1..65535, got {config.port}")
+    if (problem := settings.check_profile(config.settings)) is not None:
+        problems.append(problem)
     for arg in config.extra_args:
         flag = arg.split("=", 1)[0]
         if flag in OWNED_FLAGS:
@@ -128,7 +135,7 @@ def vllm_argv(config: ServeConfig, python: str = sys.executable) -> list[str]:
         argv += ["--compilation-config", FUSION_OFF]
     if not any(arg.split("=", 1)[0] == "--shutdown-timeout" for arg in config.extra_args):
         argv += ["--shutdown-timeout", str(DEFAULT_DRAIN_S)]
-    return argv + list(config.extra_args)
+    return argv + list(config.settings_args) + list(config.extra_args)
 
 
 # Flags a run's layout records in fields of their own, or that say only where the server listens or how it stops.
@@ -233,8 +240,30 @@ def _read_config(folder: Path) -> dict:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
-def prepare(config: ServeConfig, cache_dir: Path, env=os.environ) -> list[str]:
-    """Validate CONFIG, resolve and check its model, and return the vLLM command to exec."""
+def resolve_settings(config: ServeConfig, model_config: Callable[[], dict], env=os.environ) -> settings.Choice:
+    """What CONFIG's settings profile adds on this host: its GPUs' memory (the smallest visible), and the
+    parameters of the model whose config.json MODEL_CONFIG returns (read only when a GPU is visible).
+    The flags CONFIG's extra arguments give are still in the choice; with_settings leaves them out."""
+    gpu_memory = None if config.settings == "vllm" else machine.visible_gpu_memory_bytes(env)
+    parameters = None
+    if gpu_memory is not None:
+        try:
+            parameters = parameter_count(model_config())
+        except ModelConfigError:
+            parameters = None
+    return settings.choose(config.settings, parameters, gpu_memory)
+
+
+def with_settings(config: ServeConfig, choice: settings.Choice) -> ServeConfig:
+    """CONFIG with CHOICE's flags to add, but those its extra arguments give: the user's value wins."""
+    return replace(config, settings_args=tuple(choice.args(config.extra_args)))
+
+
+def prepare(config: ServeConfig, cache_dir: Path, env=os.environ, say: Callable[[str], None] | None = None) -> list[str]:
+    """Validate CONFIG, resolve and check its model and settings profile, and return the vLLM command to exec.
+
+    SAY, when given, gets one line: the flags the settings profile added, and why.
+    """
     validate(config)
     model = find_verified_model(config, cache_dir)
     tensor, pipeline = config.tensor_parallel_size, config.pipeline_parallel_size
@@ -243,4 +272,8 @@ def prepare(config: ServeConfig, cache_dir: Path, env=os.environ) -> list[str]:
     problems += preflight.check_shm(tensor, pipeline)
     if problems:
         raise ConfigError("; ".join(problems))
-    return vllm_argv(replace(config, model=str(model.path), served_model_name=model.name))
+    choice = resolve_settings(config, lambda: model.config, env)
+    if say is not None:
+        added = shlex.join(choice.args(config.extra_args)) or "nothing"
+        say(f"{choice.reason}; adds {added}")
+    return vllm_argv(replace(with_settings(config, choice), model=str(model.path), served_model_name=model.name))

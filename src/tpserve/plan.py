@@ -46,6 +46,8 @@ class ModelSource:
     name: str
     origin: str
     config: Mapping
+    # What `tpserve serve --model` takes for it: the folder, or the repo id.
+    serve_model: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,17 +146,18 @@ def find_model_config(model: str, cache_dir: str | Path | None = None, revision:
     """
     path = Path(model).expanduser()
     if path.is_dir():
-        return ModelSource(model, f"folder {path}", _read_config(path / cache.CONFIG_NAME))
+        return ModelSource(model, f"folder {path}", _read_config(path / cache.CONFIG_NAME), model)
     if path.is_file():
-        return ModelSource(model, f"file {path}", _read_config(path))
+        return ModelSource(model, f"file {path}", _read_config(path), str(path.parent))
     if cache_dir is not None and "/" in model and cache.REPO_ID.fullmatch(model) and "--" not in model:
         folder = cache.find_cached(model, revision, cache_dir)
         if folder is not None:
             config = _read_config(folder / cache.CONFIG_NAME)
-            return ModelSource(model, f"fetched {revision} at {folder}", config)
+            return ModelSource(model, f"fetched {revision} at {folder}", config, model)
     entry = catalog.find_model(model)
     if entry is not None:
-        return ModelSource(entry.name, f"catalog: {entry.repo_id}", entry.hf_config())
+        return ModelSource(entry.name, f"catalog: {entry.repo_id}", entry.hf_config(),
+                           model if "/" in model else entry.repo_id)
     where = f"fetched into {cache_dir}" if cache_dir is not None else "fetched"
     raise ConfigError(
         f"unknown model {model!r}: it is not a folder or config.json, not a repo {where}, and not in "

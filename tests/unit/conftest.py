@@ -44,3 +44,15 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[HubFake]:
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     yield fake
     fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_gpu_unless_a_test_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings profiles read the visible GPUs' memory (nvidia-smi): unit tests see none, on any host,
+    unless they set one with :func:`gpus_of`."""
+    monkeypatch.setattr("tpserve.machine.visible_gpu_memory_bytes", lambda env=None: None)
+
+
+def gpus_of(monkeypatch: pytest.MonkeyPatch, gib: float) -> None:
+    """Make every visible GPU GIB GiB large for settings profiles (an H200 reports 140.4 GiB)."""
+    monkeypatch.setattr("tpserve.machine.visible_gpu_memory_bytes", lambda env=None: int(gib * 2**30))

@@ -87,3 +87,37 @@ def test_a_missing_gpu_kind_is_a_usage_error_not_a_traceback(env):
     assert done.returncode == 2
     assert "Error: Missing option '--gpu'." in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_plan_recommends_the_settings_profile_and_how_to_serve_each_layout_that_fits(env):
+    from tpserve import settings
+
+    done = tpserve("plan", "llama-2-70b", "--gpu", "h200", "--context", "4096", env=env)
+    assert done.returncode == 0, done.stderr
+    entry = settings.entries()[1]
+    added = " ".join(f"--{name} {value}" for name, value in entry.flags.items())
+    assert (f"settings tuned, {entry.label}: {entry.why} (measured in: {entry.measured_in}): adds {added}"
+            in done.stdout)
+    assert "  TP 2: tpserve serve --model meta-llama/Llama-2-70b-hf -tp 2 --max-model-len 4096\n" in done.stdout
+    assert ("chart: --set parallelism.tensor=4 --set parallelism.pipeline=1 --set gpu.perNode=8 --set "
+            "vllm.maxModelLen=4096 --set model.attentionHeads=64 --set model.kvHeads=8 --set model.layers=80 "
+            "--set model.parameterBillions=68.98 --set gpu.memoryGiB=139.8\n") in done.stdout
+    assert "TP 1:" not in done.stdout  # does not fit: nothing to serve
+
+
+def test_plan_json_carries_the_profile_and_a_command_per_layout_that_fits(env):
+    done = tpserve("plan", "meta-llama/Llama-2-7b-chat-hf", "--gpu", "a100-40gb", "--settings", "fp8",
+                   "--gpus-per-node", "2", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["settings"]["flags"] == {"--kv-cache-dtype": "fp8", "--quantization": "fp8"}
+    assert [item["layout"] for item in document["recommendations"]] == ["TP 1", "TP 2"]
+    assert document["recommendations"][0]["serve_command"] == (
+        "tpserve serve --model meta-llama/Llama-2-7b-chat-hf -tp 1 --max-model-len 4096 --settings fp8")
+    assert document["recommendations"][1]["chart_values"]["vllm.settings"] == "fp8"
+
+
+def test_plan_refuses_an_unknown_profile_in_one_line(env):
+    done = tpserve("plan", "llama-2-7b", "--gpu", "h200", "--settings", "fast", env=env)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (
+        2, ["error: --settings must be one of tuned, fp8, vllm (TPSERVE_SETTINGS), got 'fast'"])

@@ -24,6 +24,8 @@ vllm.tpserveEnv is the configuration of `tpserve serve` (README.md lists every v
   value: "8000"
 - name: TPSERVE_CACHE_DIR
   value: {{ include "vllm.cacheDir" . | quote }}
+- name: TPSERVE_SETTINGS
+  value: {{ .Values.vllm.settings | quote }}
 {{- if eq (include "vllm.fusionOff" .) "true" }}
 - name: TPSERVE_ALLREDUCE_FUSION
   value: "false"

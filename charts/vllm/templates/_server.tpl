@@ -121,6 +121,9 @@ args:
   {{- include "vllm.serverFlags" $root | trim | nindent 2 }}
   - --shutdown-timeout
   - {{ $root.Values.shutdown.drainSeconds | int | quote }}
+  {{- with include "vllm.settingsFlags" $root | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
   {{- with include "vllm.extraArgs" $root | trim }}
   {{- . | nindent 2 }}
   {{- end }}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,6 +14,8 @@ from tpserve.errors import TpserveError
 
 if TYPE_CHECKING:
     from tpserve.plan import Plan
+    from tpserve.recommend import Recommendation
+    from tpserve.settings import Choice
 
 
 def plan(
@@ -28,28 +32,39 @@ def plan(
         help="Fraction of each GPU vLLM may use (default: 0.92, vLLM 0.26's).")] = None,
     revision: Revision = "main",
     cache_dir: CacheDir = None,
+    settings: Annotated[str, typer.Option(
+        help="Settings profile to recommend: tuned, fp8 (changes outputs) or vllm (docs/settings.md).")] = "tuned",
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Size MODEL on GPUs of one kind before renting them: how many it needs, and what each layout holds.
 
     Shows the weights, the KV cache per token, the tensor-parallel sizes that split the heads, the
     fewest GPUs that fit (pipeline stages across nodes when one node is not enough), and per layout
-    the KV-cache tokens and concurrent sequences at the context length. docs/plan.md has the memory
-    model. Example:
+    the KV-cache tokens and concurrent sequences at the context length; for each layout that fits, the
+    settings profile's flags and the `tpserve serve` command and chart values that serve it. docs/plan.md
+    has the memory model. Example:
 
         tpserve plan llama-2-70b --gpu a100-40gb --context 4096
     """
     from tpserve.catalog import gpu_kind
     from tpserve.plan import GPU_MEMORY_UTILIZATION, find_model_config, make_plan
+    from tpserve.recommend import recommend, settings_choice
 
     source = find_model_config(model, cache_dir or default_cache_dir(), revision)
     result = make_plan(source, gpu_kind(gpu), gpus_per_node=gpus_per_node, context=context, dtype=dtype,
                        kv_dtype=kv_dtype,
                        utilization=GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None else gpu_memory_utilization)
+    choice = settings_choice(result, settings)
+    recommendations = recommend(result, source.serve_model or source.name, settings)
     if as_json:
-        typer.echo(result.to_json(), nl=False)
+        document = result.to_dict() | {
+            "settings": {"profile": choice.profile, "flags": dict(choice.flags), "reason": choice.reason},
+            "recommendations": [asdict(item) for item in recommendations]}
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        print_plan(result, Console(soft_wrap=True))
+        console = Console(soft_wrap=True)
+        print_plan(result, console)
+        print_recommendations(choice, recommendations, console)
     if result.minimum is None:
         last = result.layouts[-1]
         raise TpserveError(f"{result.model} fits on no layout of {result.gpu.label}: at {last.name}, "
@@ -104,3 +119,15 @@ def print_plan(plan: Plan, console: Console) -> None:
             console.print(f"{item.name} does not fit: {escape(item.reason)}", highlight=False)
     for note in plan.notes:
         console.print(f"note: {escape(note)}", highlight=False)
+
+
+def print_recommendations(choice: Choice, recommendations: tuple[Recommendation, ...], console: Console) -> None:
+    """The settings profile's flags, then per layout that fits the `tpserve serve` command and the chart values."""
+    from rich.markup import escape
+
+    added = " ".join(f"{name} {value}" for name, value in choice.flags.items()) or "no flag"
+    console.print(f"{escape(choice.reason)}: adds {escape(added)}", highlight=False)
+    for item in recommendations:
+        serve = item.serve_command or "several nodes: the chart's multiNode only"
+        console.print(f"  {item.layout}: {escape(serve)}", highlight=False)
+        console.print(f"  {' ' * len(item.layout)}  chart: {escape(item.chart_set)}", highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -41,6 +42,11 @@ def serve(
     cache_dir: CacheDir = None,
     extra_args: Annotated[str, typer.Option(
         envvar="TPSERVE_EXTRA_ARGS", help="More vLLM arguments as one shell-quoted string.")] = "",
+    settings: Annotated[str, typer.Option(
+        envvar="TPSERVE_SETTINGS",
+        help="vLLM settings profile: tuned (per model size and GPU memory, outputs unchanged), fp8 (tuned plus "
+             "fp8 KV cache and weights: changes outputs) or vllm (vLLM's own defaults). A flag you give wins. "
+             "docs/settings.md.")] = "tuned",
     dry_run: Annotated[bool, typer.Option(help="Check everything, then print the vLLM command instead of running it.")] = False,
 ) -> None:
     """Check the launch, then exec vLLM's OpenAI-compatible server (the container's entrypoint).
@@ -48,15 +54,18 @@ def serve(
     A repo id is served only from a verified `tpserve fetch` of exactly that repo and revision.
     Arguments after `--` go to vLLM verbatim; the API key comes from the VLLM_API_KEY variable.
     After SIGTERM, running requests may finish for 30 s (vLLM's --shutdown-timeout; `-- --shutdown-timeout N` to change).
-    Example:
+    On NVIDIA GPUs the settings profile adds its flags for the model's size and the GPUs' memory (none on CPU);
+    the line it prints on stderr names them. Example:
 
         tpserve serve --model meta-llama/Llama-2-70b-chat-hf --revision REV -tp 4 -- --enforce-eager
     """
     config = _config(ctx.args, model=model, revision=revision, served_model_name=served_model_name,
                      tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                      max_model_len=max_model_len, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                     allreduce_fusion=allreduce_fusion, host=host, port=port, extra_args=extra_args)
-    argv = launch.prepare(config, cache_dir or default_cache_dir())
+                     allreduce_fusion=allreduce_fusion, host=host, port=port, extra_args=extra_args,
+                     settings=settings)
+    argv = launch.prepare(config, cache_dir or default_cache_dir(),
+                          say=lambda line: typer.echo(f"tpserve: {line}", err=True))
     if dry_run:
         typer.echo(shlex.join(argv))
         return
@@ -67,8 +76,9 @@ def _config(vllm_args: Sequence[str], *, extra_args: str, **options) -> launch.S
     return launch.ServeConfig(**options, extra_args=launch.parse_extra_args(extra_args) + tuple(vllm_args))
 
 
-def serve_config(args: Sequence[str]) -> launch.ServeConfig:
-    """The configuration ``tpserve serve ARGS`` would launch, read by the command's own parser.
+def serve_config(args: Sequence[str]) -> tuple[launch.ServeConfig, Path]:
+    """The configuration ``tpserve serve ARGS`` would launch and its cache folder, read by the command's own
+    parser.
 
     The ``TPSERVE_*`` variables of this process count, as they would for a server started from it.
     Nothing is checked or resolved: the model need not be on this machine.
@@ -77,4 +87,4 @@ def serve_config(args: Sequence[str]) -> launch.ServeConfig:
     parser.command(context_settings=CONTEXT)(serve)
     with typer.main.get_command(parser).make_context("serve", list(args)) as ctx:
         options = {k: v for k, v in ctx.params.items() if k not in ("cache_dir", "dry_run")}
-        return _config(ctx.args, **options)
+        return _config(ctx.args, **options), ctx.params["cache_dir"] or default_cache_dir()

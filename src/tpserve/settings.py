@@ -1,0 +1,163 @@
+"""tpserve's per-size vLLM settings: which flags ``tpserve serve``, the chart and ``tpserve plan`` add.
+
+A settings profile turns a model's size and its GPUs' memory into vLLM flags:
+
+- ``tuned`` (the default): the entry of :data:`TABLE` for the model's size class and GPU memory class,
+  settings that change how fast vLLM serves, never what it answers; nothing where no entry fits
+  (CPU, GPUs below every class, a model whose parameters cannot be counted);
+- ``fp8``: ``tuned`` plus :data:`TABLE`'s fp8 flags (fp8 KV cache, fp8 weights quantized at load), which
+  change the numerics and so the outputs; opt-in only;
+- ``vllm``: no flag added, vLLM's own defaults.
+
+A flag the user gives (after ``--``, in ``--extra-args`` or ``TPSERVE_EXTRA_ARGS``, in the chart's
+``vllm.extraArgs``) always wins: the profile leaves it out. :data:`TABLE` is the only copy of the
+values; the chart reads it from ``charts/vllm/files/settings.yaml``, which ``tools/sync_chart_files.py``
+writes from it. ``docs/settings.md`` explains each entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from tpserve.errors import ConfigError
+
+PROFILES = ("tuned", "fp8", "vllm")
+DEFAULT_PROFILE = "tuned"
+GiB = 1 << 30
+
+# The one table of tuned settings. An entry holds models of more than parameters_b[0] and at most
+# parameters_b[1] billion parameters (None: no upper bound), counted by modelconfig.parameter_count from
+# config.json, on GPUs of at least min_gpu_memory_gib each (the smallest visible GPU's memory (what nvidia-smi reports: an H100 80GB shows 79.6 GiB, an H200 140.4 GiB). Flags are vLLM flags
+# without their dashes, values as strings.
+# PLACEHOLDERS: both entries below are to be replaced by the lead with the winners measured for issue 13
+# (their flags, "why" and "measured_in"); until then they are not measured.
+TABLE = MappingProxyType({
+    "entries": (
+        MappingProxyType({
+            "parameters_b": (0, 15), "min_gpu_memory_gib": 70,
+            "flags": MappingProxyType({"max-num-batched-tokens": "16384"}),
+            "why": "PLACEHOLDER, not measured: twice vLLM's 8,192 batched tokens per step for more prefill "
+                   "per step",
+            "measured_in": "not yet (issue 13)",
+        }),
+        MappingProxyType({
+            "parameters_b": (15, None), "min_gpu_memory_gib": 70,
+            "flags": MappingProxyType({"max-num-batched-tokens": "16384"}),
+            "why": "PLACEHOLDER, not measured: twice vLLM's 8,192 batched tokens per step for more prefill "
+                   "per step",
+            "measured_in": "not yet (issue 13)",
+        }),
+    ),
+    # What the fp8 profile adds to the tuned flags. The KV cache in fp8 (e4m3, scales 1.0 unless the
+    # checkpoint has its own) halves its bytes per token; "quantization": "fp8" quantizes the 16-bit
+    # weights to fp8 as they load. Both change the numerics: outputs differ from the 16-bit model's.
+    "fp8_kv_cache": MappingProxyType({"kv-cache-dtype": "fp8"}),
+    "fp8_weights": MappingProxyType({"quantization": "fp8"}),
+})
+
+# vLLM's short spellings of flags a profile may set.
+_ALIASES = {"-q": "--quantization"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of :data:`TABLE`: flags for models of more than MIN_PARAMETERS_B and at most MAX_PARAMETERS_B
+    billion parameters (None: no limit) on GPUs of at least MIN_GPU_MEMORY_GIB, why, and where measured."""
+
+    min_parameters_b: float
+    max_parameters_b: float | None
+    min_gpu_memory_gib: float
+    flags: Mapping[str, str]
+    why: str
+    measured_in: str
+
+    @property
+    def label(self) -> str:
+        if self.max_parameters_b is None:
+            size = f"> {self.min_parameters_b:g} B"
+        elif self.min_parameters_b == 0:
+            size = f"≤ {self.max_parameters_b:g} B"
+        else:
+            size = f"{self.min_parameters_b:g}–{self.max_parameters_b:g} B"
+        return f"{size} parameters on ≥ {self.min_gpu_memory_gib:g} GiB GPUs"
+
+    def holds(self, parameters: int, gpu_memory_bytes: int) -> bool:
+        return (self.min_parameters_b * 1e9 < parameters
+                and (self.max_parameters_b is None or parameters <= self.max_parameters_b * 1e9)
+                and gpu_memory_bytes >= self.min_gpu_memory_gib * GiB)
+
+
+def entries(table: Mapping = TABLE) -> tuple[Entry, ...]:
+    return tuple(Entry(*row["parameters_b"], row["min_gpu_memory_gib"], dict(row["flags"]), row["why"],
+                       row["measured_in"]) for row in table["entries"])
+
+
+def find_entry(parameters: int, gpu_memory_bytes: int, table: Mapping = TABLE) -> Entry | None:
+    """The entry for a model of PARAMETERS on GPUs of GPU_MEMORY_BYTES each (of the largest GPU class the
+    GPUs reach, when classes overlap); None when no entry holds them."""
+    fitting = [entry for entry in entries(table) if entry.holds(parameters, gpu_memory_bytes)]
+    return max(fitting, key=lambda entry: entry.min_gpu_memory_gib) if fitting else None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a profile adds for one model on one machine: its flags (``--name`` → value) and why, in a line."""
+
+    profile: str
+    flags: Mapping[str, str]
+    reason: str
+
+    def args(self, user_args: Sequence[str] = ()) -> list[str]:
+        """The flags as vLLM arguments, but those USER_ARGS give already: the user's value wins."""
+        given = {flag_name(arg) for arg in user_args if arg.startswith("-")}
+        return [part for name, value in self.flags.items() if name not in given for part in (name, value)]
+
+
+def check_profile(profile: str) -> str | None:
+    """The problem with PROFILE as a sentence, or None when it is one of PROFILES."""
+    if profile in PROFILES:
+        return None
+    return f"--settings must be one of {', '.join(PROFILES)} (TPSERVE_SETTINGS), got {profile!r}"
+
+
+def choose(profile: str, parameters: int | None, gpu_memory_bytes: int | None, table: Mapping = TABLE) -> Choice:
+    """The flags PROFILE adds for a model of PARAMETERS (None: not countable) on GPUs of GPU_MEMORY_BYTES
+    each (None: no GPU visible)."""
+    if (problem := check_profile(profile)) is not None:
+        raise ConfigError(problem)
+    if profile == "vllm":
+        return Choice(profile, {}, "settings vllm: vLLM's own defaults, no flag added")
+    if gpu_memory_bytes is None:
+        return Choice(profile, {}, f"settings {profile}: nvidia-smi sees no NVIDIA GPU, no flag added (vLLM's defaults)")
+    entry = None if parameters is None else find_entry(parameters, gpu_memory_bytes, table)
+    flags = {} if entry is None else dict(entry.flags)
+    if profile == "fp8":
+        flags |= dict(table["fp8_kv_cache"]) | dict(table["fp8_weights"])
+    flags = {f"--{name}": value for name, value in flags.items()}
+    if entry is not None:
+        why = f"{entry.label}: {entry.why} (measured in: {entry.measured_in})"
+    elif parameters is None:
+        why = "no tuned settings: the model's parameters cannot be counted from its config.json"
+    else:
+        why = (f"no tuned settings for {parameters / 1e9:.1f} B parameters on GPUs of "
+               f"{gpu_memory_bytes / GiB:.1f} GiB")
+    fp8 = "; fp8 KV cache and fp8 weights change the outputs" if profile == "fp8" else ""
+    return Choice(profile, flags, f"settings {profile}, {why}{fp8}")
+
+
+def flag_name(arg: str) -> str:
+    """``--max_num_seqs=8`` → ``--max-num-seqs``: a vLLM argument's flag as vLLM reads it (it takes
+    underscores for dashes), short spellings expanded."""
+    name = arg.split("=", 1)[0]
+    name = _ALIASES.get(name, name)
+    return "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+
+
+def chart_table(table: Mapping = TABLE) -> dict:
+    """TABLE as plain data, for ``charts/vllm/files/settings.yaml``."""
+    return {"entries": [{"min_parameters_b": entry.min_parameters_b, "max_parameters_b": entry.max_parameters_b,
+                         "min_gpu_memory_gib": entry.min_gpu_memory_gib, "flags": dict(entry.flags),
+                         "why": entry.why, "measured_in": entry.measured_in} for entry in entries(table)],
+            "fp8": {**table["fp8_kv_cache"], **table["fp8_weights"]}}
