@@ -251,12 +251,28 @@ def resolve_settings(config: ServeConfig, model_config: Callable[[], dict], env=
             parameters = parameter_count(model_config())
         except ModelConfigError:
             parameters = None
-    return settings.choose(config.settings, parameters, gpu_memory)
+    choice = settings.choose(config.settings, parameters, gpu_memory)
+    if choice.flags.get("--kv-cache-dtype") == "fp8" and config.dtype == "auto":
+        # FlashAttention 3, vLLM's attention on Hopper, reads an fp8 KV cache only for a bfloat16 model: a float16
+        # one (Llama-2's config.json says so) fails at start with "For FP8 input, output must have dtype BF16".
+        choice = replace(choice, flags={**choice.flags, "--dtype": "bfloat16"},
+                         reason=choice.reason + "; the model runs in bfloat16, which an fp8 KV cache needs on Hopper")
+    return choice
 
 
 def with_settings(config: ServeConfig, choice: settings.Choice) -> ServeConfig:
-    """CONFIG with CHOICE's flags to add, but those its extra arguments give: the user's value wins."""
-    return replace(config, settings_args=tuple(choice.args(config.extra_args)))
+    """CONFIG with CHOICE's flags to add, but those its extra arguments give: the user's value wins.
+
+    ``--dtype`` is ``tpserve serve``'s own option: a profile sets it only where the user left it at auto.
+    """
+    args = choice.args(config.extra_args)
+    if "--dtype" in args:
+        at = args.index("--dtype")
+        dtype = args[at + 1]
+        del args[at:at + 2]
+        if config.dtype == "auto":
+            config = replace(config, dtype=dtype)
+    return replace(config, settings_args=tuple(args))
 
 
 def prepare(config: ServeConfig, cache_dir: Path, env=os.environ, say: Callable[[str], None] | None = None) -> list[str]:

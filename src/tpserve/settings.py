@@ -31,31 +31,37 @@ GiB = 1 << 30
 # parameters_b[1] billion parameters (None: no upper bound), counted by modelconfig.parameter_count from
 # config.json, on GPUs of at least min_gpu_memory_gib each (the smallest visible GPU's memory (what nvidia-smi reports: an H100 80GB shows 79.6 GiB, an H200 140.4 GiB). Flags are vLLM flags
 # without their dashes, values as strings.
-# PLACEHOLDERS: both entries below are to be replaced by the lead with the winners measured for issue 13
-# (their flags, "why" and "measured_in"); until then they are not measured.
+# An entry holds only settings measured faster than vLLM's defaults *without changing the outputs*. The
+# first tuning session (results/20261130-h200x2-tune, 2 × H200) measured the fp8 combination below and
+# no output-preserving setting on its own, so there is no tuned entry yet: `tuned` adds nothing until one
+# is measured (docs/performance.md says what to measure next).
 TABLE = MappingProxyType({
-    "entries": (
-        MappingProxyType({
-            "parameters_b": (0, 15), "min_gpu_memory_gib": 70,
-            "flags": MappingProxyType({"max-num-batched-tokens": "16384"}),
-            "why": "PLACEHOLDER, not measured: twice vLLM's 8,192 batched tokens per step for more prefill "
-                   "per step",
-            "measured_in": "not yet (issue 13)",
-        }),
-        MappingProxyType({
-            "parameters_b": (15, None), "min_gpu_memory_gib": 70,
-            "flags": MappingProxyType({"max-num-batched-tokens": "16384"}),
-            "why": "PLACEHOLDER, not measured: twice vLLM's 8,192 batched tokens per step for more prefill "
-                   "per step",
-            "measured_in": "not yet (issue 13)",
-        }),
-    ),
-    # What the fp8 profile adds to the tuned flags. The KV cache in fp8 (e4m3, scales 1.0 unless the
-    # checkpoint has its own) halves its bytes per token; "quantization": "fp8" quantizes the 16-bit
-    # weights to fp8 as they load. Both change the numerics: outputs differ from the 16-bit model's.
+    "entries": (),
+    # What the fp8 profile adds, exactly the combination measured: on 2 × H200 (vLLM 0.26.0, Llama-2-7b
+    # shape, 1,000 prompts of 512 in / 256 out, 256 in flight) two TP 1 replicas with these flags gave
+    # 1.44 × the output tok/s per GPU of one TP 2 server with vLLM's defaults. The KV cache in fp8 (e4m3,
+    # scales 1.0 unless the checkpoint has its own) halves its bytes per token; "quantization": "fp8"
+    # quantizes the 16-bit weights to fp8 as they load. Both change the numerics: outputs differ from the
+    # 16-bit model's (not measured here: no real weights can be loaded on the machines this was built on).
+    # max-num-batched-tokens 16384 (vLLM's 8,192 on these cards) was part of the measured combination.
     "fp8_kv_cache": MappingProxyType({"kv-cache-dtype": "fp8"}),
     "fp8_weights": MappingProxyType({"quantization": "fp8"}),
+    "fp8_batch": MappingProxyType({"max-num-batched-tokens": "16384"}),
+    "fp8_measured_in": "results/20261130-h200x2-tune (7b shape; 70b not measured)",
 })
+
+# The layouts and profiles measured to serve the most output tok/s per GPU, each against vLLM's defaults on
+# the same GPUs in the same device session and workload: what `tpserve plan` reports as measured. Figures
+# are medians of the runs in measured_in (benchmarks/tune_summary.py prints them).
+MEASURED = (
+    MappingProxyType({
+        "parameters_b": (0, 15), "min_gpu_memory_gib": 130, "gpus": 2, "tensor": 1, "replicas": 2,
+        "profile": "fp8", "output_tok_s_per_gpu": 7179, "defaults_tensor": 2, "defaults_output_tok_s_per_gpu": 4999,
+        "workload": "1,000 random prompts, 512 in / 256 out, 256 in flight",
+        "machine": "2 × H200, vLLM 0.26.0, Llama-2-7b shape",
+        "measured_in": "results/20261130-h200x2-tune",
+    }),
+)
 
 # vLLM's short spellings of flags a profile may set.
 _ALIASES = {"-q": "--quantization"}
@@ -134,7 +140,7 @@ def choose(profile: str, parameters: int | None, gpu_memory_bytes: int | None, t
     entry = None if parameters is None else find_entry(parameters, gpu_memory_bytes, table)
     flags = {} if entry is None else dict(entry.flags)
     if profile == "fp8":
-        flags |= dict(table["fp8_kv_cache"]) | dict(table["fp8_weights"])
+        flags |= dict(table["fp8_kv_cache"]) | dict(table["fp8_weights"]) | dict(table.get("fp8_batch", {}))
     flags = {f"--{name}": value for name, value in flags.items()}
     if entry is not None:
         why = f"{entry.label}: {entry.why} (measured in: {entry.measured_in})"
@@ -143,8 +149,25 @@ def choose(profile: str, parameters: int | None, gpu_memory_bytes: int | None, t
     else:
         why = (f"no tuned settings for {parameters / 1e9:.1f} B parameters on GPUs of "
                f"{gpu_memory_bytes / GiB:.1f} GiB")
-    fp8 = "; fp8 KV cache and fp8 weights change the outputs" if profile == "fp8" else ""
+    fp8 = (f"; fp8 KV cache and fp8 weights change the outputs (measured in: "
+           f"{table.get('fp8_measured_in', 'not measured')})" if profile == "fp8" else "")
     return Choice(profile, flags, f"settings {profile}, {why}{fp8}")
+
+
+def measured_best(parameters: int | None, gpu_memory_bytes: int | None) -> list[str]:
+    """What :data:`MEASURED` holds for a model of PARAMETERS on GPUs of GPU_MEMORY_BYTES, one line each."""
+    lines = []
+    for row in MEASURED:
+        low, high = row["parameters_b"]
+        if (parameters is None or gpu_memory_bytes is None or not low * 1e9 < parameters
+                or (high is not None and parameters > high * 1e9) or gpu_memory_bytes < row["min_gpu_memory_gib"] * GiB):
+            continue
+        ratio = row["output_tok_s_per_gpu"] / row["defaults_output_tok_s_per_gpu"]
+        lines.append(f"measured best on {row['gpus']} GPUs: {row['replicas']} replica(s) of TP {row['tensor']} with "
+                     f"--settings {row['profile']}, {row['output_tok_s_per_gpu']:,} output tok/s per GPU = {ratio:.2f} × "
+                     f"vLLM's defaults at TP {row['defaults_tensor']} ({row['defaults_output_tok_s_per_gpu']:,}); "
+                     f"{row['machine']}, {row['workload']} ({row['measured_in']})")
+    return lines
 
 
 def flag_name(arg: str) -> str:
@@ -160,4 +183,4 @@ def chart_table(table: Mapping = TABLE) -> dict:
     return {"entries": [{"min_parameters_b": entry.min_parameters_b, "max_parameters_b": entry.max_parameters_b,
                          "min_gpu_memory_gib": entry.min_gpu_memory_gib, "flags": dict(entry.flags),
                          "why": entry.why, "measured_in": entry.measured_in} for entry in entries(table)],
-            "fp8": {**table["fp8_kv_cache"], **table["fp8_weights"]}}
+            "fp8": {**table["fp8_kv_cache"], **table["fp8_weights"], **table.get("fp8_batch", {})}}

@@ -83,9 +83,10 @@ def test_the_chart_values_tpserve_plan_recommends_add_the_flags_it_recommends(re
     from tpserve.recommend import recommend, settings_choice
 
     plan = make_plan(find_model_config(model), gpu_kind("h200"), gpus_per_node=gpus_per_node, context=4096)
-    first = recommend(plan, model)[0]
+    first = recommend(plan, model, "fp8")[0]
     rendered = render("llama70b", *(arg for name, value in first.chart_values.items()
                                     for arg in ("--set", f"{name}={value}")))[kind]
     spec = rendered["spec"]["template"] if kind == "Deployment" else templates(rendered)[0]
     (vllm,) = spec["spec"]["containers"]
-    assert added_flags(vllm["args"]) == settings_choice(plan).flags != {}
+    assert added_flags(vllm["args"]) == settings_choice(plan, "fp8").flags != {}
+    assert vllm["args"][vllm["args"].index("--dtype") + 1] == "bfloat16"  # what an fp8 KV cache needs on Hopper

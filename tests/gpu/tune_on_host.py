@@ -228,8 +228,10 @@ def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devic
             replica_env["VLLM_CPU_OMP_THREADS_BIND"] = devices[i % len(devices)]
         else:
             replica_env["CUDA_VISIBLE_DEVICES"] = ",".join(devices[i * per:(i + 1) * per])
-        serve_args = list(flags[flags.index("--dtype"):flags.index("--dtype") + 2]) if "--dtype" in flags else []
-        flags = [f for f in flags if f not in serve_args]
+        # tpserve serve's own --dtype; --settings vllm: exactly the phase's flags, no tpserve profile on top.
+        dtype = list(flags[flags.index("--dtype"):flags.index("--dtype") + 2]) if "--dtype" in flags else []
+        flags = [f for f in flags if f not in dtype]
+        serve_args = ["--settings", "vllm", *dtype]
         argv = serve_command(model_dirs[phase.shape], served_model_name=phase.shape, tensor_parallel_size=per,
                              allreduce_fusion=per == 1, host="127.0.0.1", port=8200 + i, serve_args=serve_args,
                              vllm_args=["--load-format", "dummy", *flags])

@@ -29,10 +29,8 @@ TABLE = {
 }
 
 
-def _tuned(billions: float) -> dict[str, str]:
-    """The tuned flags the shipped table gives a model of BILLIONS parameters on an H200."""
-    entry = settings.find_entry(int(billions * 1e9), int(H200 * GiB))
-    return {f"--{name}": value for name, value in entry.flags.items()}
+# The fp8 profile as shipped: the combination measured on 2 × H200 (results/20261130-h200x2-tune).
+FP8 = {"--kv-cache-dtype": "fp8", "--quantization": "fp8", "--max-num-batched-tokens": "16384"}
 
 
 @pytest.mark.parametrize(("billions", "gib", "why"), [
@@ -47,13 +45,15 @@ def test_gpus_below_every_class_get_no_entry():
     assert settings.find_entry(int(6.7e9), int(A100_40 * GiB), TABLE) is None
 
 
-def test_the_shipped_table_covers_both_size_classes_on_h100_and_h200_and_nothing_on_a100_40gb():
-    for billions in (6.7, 69):
-        for gib in (H100, H200):
-            assert settings.find_entry(int(billions * 1e9), int(gib * GiB)) is not None
-        assert settings.find_entry(int(billions * 1e9), int(A100_40 * GiB)) is None
-    assert [entry.label for entry in settings.entries()] == [
-        "≤ 15 B parameters on ≥ 70 GiB GPUs", "> 15 B parameters on ≥ 70 GiB GPUs"]
+def test_the_shipped_table_has_no_tuned_entry_until_one_is_measured_and_fp8_is_the_measured_combination():
+    assert settings.entries() == ()
+    tuned = settings.choose("tuned", int(6.7e9), int(H200 * GiB))
+    assert (tuned.flags, tuned.reason) == ({}, "settings tuned, no tuned settings for 6.7 B parameters on GPUs of "
+                                               "140.4 GiB")
+    fp8 = settings.choose("fp8", int(6.7e9), int(H200 * GiB))
+    assert fp8.flags == FP8
+    assert fp8.reason.endswith("change the outputs (measured in: results/20261130-h200x2-tune (7b shape; 70b not "
+                               "measured))")
 
 
 def test_on_cpu_no_profile_adds_a_flag():
@@ -73,7 +73,7 @@ def test_fp8_is_tuned_plus_an_fp8_kv_cache_and_fp8_weights_and_says_it_changes_o
     choice = settings.choose("fp8", int(69e9), int(H100 * GiB), TABLE)
     assert choice.flags == {"--max-num-seqs": "256", "--kv-cache-dtype": "fp8", "--quantization": "fp8"}
     assert choice.reason == ("settings fp8, > 15 B parameters on ≥ 70 GiB GPUs: large (measured in: results/b); "
-                             "fp8 KV cache and fp8 weights change the outputs")
+                             "fp8 KV cache and fp8 weights change the outputs (measured in: not measured)")
 
 
 def test_a_model_whose_parameters_cannot_be_counted_gets_no_tuned_flags():
@@ -110,24 +110,31 @@ def model_of(tmp_path):
     return write
 
 
-def test_serve_adds_the_tuned_flags_for_the_model_and_gpus_and_says_so(model_of, tmp_path, monkeypatch):
+def test_serve_adds_the_fp8_flags_runs_the_model_in_bfloat16_and_says_so(model_of, tmp_path, monkeypatch):
     gpus_of(monkeypatch, H200)
     lines = []
-    argv = launch.prepare(ServeConfig(model=str(model_of("llama-2-7b"))), tmp_path, {}, say=lines.append)
-    flags = _tuned(6.7)
-    assert all(argv[argv.index(name) + 1] == value for name, value in flags.items())
-    entry = settings.entries()[0]
-    assert lines == [f"settings tuned, {entry.label}: {entry.why} (measured in: {entry.measured_in}); adds "
-                     + " ".join(f"{name} {value}" for name, value in flags.items())]
+    config = ServeConfig(model=str(model_of("llama-2-7b")), settings="fp8")
+    argv = launch.prepare(config, tmp_path, {}, say=lines.append)
+    assert all(argv[argv.index(name) + 1] == value for name, value in FP8.items())
+    assert argv[argv.index("--dtype") + 1] == "bfloat16" and argv.count("--dtype") == 1
+    assert lines[0].endswith("; the model runs in bfloat16, which an fp8 KV cache needs on Hopper; adds "
+                             + " ".join(f"{name} {value}" for name, value in FP8.items()) + " --dtype bfloat16")
+
+
+def test_a_dtype_the_user_chose_stays_under_the_fp8_profile(model_of, tmp_path, monkeypatch):
+    gpus_of(monkeypatch, H200)
+    config = ServeConfig(model=str(model_of("llama-2-7b")), settings="fp8", dtype="float16")
+    argv = launch.prepare(config, tmp_path, {})
+    assert argv[argv.index("--dtype") + 1] == "float16" and argv.count("--dtype") == 1
 
 
 @pytest.mark.parametrize("how", ["after --", "--extra-args", "TPSERVE_EXTRA_ARGS"])
 def test_the_users_value_wins_over_the_profiles_wherever_it_is_given(how, model_of, tmp_path, monkeypatch):
     gpus_of(monkeypatch, H200)
     model = str(model_of("llama-2-70b"))
-    name = next(iter(_tuned(69)))
+    name = "--max-num-batched-tokens"
     user = [f"{name}=123"]
-    args = ["--model", model, "--cache-dir", str(tmp_path)]
+    args = ["--model", model, "--cache-dir", str(tmp_path), "--settings", "fp8"]
     if how == "after --":
         args += ["--", *user]
     elif how == "--extra-args":
@@ -151,10 +158,11 @@ def test_the_layout_of_a_served_command_records_the_flags_its_profile_added(mode
     monkeypatch.delenv("TPSERVE_EXTRA_ARGS", raising=False)
     monkeypatch.delenv("TPSERVE_SETTINGS", raising=False)
     model = model_of("llama-2-70b")
-    argv = serve_command(model, tensor_parallel_size=2, cache_dir=tmp_path, vllm_args=["--load-format", "dummy"])
+    argv = serve_command(model, tensor_parallel_size=2, cache_dir=tmp_path, serve_args=["--settings", "fp8"],
+                         vllm_args=["--load-format", "dummy"])
     assert served_layout(argv, "NVIDIA H200").vllm_flags == {"--load-format": "dummy"}  # no GPU: nothing added
     gpus_of(monkeypatch, H200)
-    assert served_layout(argv, "NVIDIA H200").vllm_flags == {**_tuned(69), "--load-format": "dummy"}
+    assert served_layout(argv, "NVIDIA H200").vllm_flags == {**FP8, "--dtype": "bfloat16", "--load-format": "dummy"}
     defaults = serve_command(model, tensor_parallel_size=2, serve_args=["--settings", "vllm"],
                              vllm_args=["--load-format", "dummy"])
     assert served_layout(defaults, "NVIDIA H200").vllm_flags == {"--load-format": "dummy"}

@@ -46,7 +46,12 @@ vllm.serverFlags are the vLLM flags every server gets besides --model (official 
 - --pipeline-parallel-size
 - {{ .Values.parallelism.pipeline | int | quote }}
 - --dtype
-- {{ .Values.vllm.dtype | quote }}
+{{- /* An fp8 KV cache (vllm.settings fp8) needs a bfloat16 model on Hopper (FlashAttention 3), as in tpserve serve. */}}
+{{- $dtype := .Values.vllm.dtype }}
+{{- if and (eq $dtype "auto") (contains "--kv-cache-dtype=fp8" (include "vllm.settingsFlags" .)) }}
+{{- $dtype = "bfloat16" }}
+{{- end }}
+- {{ $dtype | quote }}
 - --host
 - "0.0.0.0"
 - --port

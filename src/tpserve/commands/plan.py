@@ -55,16 +55,21 @@ def plan(
                        kv_dtype=kv_dtype,
                        utilization=GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None else gpu_memory_utilization)
     choice = settings_choice(result, settings)
+    from tpserve.settings import measured_best
+
     recommendations = recommend(result, source.serve_model or source.name, settings)
+    measured = measured_best(result.size.parameters, result.gpu.memory_bytes)
     if as_json:
         document = result.to_dict() | {
             "settings": {"profile": choice.profile, "flags": dict(choice.flags), "reason": choice.reason},
-            "recommendations": [asdict(item) for item in recommendations]}
+            "recommendations": [asdict(item) for item in recommendations], "measured": measured}
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
         console = Console(soft_wrap=True)
         print_plan(result, console)
         print_recommendations(choice, recommendations, console)
+        for line in measured:
+            console.print(line, highlight=False, markup=False)
     if result.minimum is None:
         last = result.layouts[-1]
         raise TpserveError(f"{result.model} fits on no layout of {result.gpu.label}: at {last.name}, "
