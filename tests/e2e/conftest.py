@@ -61,12 +61,12 @@ def counters(server) -> dict:
 
 
 def get_json(url: str):
-    response = requests.get(url, timeout=10)
+    response = requests.get(url, timeout=60)
     response.raise_for_status()
     return response.json()
 
 
 def requests_in_server(server) -> float:
     """Requests vLLM is working on or has queued now (its running and waiting gauges)."""
-    text = requests.get(server.url + "/metrics", timeout=10).text
+    text = requests.get(server.url + "/metrics", timeout=60).text
     return sum(counter_totals(text, ("vllm:num_requests_running", "vllm:num_requests_waiting")).values())

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO, tpserve, wait_until
+from tpserve.workload.serverapi import server_counters
+from tpserve.workload.servermetrics import GENERATION_TOKENS
 
 
 def vllm_pids_on(port: int) -> list[int]:
@@ -97,10 +99,12 @@ def test_demo_whose_server_dies_mid_run_reports_it_and_leaves_no_process(tmp_pat
         deadline = time.monotonic() + 300
         while "sending" not in (line := demo.stderr.readline()):
             assert line and time.monotonic() < deadline, "the demo never reached the load phase"
-        time.sleep(3)
+        # Mid-run: the server has generated tokens for the load test.
+        wait_until(lambda: server_counters(f"http://127.0.0.1:{port}").get(GENERATION_TOKENS),
+                   "the load test's first tokens")
         for pid in vllm_pids_on(port):
             os.kill(pid, signal.SIGKILL)
-        _, stderr = demo.communicate(timeout=120)
+        _, stderr = demo.communicate(timeout=300)
     finally:
         if demo.poll() is None:
             demo.kill()
