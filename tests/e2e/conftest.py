@@ -48,7 +48,7 @@ def healthy_server(model, log_dir: Path, vllm_args: Sequence[str] = (), env: dic
     server = LocalServer(argv, port=port, log_path=log_dir / "server.log", env={**cpu_env(CACHE), **(env or {})})
     server.start()
     try:
-        server.wait_healthy(300)
+        server.wait_healthy(900)  # a start on a busy 2-core machine has taken more than 300 s
         yield server
     finally:
         server.stop()
