@@ -48,7 +48,7 @@ def healthy_server(model, log_dir: Path, vllm_args: Sequence[str] = (), env: dic
     server = LocalServer(argv, port=port, log_path=log_dir / "server.log", env={**cpu_env(CACHE), **(env or {})})
     server.start()
     try:
-        server.wait_healthy(300)
+        server.wait_healthy(900)  # a start on a busy 2-core machine has taken more than 300 s
         yield server
     finally:
         server.stop()
@@ -61,12 +61,12 @@ def counters(server) -> dict:
 
 
 def get_json(url: str):
-    response = requests.get(url, timeout=10)
+    response = requests.get(url, timeout=60)
     response.raise_for_status()
     return response.json()
 
 
 def requests_in_server(server) -> float:
     """Requests vLLM is working on or has queued now (its running and waiting gauges)."""
-    text = requests.get(server.url + "/metrics", timeout=10).text
+    text = requests.get(server.url + "/metrics", timeout=60).text
     return sum(counter_totals(text, ("vllm:num_requests_running", "vllm:num_requests_waiting")).values())

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO, tpserve, wait_until
+from tpserve.workload.serverapi import server_counters
+from tpserve.workload.servermetrics import GENERATION_TOKENS
 
 
 def vllm_pids_on(port: int) -> list[int]:
@@ -43,14 +45,20 @@ def engine_processes() -> set[int]:
     return found
 
 
-def demo_args(port, tmp_path, *extra):
+# A vLLM start on a busy 2-core machine has taken more than the demo's default 300 s.
+HEALTH_S = 900
+
+
+def demo_args(port, tmp_path, *extra, health_s: float = HEALTH_S):
     return ("demo", "--port", str(port), "--results-dir", str(tmp_path / "results"),
-            "--cache-dir", str(REPO / ".cache"), "--locustfile", str(REPO / "loadtest" / "prompts.py"), *extra)
+            "--cache-dir", str(REPO / ".cache"), "--locustfile", str(REPO / "loadtest" / "prompts.py"),
+            "--health-timeout", f"{health_s:g}", *extra)
 
 
 def test_demo_serves_measures_writes_results_and_cleans_up(tmp_path, port):
     engines_before = engine_processes()
-    done = tpserve(*demo_args(port, tmp_path, "--num-requests", "16", "--concurrency", "4", "--max-tokens", "16"))
+    done = tpserve(*demo_args(port, tmp_path, "--num-requests", "16", "--concurrency", "4", "--max-tokens", "16"),
+                   timeout=HEALTH_S + 600)
     assert done.returncode == 0, done.stdout + done.stderr
     for row in ("requests ok / failed", "output tok/s", "total tok/s", "TTFT p50 / p99", "TPOT p50 / p99"):
         assert row in done.stdout
@@ -80,7 +88,7 @@ def test_demo_on_a_busy_port_says_so_and_starts_nothing(tmp_path, port):
 
 def test_demo_whose_server_never_gets_healthy_shows_the_log_and_leaves_no_process(tmp_path, port):
     engines_before = engine_processes()
-    done = tpserve(*demo_args(port, tmp_path, "--health-timeout", "5"), timeout=120)
+    done = tpserve(*demo_args(port, tmp_path, health_s=5), timeout=120)
     assert done.returncode == 1
     assert "last lines of the server log:" in done.stderr
     assert f"error: the server did not answer http://127.0.0.1:{port}/health within 5 s" in done.stderr
@@ -94,13 +102,15 @@ def test_demo_whose_server_dies_mid_run_reports_it_and_leaves_no_process(tmp_pat
         [sys.executable, "-m", "tpserve", *demo_args(port, tmp_path, "--num-requests", "100000")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + HEALTH_S + 60
         while "sending" not in (line := demo.stderr.readline()):
             assert line and time.monotonic() < deadline, "the demo never reached the load phase"
-        time.sleep(3)
+        # Mid-run: the server has generated tokens for the load test.
+        wait_until(lambda: server_counters(f"http://127.0.0.1:{port}").get(GENERATION_TOKENS),
+                   "the load test's first tokens")
         for pid in vllm_pids_on(port):
             os.kill(pid, signal.SIGKILL)
-        _, stderr = demo.communicate(timeout=120)
+        _, stderr = demo.communicate(timeout=300)
     finally:
         if demo.poll() is None:
             demo.kill()

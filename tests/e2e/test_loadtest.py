@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 
 from tests.conftest import REPO, free_port, run
 from tests.e2e.conftest import MODEL_NAME, counters, get_json
@@ -104,9 +105,11 @@ def test_an_empty_prompt_file_stops_the_run_with_a_clear_error(vllm_server, tmp_
 
 def test_two_worker_processes_send_the_run_once_and_the_master_merges_their_raw_records(vllm_server, tmp_path):
     before = counters(vllm_server)
+    started = time.monotonic()
     done = locust(vllm_server, tmp_path, "--processes", "2", "-u", "4", "-r", "4", "--num-requests", "13",
                   "--max-tokens", "9", "--prompt-set", "random", "--random-input-len", "24", "--seed", "3",
                   "--warmup-requests", "2")
+    took_s = time.monotonic() - started
     after = counters(vllm_server)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "run.json").read_text())
@@ -116,7 +119,7 @@ def test_two_worker_processes_send_the_run_once_and_the_master_merges_their_raw_
     assert sorted(r["prompt_id"] for r in records) == sorted(f"random-{i}" for i in range(13))
     assert after[GENERATION_TOKENS] - before[GENERATION_TOKENS] == (13 + 2) * 9
     assert report["token_check"]["status"] == "ok"
-    assert 0 < report["duration"] < 120
+    assert 0 < report["duration"] < took_s  # merged onto one clock: not stretched by the workers' clock offsets
 
 
 def test_a_master_and_two_separate_worker_processes_give_one_merged_run_equal_to_the_servers_counter(
