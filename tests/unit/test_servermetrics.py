@@ -131,7 +131,12 @@ def test_a_scrape_becomes_a_sample_of_the_generation_counter_and_the_queue():
 
 
 def test_the_server_was_busy_from_midway_before_its_first_tokens_to_midway_after_its_last():
-    assert busy_seconds(RUN) == pytest.approx(3.25 - 0.75)
+    assert busy_seconds(RUN) == pytest.approx((3.25 - 0.75, 0.5))
+
+
+def test_a_late_scrape_widens_the_busy_windows_error():
+    late = [RUN[0], RUN[1], Sample(4.5, 560, 32, 20), *series([(5.0, 700, 32, 20), (5.5, 760, 0, 0)])]
+    assert busy_seconds(late) == pytest.approx((5.25 - 2.5, (4.0 + 0.5) / 2))
 
 
 def test_a_counter_that_never_moved_gives_no_busy_time():

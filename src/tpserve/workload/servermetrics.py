@@ -183,12 +183,13 @@ def sample(exposition: str, at: float) -> Sample:
     return Sample(at, totals.get(GENERATION_TOKENS, 0.0), *in_flight(exposition))
 
 
-def busy_seconds(samples: list[Sample]) -> float | None:
-    """How long the server generated tokens, as scrapes every few hundred ms see it: from midway between the
-    last scrape before the generation counter moved and the first after, to midway between the last scrape
-    before it stopped and the first after. None when the counter never moved between two scrapes.
+def busy_seconds(samples: list[Sample]) -> tuple[float, float] | None:
+    """How long the server generated tokens, as scrapes taken during the run see it, and how far off that
+    can be: (seconds, ± seconds). None when the generation counter never moved between two scrapes.
 
-    Each end is off by at most half a scrape interval.
+    The window runs from midway between the last scrape before the counter moved and the first after, to
+    midway between the last scrape before it stopped and the first after; each end is off by at most half
+    its interval. A starved server answers a scrape late, which widens that interval.
     """
     moved = [i for i in range(1, len(samples)) if samples[i].generation_tokens > samples[i - 1].generation_tokens]
     if not moved:
@@ -196,7 +197,10 @@ def busy_seconds(samples: list[Sample]) -> float | None:
     first, last = moved[0], moved[-1]
     start = (samples[first - 1].at + samples[first].at) / 2
     end = (samples[last - 1].at + samples[last].at) / 2
-    return end - start if end > start else samples[last].at - samples[first - 1].at
+    error = (samples[first].at - samples[first - 1].at + samples[last].at - samples[last - 1].at) / 2
+    if end <= start:
+        return samples[last].at - samples[first - 1].at, error
+    return end - start, error
 
 
 def saturated_throughput(samples: list[Sample]) -> tuple[float, float] | None:
