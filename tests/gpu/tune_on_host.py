@@ -4,7 +4,8 @@ Runs a fixed list of phases in order, each a layout of ``tpserve serve`` with so
 one deadline; a phase starts only when its servers' start and its minimum runs still fit, so a slow host
 drops the last phases, never the first ones. In every phase each *round* runs the load test
 (``loadtest/prompts.py``) and ``vllm bench serve`` once on the same servers, alternating which goes first,
-and the server's own ``/metrics`` is scraped before and after every client run (the arbiter). With more
+and the server's own ``/metrics`` is scraped before and after every client run (the arbiter,
+:func:`tpserve.workload.servermetrics.server_window`). With more
 than one replica each client runs one process per replica, each with its share of the workload, exactly
 as ``tpserve sweep`` loads replicas. A *pair* phase serves two different settings on GPU 0 and GPU 1 and
 loads both at once, each with one replica's share: two settings measured side by side for one start.
@@ -36,7 +37,7 @@ from tpserve.shapes import TINY_LLAMA, find_shape, write_model_folder
 from tpserve.sweep import Load, measure
 from tpserve.workload import runrecord
 from tpserve.workload.distributed import share
-from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS, counter_totals
+from tpserve.workload.servermetrics import server_window
 
 # The issue's throughput-bound workload: 1,000 random prompts of 512 tokens, 256 out, 256 in flight.
 THROUGHPUT = Load(num_requests=1000, max_tokens=256, concurrency=256, prompt_set="random", random_input_len=512,
@@ -115,20 +116,6 @@ def scrape(url: str) -> str:
     return requests.get(url + "/metrics", timeout=30).text
 
 
-def server_window(before: str, after: str) -> dict:
-    """What the server itself counted between two scrapes: tokens, requests, and the TTFT / E2E sums."""
-    names = (GENERATION_TOKENS, PROMPT_TOKENS, "vllm:request_success_total",
-             "vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
-             "vllm:e2e_request_latency_seconds_sum", "vllm:e2e_request_latency_seconds_count")
-    a, b = counter_totals(before, names), counter_totals(after, names)
-    delta = {name: b.get(name, 0.0) - a.get(name, 0.0) for name in names}
-    ttft_n, e2e_n = delta[names[4]], delta[names[6]]
-    return {"generation_tokens": delta[GENERATION_TOKENS], "prompt_tokens": delta[PROMPT_TOKENS],
-            "requests": delta["vllm:request_success_total"],
-            "mean_ttft_ms": 1000 * delta[names[3]] / ttft_n if ttft_n else None,
-            "mean_e2e_ms": 1000 * delta[names[5]] / e2e_n if e2e_n else None}
-
-
 def bench(urls: list[str], model: str, tokenizer: Path, load: Load, work: Path, seed: int) -> dict:
     """``vllm bench serve`` against every replica at once (one process each, its share), summed."""
     work.mkdir(parents=True, exist_ok=True)
@@ -200,9 +187,10 @@ def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path,
         (work / "metrics" / f"before{i}.txt").write_text(a)
         (work / "metrics" / f"after{i}.txt").write_text(b)
     windows = [server_window(a, b) for a, b in zip(before, after, strict=True)]
-    server = {"generation_tokens": sum(w["generation_tokens"] for w in windows),
-              "prompt_tokens": sum(w["prompt_tokens"] for w in windows),
-              "requests": sum(w["requests"] for w in windows), "per_replica": windows, "client_wall_s": wall}
+    server = {"generation_tokens": sum(w.generation_tokens for w in windows),
+              "prompt_tokens": sum(w.prompt_tokens for w in windows),
+              "requests": sum(w.requests_finished for w in windows), "per_replica": [w.to_json() for w in windows],
+              "client_wall_s": wall}
     if figures.get("duration"):
         server["output_throughput_over_client_duration"] = server["generation_tokens"] / figures["duration"]
     run = {"phase": phase.name, "client": client, "round": round_, "order": order, "replica": replica,
