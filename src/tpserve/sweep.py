@@ -227,6 +227,13 @@ def available_devices() -> tuple[str, list[str]]:
     return "cpu", [str(core) for core in sorted(os.sched_getaffinity(0))]
 
 
+def exact_settings(serve_args: Sequence[str]) -> list[str]:
+    """SERVE_ARGS with ``--settings vllm`` first unless they choose a settings profile themselves."""
+    if any(arg == "--settings" or arg.startswith("--settings=") for arg in serve_args):
+        return list(serve_args)
+    return ["--settings", "vllm", *serve_args]
+
+
 def replica_command(model: str, served_name: str, point: Point, port: int, serve_args: Sequence[str] = (),
                     vllm_args: Sequence[str] = ()) -> list[str]:
     """The ``tpserve serve`` command of one replica of POINT: the sweep's arguments, then the point's settings.
@@ -234,9 +241,7 @@ def replica_command(model: str, served_name: str, point: Point, port: int, serve
     A point measures vLLM's defaults plus exactly its own settings: every server gets ``--settings vllm``
     (no tpserve profile, docs/settings.md) unless SERVE_ARGS choose a profile themselves.
     """
-    if not any(arg == "--settings" or arg.startswith("--settings=") for arg in serve_args):
-        serve_args = ["--settings", "vllm", *serve_args]
-    point_serve_args, point_vllm_args = axes.command_args(point.settings, serve_args)
+    point_serve_args, point_vllm_args = axes.command_args(point.settings, exact_settings(serve_args))
     return serve_command(model, served_model_name=served_name, tensor_parallel_size=point.tensor, host="127.0.0.1",
                          port=port, serve_args=point_serve_args, vllm_args=[*vllm_args, *point_vllm_args])
 

@@ -37,7 +37,7 @@ from tpserve import axes
 from tpserve.commandlines import serve_command
 from tpserve.errors import ConfigError
 from tpserve.machine import describe_machine
-from tpserve.sweep import Backend, Load, Point, check_repeats, measure_point
+from tpserve.sweep import Backend, Load, Point, check_repeats, exact_settings, measure_point
 
 TUNE_FILE = "tune.json"
 
@@ -198,8 +198,8 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
 
 
 def serve_line(model: str, point: Point, serve_args: Sequence[str] = ()) -> str:
-    """The ``tpserve serve`` command that serves POINT's settings (one replica of it)."""
-    point_serve, point_vllm = axes.command_args(point.settings, serve_args)
+    """The ``tpserve serve`` command that serves POINT's settings (one replica of it), as it was measured."""
+    point_serve, point_vllm = axes.command_args(point.settings, exact_settings(serve_args))
     argv = serve_command(model, tensor_parallel_size=point.tensor, serve_args=point_serve, vllm_args=point_vllm)
     return shlex.join(["tpserve", *argv[argv.index("serve"):]])
 

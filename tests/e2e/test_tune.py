@@ -35,7 +35,7 @@ def test_tune_measures_vllms_defaults_beside_a_setting_and_names_the_winner(tiny
     winner = summary["winner"]
     assert winner["label"] in ("tp1x1", "tp1x1-max-num-seqs=4") and summary["defaults"]["label"] == "tp1x1"
     assert summary["ratio_to_defaults"] == winner["output_tok_s_per_gpu"] / summary["defaults"]["output_tok_s_per_gpu"]
-    assert winner["serve"].startswith(f"tpserve serve --model {tiny_model} -tp 1 --max-model-len=1024")
+    assert winner["serve"].startswith(f"tpserve serve --model {tiny_model} -tp 1 --settings vllm --max-model-len=1024")
     assert done.stderr.strip().splitlines()[-1].startswith(f"winner: {winner['label']}, ")
 
     defaults, four = (json.loads((out / name).read_text()) for name in

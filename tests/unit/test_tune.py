@@ -66,8 +66,9 @@ def test_candidates_over_the_budget_or_slower_are_dropped_with_the_reason_in_tun
         "tp1x1-max-num-seqs=4-kv-cache-dtype=auto": ("dropped", f"slower: 180.0 output tok/s per GPU vs {best}"),
         "tp1x1-max-num-seqs=4-kv-cache-dtype=fp8": ("winner", "the most output tok/s per GPU within the budget"),
     }
-    assert summary["winner"]["serve"] == ("tpserve serve --model /models/tiny -tp 1 --no-allreduce-fusion -- "
-                                          "--max-num-seqs=4 --kv-cache-dtype=fp8")
+    # As measured: vLLM's defaults plus the winner's settings, no tpserve profile on top.
+    assert summary["winner"]["serve"] == ("tpserve serve --model /models/tiny -tp 1 --settings vllm "
+                                          "--no-allreduce-fusion -- --max-num-seqs=4 --kv-cache-dtype=fp8")
     assert (summary["server_starts"], summary["runs"], summary["grid_server_starts"]) == (6, 6, 18)
     assert summary["axes"] == {"max-num-seqs": ["default", "4", "8"], "kv-cache-dtype": ["default", "auto", "fp8"]}
     assert summary["ratio_to_defaults"] == pytest.approx(2.25) and summary["defaults"]["label"] == "tp1x1"
