@@ -44,9 +44,10 @@ def serve(
         envvar="TPSERVE_EXTRA_ARGS", help="More vLLM arguments as one shell-quoted string.")] = "",
     settings: Annotated[str, typer.Option(
         envvar="TPSERVE_SETTINGS",
-        help="vLLM settings profile: tuned (per model size and GPU memory, outputs unchanged), fp8 (tuned plus "
-             "fp8 KV cache and weights: changes outputs) or vllm (vLLM's own defaults). A flag you give wins. "
-             "docs/settings.md.")] = "tuned",
+        help="vLLM settings profile: tuned (measured per model size and GPU memory, outputs unchanged; none "
+             "measured yet, so nothing today), fp8 (tuned plus the measured fp8 combination: fp8 KV cache and "
+             "weights, 16384 batched tokens, bfloat16; changes outputs) or vllm (vLLM's own defaults). A flag "
+             "you give wins. docs/settings.md.")] = "tuned",
     dry_run: Annotated[bool, typer.Option(help="Check everything, then print the vLLM command instead of running it.")] = False,
 ) -> None:
     """Check the launch, then exec vLLM's OpenAI-compatible server (the container's entrypoint).
