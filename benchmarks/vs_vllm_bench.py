@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Self
 
 import requests
+from vllm_cli import bench_serve_command, random_dataset  # the sibling script: this one runs as a script
 
 from tpserve.commandlines import loadtest_command, serve_command
 from tpserve.machine import describe_machine, device_kind
@@ -198,16 +199,12 @@ def run_checked(argv: list[str], env: dict, what: str, pin: bool) -> None:
 def vllm_bench(args, env: dict, out: Path, seed: int, prompt_file: Path) -> tuple[dict, list]:
     dataset = (["--dataset-name", "custom", "--dataset-path", str(prompt_file), "--custom-output-len",
                 str(args.output_len), "--skip-chat-template"] if args.prompts == "builtin" else
-               ["--dataset-name", "random", "--random-input-len", str(args.input_len),
-                "--random-output-len", str(args.output_len), "--random-range-ratio", "0"])
-    run_checked([sys.executable, str(REPO / "benchmarks" / "vllm_cli.py"), "bench", "serve",
-                 "--backend", "openai", "--base-url", args.url, "--endpoint", "/v1/completions",
-                 "--model", args.model, "--tokenizer", str(args.tokenizer), *dataset,
-                 "--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency),
-                 "--num-warmups", "0", "--ready-check-timeout-sec", "0", "--request-rate", "inf", "--ignore-eos",
-                 "--temperature", "0", "--seed", str(seed), "--percentile-metrics", "ttft,tpot,itl,e2el",
-                 "--disable-tqdm", "--save-result", "--save-detailed",
-                 "--result-dir", str(out.parent), "--result-filename", out.name], env, "vllm bench serve", args.pin)
+               random_dataset(args.input_len, args.output_len))
+    run_checked(bench_serve_command(args.url, args.model, args.tokenizer, dataset, num_prompts=args.num_prompts,
+                                    concurrency=args.concurrency, seed=seed, result=out,
+                                    extra=["--num-warmups", "0", "--ready-check-timeout-sec", "0",
+                                           "--percentile-metrics", "ttft,tpot,itl,e2el", "--save-detailed"]),
+                env, "vllm bench serve", args.pin)
     result = json.loads(out.read_text())
     intervals = [(s, s + lat) for s, lat, err in zip(result["start_times"], result["latencies"], result["errors"],
                                                      strict=True) if not err]

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import requests
 
-from tpserve.commandlines import REPO, serve_command
+from benchmarks.vllm_cli import bench_serve_command, random_dataset
+from tpserve.commandlines import serve_command
 from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, find_shape, write_model_folder
 from tpserve.sweep import Load, measure
@@ -121,14 +122,10 @@ def bench(urls: list[str], model: str, tokenizer: Path, load: Load, work: Path, 
     work.mkdir(parents=True, exist_ok=True)
     processes = []
     for i, url in enumerate(urls):
-        argv = [sys.executable, str(REPO / "benchmarks" / "vllm_cli.py"), "bench", "serve", "--backend", "openai",
-                "--base-url", url, "--endpoint", "/v1/completions", "--model", model, "--tokenizer", str(tokenizer),
-                "--dataset-name", "random", "--random-input-len", str(load.random_input_len),
-                "--random-output-len", str(load.max_tokens), "--random-range-ratio", "0",
-                "--num-prompts", str(share(load.num_requests, len(urls), i)),
-                "--max-concurrency", str(share(load.concurrency, len(urls), i)), "--request-rate", "inf",
-                "--ignore-eos", "--temperature", "0", "--seed", str(seed + i), "--disable-tqdm", "--save-result",
-                "--result-dir", str(work), "--result-filename", f"bench{i}.json"]
+        argv = bench_serve_command(url, model, tokenizer, random_dataset(load.random_input_len, load.max_tokens),
+                                   num_prompts=share(load.num_requests, len(urls), i),
+                                   concurrency=share(load.concurrency, len(urls), i), seed=seed + i,
+                                   result=work / f"bench{i}.json")
         log = (work / f"bench{i}.log").open("wb")
         processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
     statuses = [p.wait(timeout=load.run_timeout_s + 300) for p in processes]
