@@ -35,30 +35,33 @@ def _memory_gib() -> float | None:
     return None
 
 
-def gpus() -> list[str]:
-    """Name and memory of each visible NVIDIA GPU, as nvidia-smi reports them; empty without GPUs."""
+def _nvidia_smi(query: str, units: bool = True) -> str | None:
+    """nvidia-smi's CSV answer (no header; numbers bare unless UNITS) to --query-gpu=QUERY; None without
+    nvidia-smi or when it fails."""
     if shutil.which("nvidia-smi") is None:
-        return []
+        return None
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+        done = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader" + ("" if units else ",nounits")],
                               capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def gpus() -> list[str]:
+    """Name and memory of each visible NVIDIA GPU, as nvidia-smi reports them; empty without GPUs."""
+    answer = _nvidia_smi("name,memory.total,driver_version") or ""
+    return [line.strip() for line in answer.splitlines() if line.strip()]
 
 
 def visible_gpu_memory_bytes(env: Mapping[str, str] = os.environ) -> int | None:
     """Memory of the smallest NVIDIA GPU this process may use, as nvidia-smi reports it; None when none is
     visible or nvidia-smi cannot tell."""
     visible = env.get("CUDA_VISIBLE_DEVICES")
-    if shutil.which("nvidia-smi") is None or (visible is not None and visible.strip() in ("", "-1")):
+    if visible is not None and visible.strip() in ("", "-1"):
         return None
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return smallest_gpu_memory(done.stdout, visible) if done.returncode == 0 else None
+    answer = _nvidia_smi("index,uuid,memory.total", units=False)
+    return None if answer is None else smallest_gpu_memory(answer, visible)
 
 
 def smallest_gpu_memory(query: str, visible: str | None) -> int | None:
