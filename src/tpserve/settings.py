@@ -11,7 +11,7 @@ A settings profile turns a model's size and its GPUs' memory into vLLM flags:
 
 A flag the user gives (after ``--``, in ``--extra-args`` or ``TPSERVE_EXTRA_ARGS``, in the chart's
 ``vllm.extraArgs``) always wins: the profile leaves it out. :data:`TABLE` is the only copy of the
-values; the chart reads it from ``charts/vllm/files/settings.yaml``, which ``tools/sync_chart_files.py``
+values; the chart reads it from ``charts/vllm/files/settings.json``, which ``tools/sync_chart_files.py``
 writes from it. ``docs/settings.md`` explains each entry.
 """
 
@@ -179,7 +179,7 @@ def flag_name(arg: str) -> str:
 
 
 def chart_table(table: Mapping = TABLE) -> dict:
-    """TABLE as plain data, for ``charts/vllm/files/settings.yaml``."""
+    """TABLE as plain data, for ``charts/vllm/files/settings.json``."""
     return {"entries": [{"min_parameters_b": entry.min_parameters_b, "max_parameters_b": entry.max_parameters_b,
                          "min_gpu_memory_gib": entry.min_gpu_memory_gib, "flags": dict(entry.flags),
                          "why": entry.why, "measured_in": entry.measured_in} for entry in entries(table)],
