@@ -8,7 +8,7 @@ tpserve's: ``cudagraph-mode=default,FULL_DECODE_ONLY`` sets ``cudagraph_mode`` i
 options of their own and go to it as such; every other key goes to vLLM after ``--``.
 
 Keys and values are checked against the argument parser of the vLLM installed here (built offline, no GPU
-needed; the import takes about 10 s on 2 cores): the key must be one of its flags, a value must pass the
+needed; importing vLLM takes a while on a small machine): the key must be one of its flags, a value must pass the
 flag's type and choices. Without vLLM in this Python, keys are checked against :data:`KNOWN_KEYS` only.
 A bad axis is refused before any server starts.
 """
