@@ -5,7 +5,9 @@ Starts the tiny Llama (dummy weights) twice per setting, each pair sharing one f
 prints the time to ``/health``, vLLM's own "init engine ... took N s" and whether the second start had to
 compile again ("Compiling model again due to a load failure").
 
-    .venv/bin/python benchmarks/cpu_compile_cache.py OUT_DIR
+    PYTHONPATH=src .venv/bin/python benchmarks/cpu_compile_cache.py OUT_DIR
+
+OUT_DIR gets the logs and cpu-compile-cache.json (the figures printed).
 """
 
 from __future__ import annotations
