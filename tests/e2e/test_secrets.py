@@ -23,6 +23,7 @@ from tests.e2e.conftest import counters, healthy_server, requests_in_server
 from tpserve.commandlines import loadtest_command, served_layout
 from tpserve.server import _session_members
 from tpserve.workload import runrecord
+from tpserve.workload.servermetrics import GENERATION_TOKENS
 
 TOKEN = "hf_PLANTEDtoken0123456789"
 API_KEY = "sk-planted-api-key"
@@ -33,6 +34,10 @@ STARTED_USERS = ("Ramping to", "All users spawned", "Aggregated", "Traceback")
 def assert_no_secret(*texts: str) -> None:
     for text in texts:
         assert TOKEN not in text and API_KEY not in text
+
+
+def _generated_since(before: dict, server) -> bool:
+    return counters(server).get(GENERATION_TOKENS, 0.0) > before.get(GENERATION_TOKENS, 0.0)
 
 
 def _env(api_key: str | None) -> dict:
@@ -105,12 +110,20 @@ def test_a_load_test_without_the_right_key_says_so_in_one_line_and_starts_no_use
 
 def test_sigterm_mid_load_drains_the_requests_in_flight_and_refuses_new_ones(keyed_server, tmp_path):
     records, log = tmp_path / "records.jsonl", tmp_path / "loadtest.log"
+    before = counters(keyed_server)
     with log.open("w") as output:  # a file, not a pipe left unread while the test waits: a full one stops Locust
         loadtest = subprocess.Popen(
             loadtest_command(keyed_server.url, users=8, num_requests=200, max_tokens=128, run_time_s=600,
                              results_json=tmp_path / "run.json", records_jsonl=records),
             stdout=output, stderr=subprocess.STDOUT, env=_env(API_KEY))
-    wait_until(lambda: requests_in_server(keyed_server) >= 1, "requests in flight")
+    # Mid-load: the load test still runs and the server has begun generating. The gauges alone can miss a
+    # load on a starved machine (they read 0 between bursts), so the generation counter, which only grows,
+    # counts too; with 8 users sending back to back, some request is in flight while the load test runs.
+    def mid_load() -> bool:
+        assert loadtest.poll() is None, f"the load test ended before the server saw it:\n{log.read_text()[-3000:]}"
+        return requests_in_server(keyed_server) >= 1 or _generated_since(before, keyed_server)
+
+    wait_until(mid_load, "the server to work on the load test's requests", timeout_s=900)
     # perf_counter is the system's monotonic clock, the one the load test stamps its records with.
     term = time.perf_counter()
     os.kill(keyed_server.process.pid, signal.SIGTERM)  # the tpserve serve process, which is vLLM since the exec
