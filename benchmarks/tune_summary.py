@@ -41,18 +41,34 @@ def load_runs(paths: list[Path]) -> tuple[dict[str, dict], list[dict]]:
     return phases, runs
 
 
+def point_of(spec: dict, run: dict) -> tuple[str, int, str, int]:
+    """The layout, GPUs, settings and requests in flight a run measured.
+
+    A ``shared`` run (and every run of a session before modes existed) loads the phase's whole layout; an
+    ``each-full`` or ``each-share`` run loads one replica alone (``tests/gpu/tune_on_host.py``).
+    """
+    tensor, replicas = spec["tensor"], len(spec["settings"])
+    mode = run.get("mode", "shared")
+    if mode == "shared":
+        layout, gpus, flags = (f"TP {tensor}" if replicas == 1 else f"{replicas} × TP {tensor}"), tensor * replicas, spec["settings"][0]
+    else:
+        layout, gpus, flags = f"TP {tensor}", tensor, spec["settings"][run["replica"]]
+    in_flight = run.get("load", {}).get("concurrency") or spec.get("concurrency") or 256
+    return layout, gpus, " ".join(flags) or "vLLM defaults", in_flight
+
+
 def summarize(phases: dict[str, dict], runs: list[dict], card: str = "NVIDIA H200") -> list[dict]:
     rows = []
     for name, phase in phases.items():
         spec = phase["phase"]
-        gpus = spec["tensor"] * len(spec["settings"])
-        mine = [r for r in runs if r["phase"] == name]
-        for run in mine:
+        for run in (r for r in runs if r["phase"] == name):
             figures, server = run["figures"], run["server"]
+            layout, gpus, settings, in_flight = point_of(spec, run)
             total = figures["total_token_throughput"]
             rows.append({
-                "phase": name, "shape": spec["shape"], "gpus": gpus, "tensor": spec["tensor"],
-                "replicas": len(spec["settings"]), "settings": " ".join(spec["settings"][0]) or "vLLM defaults",
+                "phase": name, "shape": spec["shape"], "gpus": gpus, "tensor": spec["tensor"], "layout": layout,
+                "settings": settings, "in_flight": in_flight, "mode": run.get("mode", "shared"),
+                "replica": run.get("replica"), "point": f"{spec['shape']} {layout}, {in_flight} in flight, {settings}",
                 "client": run["client"], "round": run["round"], "source": run["source"],
                 "output_tok_s": figures["output_throughput"], "output_tok_s_per_gpu": figures["output_throughput"] / gpus,
                 "total_tok_s": total, "median_ttft_ms": figures["median_ttft_ms"],
@@ -63,16 +79,43 @@ def summarize(phases: dict[str, dict], runs: list[dict], card: str = "NVIDIA H20
     return rows
 
 
-def instrument(rows: list[dict]) -> dict[str, dict]:
-    """Per phase: load test ÷ bench for each round where both ran, and their median."""
-    pairs: dict[str, dict] = defaultdict(dict)
+def points(rows: list[dict]) -> dict[str, dict]:
+    """Per measured point: its runs' medians (both clients, every round and replica)."""
+    grouped: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
-        pairs[(row["phase"], row["source"], row["round"])][row["client"]] = row["output_tok_s"]
+        grouped[row["point"]].append(row)
+    result = {}
+    for point, mine in grouped.items():
+        first = mine[0]
+        result[point] = {key: first[key] for key in ("shape", "layout", "gpus", "settings", "in_flight")} | {
+            "runs": len(mine), **{key: statistics.median(r[key] for r in mine)
+                                  for key in ("output_tok_s_per_gpu", "median_ttft_ms", "median_tpot_ms", "mfu")}}
+    return result
+
+
+def baseline(table: dict[str, dict], point: dict, same_layout: bool) -> dict | None:
+    """vLLM's defaults for POINT's model: at the same layout and load (SAME_LAYOUT), or else the issue's
+    baseline, the model's tensor-parallel layout over more than one GPU with the whole load."""
+    for other in table.values():
+        if other["shape"] != point["shape"] or other["settings"] != "vLLM defaults":
+            continue
+        if same_layout and (other["layout"], other["in_flight"]) == (point["layout"], point["in_flight"]):
+            return other
+        if not same_layout and other["gpus"] > 1 and other["layout"].startswith("TP "):
+            return other
+    return None
+
+
+def instrument(rows: list[dict]) -> dict[str, dict]:
+    """Per point: load test ÷ bench for each round where both ran on the same servers, and their median."""
+    pairs: dict[tuple, dict] = defaultdict(dict)
+    for row in rows:
+        pairs[(row["point"], row["phase"], row["source"], row["round"], row["replica"])][row["client"]] = row["output_tok_s"]
     ratios: dict[str, list] = defaultdict(list)
-    for (phase, _source, _round), both in pairs.items():
+    for (point, *_), both in pairs.items():
         if {"loadtest", "bench"} <= set(both):
-            ratios[phase].append(both["loadtest"] / both["bench"])
-    return {phase: {"rounds": len(r), "ratios": r, "median": statistics.median(r)} for phase, r in ratios.items()}
+            ratios[point].append(both["loadtest"] / both["bench"])
+    return {point: {"rounds": len(r), "ratios": r, "median": statistics.median(r)} for point, r in ratios.items()}
 
 
 def main() -> None:
@@ -82,46 +125,53 @@ def main() -> None:
     args = parser.parse_args()
     phases, runs = load_runs(args.tune_json)
     rows = summarize(phases, runs)
-    print(f"{'phase':<28} {'from':<6} {'client':<8} {'rnd':>3} {'out tok/s':>9} {'/GPU':>7} {'TTFT ms':>8} {'TPOT ms':>8} "
-          f"{'MFU':>6} {'server=client':>13}")
+    print(f"{'phase':<34} {'from':<6} {'mode':<10} {'client':<8} {'rnd':>3} {'rep':>3} {'out tok/s':>9} {'/GPU':>7} "
+          f"{'TTFT ms':>8} {'TPOT ms':>8} {'MFU':>6} {'server=client':>13}")
     for row in rows:
         same = row["server_generation_tokens"] == row["client_output_tokens"]
-        print(f"{row['phase']:<28} {Path(row['source']).parent.name:<6} {row['client']:<8} {row['round']:>3} {row['output_tok_s']:>9.0f} "
-              f"{row['output_tok_s_per_gpu']:>7.0f} {row['median_ttft_ms']:>8.0f} {row['median_tpot_ms']:>8.2f} "
-              f"{row['mfu']:>6.1%} {same!s:>13}")
-    print("\nper GPU, median over every run of the phase, against vLLM's defaults of the same model:")
-    medians = {name: statistics.median(r["output_tok_s_per_gpu"] for r in rows if r["phase"] == name)
-               for name in phases}
-    for name, value in medians.items():
-        shape = phases[name]["phase"]["shape"]
-        base = next((v for n, v in medians.items() if phases[n]["phase"]["shape"] == shape and
-                     not any(phases[n]["phase"]["settings"][0]) and phases[n]["phase"]["tensor"] > 1), None)
-        ratio = f"{value / base:.2f} ×" if base else "no defaults run"
-        print(f"  {name:<28} {value:>7.0f} output tok/s per GPU  {ratio}")
+        replica = "" if row["replica"] is None else row["replica"]
+        print(f"{row['phase']:<34} {Path(row['source']).parent.name:<6} {row['mode']:<10} {row['client']:<8} "
+              f"{row['round']:>3} {replica!s:>3} {row['output_tok_s']:>9.0f} {row['output_tok_s_per_gpu']:>7.0f} "
+              f"{row['median_ttft_ms']:>8.0f} {row['median_tpot_ms']:>8.2f} {row['mfu']:>6.1%} {same!s:>13}")
+    table = points(rows)
+    print("\nper point, medians over its runs; against vLLM's defaults at the model's TP layout (the issue's "
+          "baseline) and at the same layout and load:")
+    for point, figures in table.items():
+        ratios = []
+        for same_layout, what in ((False, "vs defaults at TP"), (True, "vs defaults, same layout")):
+            base = baseline(table, figures, same_layout)
+            if base and base is not figures:
+                ratios.append(f"{figures['output_tok_s_per_gpu'] / base['output_tok_s_per_gpu']:.2f} × {what}")
+        print(f"  {point}\n      {figures['runs']} runs: {figures['output_tok_s_per_gpu']:,.0f} output tok/s per GPU, "
+              f"TTFT {figures['median_ttft_ms']:,.0f} ms, TPOT {figures['median_tpot_ms']:.1f} ms, MFU "
+              f"{figures['mfu']:.1%}" + "".join(f"; {r}" for r in ratios))
     print("\nthe instrument: load test ÷ vllm bench serve, output tok/s, same server, alternating order:")
-    for phase, result in instrument(rows).items():
-        print(f"  {phase:<28} {result['rounds']} rounds: " + ", ".join(f"{r:.3f}" for r in result["ratios"])
+    for point, result in instrument(rows).items():
+        print(f"  {point}\n      {result['rounds']} rounds: " + ", ".join(f"{r:.3f}" for r in result["ratios"])
               + f"; median {result['median']:.3f}")
     if args.plot:
-        plot(medians, phases, args.plot)
+        plot(table, args.plot)
         print(f"\nplot: {args.plot}")
 
 
-def plot(medians: dict[str, float], phases: dict[str, dict], path: Path) -> None:
+def plot(table: dict[str, dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(medians)
-    labels = [f"{phases[n]['phase']['shape']}\nTP {phases[n]['phase']['tensor']} × "
-              f"{len(phases[n]['phase']['settings'])}\n" + ("fp8" if "fp8" in n else "vLLM defaults") for n in names]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bars = ax.bar(labels, [medians[n] for n in names], color=["#888" if "defaults" in n else "#2a7" for n in names])
+    figures = list(table.values())
+    labels = [f"{f['shape'].removeprefix('llama-2-')} {f['layout']}\n{f['in_flight']} in flight\n"
+              + ("defaults" if f["settings"] == "vLLM defaults" else "fp8" if "fp8" in f["settings"] else "tuned")
+              for f in figures]
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(figures)), 4.5))
+    bars = ax.bar(labels, [f["output_tok_s_per_gpu"] for f in figures],
+                  color=["#888" if f["settings"] == "vLLM defaults" else "#2a7" for f in figures])
     ax.bar_label(bars, fmt="%.0f")
     ax.set_ylabel("output tok/s per GPU")
+    ax.tick_params(axis="x", labelsize=8)
     ax.margins(y=0.12)
-    ax.set_title("2 × H200, vLLM 0.26.0: 1,000 prompts, 512 in / 256 out, 256 in flight")
+    ax.set_title("H200, vLLM 0.26.0: 1,000 prompts, 512 in / 256 out (medians)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

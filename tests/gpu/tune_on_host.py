@@ -9,6 +9,10 @@ and the server's own ``/metrics`` is scraped before and after every client run (
 than one replica each client runs one process per replica, each with its share of the workload, exactly
 as ``tpserve sweep`` loads replicas. A *pair* phase serves two different settings on GPU 0 and GPU 1 and
 loads both at once, each with one replica's share: two settings measured side by side for one start.
+A phase can run its servers in more than one *mode* per round: ``shared`` (the layout: one load shared by
+its replicas), ``each-share`` (each replica alone, its own client with its share, all at once) and
+``each-full`` (each replica alone with the whole workload, all at once: a one-GPU layout measured once
+per replica, side by side).
 
     python3 tests/gpu/tune_on_host.py OUT_DIR [--deadline-s 1400] [--cpu]
 
@@ -47,6 +51,9 @@ THROUGHPUT = Load(num_requests=1000, max_tokens=256, concurrency=256, prompt_set
 FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8"]
 BIG_BATCH = ["--max-num-batched-tokens", "16384"]
 KV_FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8"]
+W_FP8 = ["--dtype", "bfloat16", "--quantization", "fp8"]
+STREAM_10 = ["--stream-interval", "10"]
+MODES = ("shared", "each-share", "each-full")
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class Phase:
     max_rounds: int = 1
     start_s: float = 300  # what a cold start is expected to take, to decide whether the phase still fits
     round_s: float = 90
-    pair: bool = False  # replicas carry different settings: figures per replica, not merged
+    modes: tuple[str, ...] = ("shared",)  # how each round loads the servers (MODES, module docstring)
     clients: tuple[str, ...] = ("loadtest", "bench")
     optional: bool = False  # no time is held back for it
     # Tried once with the same layout when the servers fail to start with SETTINGS (e.g. a kernel the host lacks).
@@ -73,23 +80,38 @@ class Phase:
     def replicas(self) -> int:
         return len(self.settings)
 
+    def __post_init__(self) -> None:
+        unknown = set(self.modes) - set(MODES)
+        if unknown or ("shared" in self.modes and len(set(self.settings)) > 1):
+            raise ValueError(f"{self.name}: modes {self.modes} (known: {MODES}; 'shared' needs one setting)")
+
 
 def phases(cpu: bool) -> list[Phase]:
     if cpu:
         return [Phase("tiny-tp1-vllm-defaults", TINY_LLAMA.name, 1, ((),), 1, 3, 120, 60),
-                Phase("tiny-tp1-pair", TINY_LLAMA.name, 1, ((), tuple(BIG_BATCH)), 1, 1, 120, 60, pair=True),
+                Phase("tiny-tp1-pair", TINY_LLAMA.name, 1, ((), tuple(BIG_BATCH)), 1, 1, 120, 60,
+                      modes=("each-share",)),
+                Phase("tiny-tp1x2-modes", TINY_LLAMA.name, 1, ((),) * 2, 1, 1, 120, 60,
+                      modes=("shared", "each-full")),
                 Phase("tiny-tp1-fallback", TINY_LLAMA.name, 1, (("--no-such-flag",),), 1, 1, 120, 60,
                       clients=("loadtest",), fallback=((),))]
     # Extra rounds of a phase are run only while the later phases' minimum still fits.
+    fp8 = tuple(FP8 + BIG_BATCH)  # tpserve's fp8 profile, as tpserve serve --settings fp8 resolves it
     return [
-        Phase("7b-tp2-vllm-defaults", "llama-2-7b", 2, ((),), 1, 5, 270, 80),
-        Phase("7b-tp1x2-fp8-batch16k", "llama-2-7b", 1, (tuple(FP8 + BIG_BATCH),) * 2, 2, 5, 250, 50,
-              fallback=(tuple(KV_FP8 + BIG_BATCH),) * 2),
-        Phase("70b-tp2-vllm-defaults", "llama-2-70b", 2, ((),), 1, 1, 330, 80, clients=("loadtest",)),
-        Phase("70b-tp2-fp8-batch16k", "llama-2-70b", 2, (tuple(FP8 + BIG_BATCH),), 1, 1, 330, 60,
-              clients=("loadtest",), fallback=(tuple(KV_FP8 + BIG_BATCH),)),
-        Phase("7b-tp1-pair-defaults-vs-kvfp8-batch16k", "llama-2-7b", 1, ((), tuple(KV_FP8 + BIG_BATCH)),
-              1, 2, 250, 60, pair=True, optional=True),
+        Phase("7b-tp2-vllm-defaults", "llama-2-7b", 2, ((),), 1, 2, 270, 80),
+        # Two identical one-GPU servers: the 2 x TP 1 layout (shared), then each alone with the whole load.
+        Phase("7b-tp1x2-fp8-batch16k", "llama-2-7b", 1, (fp8,) * 2, 1, 3, 150, 170,
+              modes=("shared", "each-full")),
+        # vLLM's defaults beside the fp8 profile on one GPU each, whole load each: the settings alone.
+        Phase("7b-tp1-pair-defaults-vs-fp8", "llama-2-7b", 1, ((), fp8), 1, 2, 150, 100, modes=("each-full",)),
+        Phase("70b-tp2-fp8-batch16k", "llama-2-70b", 2, (fp8,), 1, 1, 330, 100, clients=("loadtest",),
+              fallback=(tuple(KV_FP8 + BIG_BATCH),)),
+        Phase("7b-tp1-pair-fp8-vs-fp8-stream10", "llama-2-7b", 1, (fp8, fp8 + tuple(STREAM_10)), 1, 1, 150, 100,
+              modes=("each-full",), optional=True),
+        Phase("7b-tp1-pair-kvfp8-vs-wfp8", "llama-2-7b", 1, (tuple(KV_FP8), tuple(W_FP8)), 1, 1, 150, 100,
+              modes=("each-full",), optional=True),
+        Phase("70b-tp2-vllm-defaults", "llama-2-70b", 2, ((),), 1, 1, 330, 120, clients=("loadtest",),
+              optional=True),
     ]
 
 
@@ -164,10 +186,10 @@ def loadtest(urls: list[str], model: str, load: Load, work: Path, seed: int) -> 
 
 
 def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path, client: str, round_: int,
-               order: int, replica: int | None = None) -> dict:
-    label = f"{phase.name}-r{round_}-{client}" + ("" if replica is None else f"-replica{replica}")
+               order: int, mode: str = "shared", replica: int | None = None) -> dict:
+    label = f"{phase.name}-r{round_}-{mode}-{client}" + ("" if replica is None else f"-replica{replica}")
     work = session.out / "runs" / label
-    load = session.load if replica is None else replace(session.load, num_requests=share(
+    load = session.load if mode != "each-share" else replace(session.load, num_requests=share(
         session.load.num_requests, phase.replicas, replica), concurrency=share(session.load.concurrency, phase.replicas, replica))
     before = [scrape(url) for url in urls]
     started = time.time()
@@ -190,7 +212,9 @@ def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path,
               "client_wall_s": wall}
     if figures.get("duration"):
         server["output_throughput_over_client_duration"] = server["generation_tokens"] / figures["duration"]
-    run = {"phase": phase.name, "client": client, "round": round_, "order": order, "replica": replica,
+    run = {"phase": phase.name, "client": client, "round": round_, "order": order, "mode": mode, "replica": replica,
+           "gpus": phase.tensor * len(urls), "settings": list(phase.settings[replica or 0]),
+           "load": {"num_requests": load.num_requests, "concurrency": load.concurrency},
            "started_at": started, "figures": figures, "server": server}
     session.runs.append(run)
     session.save()
@@ -238,17 +262,19 @@ def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devic
             if round_ > phase.min_rounds and session.left() - reserve_s < phase.round_s + 60:
                 break
             clients = phase.clients if round_ % 2 else phase.clients[::-1]
-            for order, client in enumerate(clients):
-                if phase.pair:  # each replica its own settings: loaded at once, figures kept apart
+            for mode in phase.modes:
+                for order, client in enumerate(clients):
+                    if mode == "shared":
+                        client_run(session, phase, urls, tokenizer, client, round_, order)
+                        continue
+                    # each replica alone, loaded at once, figures kept apart
                     threads = [threading.Thread(target=client_run, args=(session, phase, [url], tokenizer, client,
-                                                                         round_, order, i))
+                                                                         round_, order, mode, i))
                                for i, url in enumerate(urls)]
                     for thread in threads:
                         thread.start()
                     for thread in threads:
                         thread.join()
-                else:
-                    client_run(session, phase, urls, tokenizer, client, round_, order)
             record["rounds"] = round_
             session.save()
     except Exception as exc:  # noqa: BLE001 — a phase that fails is recorded, the next one runs
