@@ -154,6 +154,20 @@ def main() -> None:
         print(f"\nplot: {args.plot}")
 
 
+# tpserve's fp8 profile as tpserve serve --settings fp8 resolves it for a float16 model (tests/gpu/tune_on_host.py).
+FP8_PROFILE = "--dtype bfloat16 --kv-cache-dtype fp8 --quantization fp8 --max-num-batched-tokens 16384"
+
+
+def short(settings: str) -> str:
+    """A bar's settings in a few words: defaults, fp8 (the profile), fp8 + what else, or the flags."""
+    if settings == "vLLM defaults":
+        return "defaults"
+    if settings.startswith(FP8_PROFILE):
+        rest = settings.removeprefix(FP8_PROFILE).strip().removeprefix("--")
+        return "fp8" + (f"\n+ {rest}" if rest else "")
+    return settings.replace("--", "").replace(" ", "\n", 3)
+
+
 def plot(table: dict[str, dict], path: Path) -> None:
     import matplotlib
 
@@ -161,8 +175,7 @@ def plot(table: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figures = list(table.values())
-    labels = [f"{f['shape'].removeprefix('llama-2-')} {f['layout']}\n{f['in_flight']} in flight\n"
-              + ("defaults" if f["settings"] == "vLLM defaults" else "fp8" if "fp8" in f["settings"] else "tuned")
+    labels = [f"{f['shape'].removeprefix('llama-2-')} {f['layout']}\n{f['in_flight']} in flight\n{short(f['settings'])}"
               for f in figures]
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(figures)), 4.5))
     bars = ax.bar(labels, [f["output_tok_s_per_gpu"] for f in figures],

@@ -38,8 +38,9 @@ GiB = 1 << 30
 TABLE = MappingProxyType({
     "entries": (),
     # What the fp8 profile adds, exactly the combination measured: on 2 × H200 (vLLM 0.26.0, Llama-2-7b
-    # shape, 1,000 prompts of 512 in / 256 out, 256 in flight) two TP 1 replicas with these flags gave
-    # 1.44 × the output tok/s per GPU of one TP 2 server with vLLM's defaults. The KV cache in fp8 (e4m3,
+    # shape, 1,000 prompts of 512 in / 256 out, 256 in flight) one TP 1 server with these flags gave 1.28 ×
+    # the output tok/s of one with vLLM's defaults beside it on the other GPU, and two TP 1 replicas with them
+    # 1.52 × the per-GPU output of one TP 2 server with vLLM's defaults (see MEASURED). The KV cache in fp8 (e4m3,
     # scales 1.0 unless the checkpoint has its own) halves its bytes per token; "quantization": "fp8"
     # quantizes the 16-bit weights to fp8 as they load. Both change the numerics: outputs differ from the
     # 16-bit model's (not measured here: no real weights can be loaded on the machines this was built on).
@@ -47,19 +48,43 @@ TABLE = MappingProxyType({
     "fp8_kv_cache": MappingProxyType({"kv-cache-dtype": "fp8"}),
     "fp8_weights": MappingProxyType({"quantization": "fp8"}),
     "fp8_batch": MappingProxyType({"max-num-batched-tokens": "16384"}),
-    "fp8_measured_in": "results/20261130-h200x2-tune (7b shape; 70b not measured)",
+    "fp8_measured_in": "results/20261130b-h200x2-tune (7b and 70b shapes, 1.28 × vLLM's defaults at 7b TP 1)",
 })
 
-# The layouts and profiles measured to serve the most output tok/s per GPU, each against vLLM's defaults on
-# the same GPUs in the same device session and workload: what `tpserve plan` reports as measured. Figures
-# are medians of the runs in measured_in (benchmarks/tune_summary.py prints them).
+# The layouts and profiles measured to serve the most output tok/s per GPU, what `tpserve plan` reports as
+# measured. Each is held against vLLM's defaults at the model's tensor-parallel layout on the same GPUs and
+# workload, measured in the same device session unless "baseline_in" names another. Figures are medians of
+# the runs in measured_in (benchmarks/tune_summary.py prints them); "in_flight" is the load on that layout.
+_H200X2 = "2 × H200, vLLM 0.26.0"
+_THROUGHPUT = "1,000 random prompts, 512 in / 256 out, 256 in flight"
 MEASURED = (
     MappingProxyType({
-        "parameters_b": (0, 15), "min_gpu_memory_gib": 130, "gpus": 2, "tensor": 1, "replicas": 2,
-        "profile": "fp8", "output_tok_s_per_gpu": 7179, "defaults_tensor": 2, "defaults_output_tok_s_per_gpu": 4999,
-        "workload": "1,000 random prompts, 512 in / 256 out, 256 in flight",
-        "machine": "2 × H200, vLLM 0.26.0, Llama-2-7b shape",
-        "measured_in": "results/20261130-h200x2-tune",
+        "parameters_b": (0, 15), "min_gpu_memory_gib": 130, "what": "most per GPU", "tensor": 1, "replicas": 1,
+        "profile": "fp8", "output_tok_s_per_gpu": 7846, "ttft_ms": 1348, "tpot_ms": 26.7,
+        "defaults_tensor": 2, "defaults_output_tok_s_per_gpu": 4715, "baseline_in": None,
+        "machine": f"{_H200X2}, Llama-2-7b shape", "workload": _THROUGHPUT,
+        "measured_in": "results/20261130b-h200x2-tune",
+    }),
+    MappingProxyType({
+        "parameters_b": (0, 15), "min_gpu_memory_gib": 130, "what": "on both GPUs", "tensor": 1, "replicas": 2,
+        "profile": "fp8", "output_tok_s_per_gpu": 7159, "ttft_ms": 765, "tpot_ms": 14.4,
+        "defaults_tensor": 2, "defaults_output_tok_s_per_gpu": 4715, "baseline_in": None,
+        "machine": f"{_H200X2}, Llama-2-7b shape", "workload": _THROUGHPUT,
+        "measured_in": "results/20261130b-h200x2-tune",
+    }),
+    MappingProxyType({
+        "parameters_b": (0, 15), "min_gpu_memory_gib": 130, "what": "outputs unchanged (no fp8)", "tensor": 1,
+        "replicas": 1, "profile": "vllm", "output_tok_s_per_gpu": 6134, "ttft_ms": 801, "tpot_ms": 38.1,
+        "defaults_tensor": 2, "defaults_output_tok_s_per_gpu": 4715, "baseline_in": None,
+        "machine": f"{_H200X2}, Llama-2-7b shape", "workload": _THROUGHPUT,
+        "measured_in": "results/20261130b-h200x2-tune",
+    }),
+    MappingProxyType({
+        "parameters_b": (15, 80), "min_gpu_memory_gib": 130, "what": "most per GPU", "tensor": 2, "replicas": 1,
+        "profile": "fp8", "output_tok_s_per_gpu": 1863, "ttft_ms": 4833, "tpot_ms": 49.2,
+        "defaults_tensor": 2, "defaults_output_tok_s_per_gpu": 1268, "baseline_in": "results/20261130-h200x2-tune",
+        "machine": f"{_H200X2}, Llama-2-70b shape", "workload": _THROUGHPUT,
+        "measured_in": "results/20261130b-h200x2-tune",
     }),
 )
 
@@ -163,9 +188,14 @@ def measured_best(parameters: int | None, gpu_memory_bytes: int | None) -> list[
                 or (high is not None and parameters > high * 1e9) or gpu_memory_bytes < row["min_gpu_memory_gib"] * GiB):
             continue
         ratio = row["output_tok_s_per_gpu"] / row["defaults_output_tok_s_per_gpu"]
-        lines.append(f"measured best on {row['gpus']} GPUs: {row['replicas']} replica(s) of TP {row['tensor']} with "
-                     f"--settings {row['profile']}, {row['output_tok_s_per_gpu']:,} output tok/s per GPU = {ratio:.2f} × "
-                     f"vLLM's defaults at TP {row['defaults_tensor']} ({row['defaults_output_tok_s_per_gpu']:,}); "
+        gpus = row["tensor"] * row["replicas"]
+        baseline = (f"measured in another session, {row['baseline_in']}: not side by side" if row["baseline_in"]
+                    else "same session")
+        lines.append(f"measured, {row['what']}: {row['replicas']} × TP {row['tensor']}, the whole load on {gpus} "
+                     f"GPU{'s' if gpus > 1 else ''}, with --settings "
+                     f"{row['profile']}: {row['output_tok_s_per_gpu']:,} output tok/s per GPU, TTFT p50 "
+                     f"{row['ttft_ms']:,} ms, TPOT p50 {row['tpot_ms']} ms = {ratio:.2f} × vLLM's defaults at "
+                     f"TP {row['defaults_tensor']} ({row['defaults_output_tok_s_per_gpu']:,}, {baseline}); "
                      f"{row['machine']}, {row['workload']} ({row['measured_in']})")
     return lines
 

@@ -120,29 +120,43 @@ def test_plan_refuses_an_unknown_profile_in_one_line(env):
         2, ["error: --settings must be one of tuned, fp8, vllm (TPSERVE_SETTINGS), got 'fast'"])
 
 
-def test_plan_reports_the_measured_best_layout_and_profile_for_the_size_on_those_gpus(env):
+def test_plan_reports_the_measured_best_layouts_and_profiles_for_the_size_on_those_gpus(env):
     done = tpserve("plan", "llama-2-7b", "--gpu", "h200", "--gpus-per-node", "2", "--context", "4096", env=env)
     assert done.returncode == 0, done.stderr
-    assert ("measured best on 2 GPUs: 2 replica(s) of TP 1 with --settings fp8, 7,179 output tok/s per GPU = 1.44 × "
-            "vLLM's defaults at TP 2 (4,999); 2 × H200, vLLM 0.26.0, Llama-2-7b shape, 1,000 random prompts, 512 in / "
-            "256 out, 256 in flight (results/20261130-h200x2-tune)") in done.stdout
-    # Nothing was measured for 70b, nor on smaller cards: nothing is claimed.
-    for model, gpu in (("llama-2-70b", "h200"), ("llama-2-7b", "a100-80gb")):
-        other = tpserve("plan", model, "--gpu", gpu, "--json", env=env)
-        assert json.loads(other.stdout)["measured"] == []
+    where = ("2 × H200, vLLM 0.26.0, Llama-2-7b shape, 1,000 random prompts, 512 in / 256 out, 256 in flight "
+             "(results/20261130b-h200x2-tune)")
+    for line in ("measured, most per GPU: 1 × TP 1, the whole load on 1 GPU, with --settings fp8: 7,846 output tok/s "
+                 "per GPU, TTFT p50 1,348 ms, TPOT p50 26.7 ms = 1.66 × vLLM's defaults at TP 2 (4,715, same session); ",
+                 "measured, on both GPUs: 2 × TP 1, the whole load on 2 GPUs, with --settings fp8: 7,159 output tok/s "
+                 "per GPU, TTFT p50 765 ms, TPOT p50 14.4 ms = 1.52 × vLLM's defaults at TP 2 (4,715, same session); ",
+                 "measured, outputs unchanged (no fp8): 1 × TP 1, the whole load on 1 GPU, with --settings vllm: 6,134 "
+                 "output tok/s per GPU, TTFT p50 801 ms, TPOT p50 38.1 ms = 1.30 × vLLM's defaults at TP 2 (4,715, "
+                 "same session); "):
+        assert line + where in done.stdout
+    big = tpserve("plan", "llama-2-70b", "--gpu", "h200", "--gpus-per-node", "2", "--json", env=env)
+    (line,) = json.loads(big.stdout)["measured"]
+    assert "1,863 output tok/s per GPU" in line and "(1,268, measured in another session, " in line
+    # Nothing was measured on smaller cards: nothing is claimed.
+    other = tpserve("plan", "llama-2-7b", "--gpu", "a100-80gb", "--json", env=env)
+    assert json.loads(other.stdout)["measured"] == []
 
 
-def test_the_measured_figures_plan_reports_are_the_committed_session_s_medians():
-    from benchmarks.tune_summary import load_runs, summarize
+def test_the_measured_figures_plan_reports_are_the_committed_sessions_medians():
+    from benchmarks.tune_summary import load_runs, points, summarize
     from tpserve.settings import MEASURED
 
-    folder = REPO / "results" / "20261130-h200x2-tune"
-    phases, runs = load_runs(sorted(folder.glob("call*/tune.json")))
-    rows = summarize(phases, runs)
+    def table(folder: str) -> dict:
+        return points(summarize(*load_runs(sorted((REPO / folder).glob("call*/tune.json")))))
 
-    def median_per_gpu(phase: str) -> float:
-        return statistics.median(row["output_tok_s_per_gpu"] for row in rows if row["phase"] == phase)
-
-    (row,) = MEASURED
-    assert row["output_tok_s_per_gpu"] == round(median_per_gpu("7b-tp1x2-fp8-batch16k"))
-    assert row["defaults_output_tok_s_per_gpu"] == round(median_per_gpu("7b-tp2-vllm-defaults"))
+    for row in MEASURED:
+        measured = table(row["measured_in"])
+        baseline = table(row["baseline_in"]) if row["baseline_in"] else measured
+        shape = "llama-2-7b" if row["parameters_b"][1] == 15 else "llama-2-70b"
+        layout = f"TP {row['tensor']}" if row["replicas"] == 1 else f"{row['replicas']} × TP {row['tensor']}"
+        (point,) = [p for p in measured.values() if (p["shape"], p["layout"]) == (shape, layout) and
+                    (p["settings"] == "vLLM defaults") == (row["profile"] == "vllm") and "stream" not in p["settings"]]
+        (base,) = [p for p in baseline.values() if p["shape"] == shape and p["settings"] == "vLLM defaults"
+                   and p["layout"] == f"TP {row['defaults_tensor']}"]
+        assert row["output_tok_s_per_gpu"] == round(point["output_tok_s_per_gpu"])
+        assert (row["ttft_ms"], row["tpot_ms"]) == (round(point["median_ttft_ms"]), round(point["median_tpot_ms"], 1))
+        assert row["defaults_output_tok_s_per_gpu"] == round(base["output_tok_s_per_gpu"])
