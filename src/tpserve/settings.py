@@ -48,7 +48,7 @@ TABLE = MappingProxyType({
     "fp8_kv_cache": MappingProxyType({"kv-cache-dtype": "fp8"}),
     "fp8_weights": MappingProxyType({"quantization": "fp8"}),
     "fp8_batch": MappingProxyType({"max-num-batched-tokens": "16384"}),
-    "fp8_measured_in": "results/20261130b-h200x2-tune (7b and 70b shapes, 1.28 × vLLM's defaults at 7b TP 1)",
+    "fp8_measured_in": "results/20261130b-h200x2-tune, 7b and 70b shapes",
 })
 
 # The layouts and profiles measured to serve the most output tok/s per GPU, what `tpserve plan` reports as
