@@ -8,8 +8,7 @@ and the server's own ``/metrics`` is scraped before and after every client run (
 :func:`tpserve.workload.servermetrics.server_window`). With more
 than one replica each client runs one process per replica, each with its share of the workload, exactly
 as ``tpserve sweep`` loads replicas. A *pair* phase serves two different settings on GPU 0 and GPU 1 and
-loads both at once, each with one replica's share: two settings measured side by side for one start.
-A phase can run its servers in more than one *mode* per round: ``shared`` (the layout: one load shared by
+loads both at once: two settings measured side by side for one start. A phase can run its servers in more than one *mode* per round: ``shared`` (the layout: one load shared by
 its replicas), ``each-share`` (each replica alone, its own client with its share, all at once) and
 ``each-full`` (each replica alone with the whole workload, all at once: a one-GPU layout measured once
 per replica, side by side).
