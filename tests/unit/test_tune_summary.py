@@ -1,0 +1,76 @@
+"""benchmarks/tune_summary.py groups a GPU tuning session's runs by the point each measured: a layout shared
+by its replicas, or one replica alone (its share or the whole load), with the settings that replica served."""
+
+import json
+
+import pytest
+
+from benchmarks.tune_summary import baseline, instrument, load_runs, points, short, summarize
+from tests.gpu.tune_on_host import Phase
+
+FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8", "--max-num-batched-tokens", "16384"]
+
+
+def run(phase, client, output, round_=1, mode="shared", replica=None, concurrency=256):
+    prompt = output * 2
+    return {"phase": phase, "client": client, "round": round_, "mode": mode, "replica": replica,
+            "load": {"num_requests": 1000, "concurrency": concurrency},
+            "figures": {"output_throughput": output, "total_token_throughput": output + prompt, "median_ttft_ms": 500.0,
+                        "median_tpot_ms": 10.0, "output_tokens": 256000},
+            "server": {"generation_tokens": 256000}}
+
+
+@pytest.fixture
+def session(tmp_path):
+    def phase(name, tensor, settings):
+        return {"phase": {"name": name, "shape": "llama-2-7b", "tensor": tensor, "settings": settings}, "startup_s": 100}
+
+    document = {"phases": [phase("tp2-defaults", 2, [[]]), phase("tp1x2-fp8", 1, [FP8, FP8]),
+                           phase("pair", 1, [[], FP8])],
+                "runs": [run("tp2-defaults", "loadtest", 10000), run("tp2-defaults", "bench", 9800),
+                         run("tp1x2-fp8", "loadtest", 14000), run("tp1x2-fp8", "bench", 14200),
+                         run("tp1x2-fp8", "loadtest", 8000, mode="each-full", replica=0),
+                         run("tp1x2-fp8", "loadtest", 7800, mode="each-full", replica=1),
+                         run("tp1x2-fp8", "bench", 7900, mode="each-full", replica=0),
+                         run("tp1x2-fp8", "bench", 7600, mode="each-full", replica=1),
+                         run("pair", "loadtest", 6000, mode="each-full", replica=0),
+                         run("pair", "loadtest", 8100, mode="each-full", replica=1),
+                         run("pair", "bench", 6000, mode="each-full", replica=0) | {"figures": {"error": "x"}}]}
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps(document))
+    return summarize(*load_runs([path]))
+
+
+def test_each_run_counts_the_gpus_and_settings_of_what_it_loaded(session):
+    table = points(session)
+    fp8 = " ".join(FP8)
+    assert {(p["layout"], p["gpus"], p["settings"], p["runs"]): p["output_tok_s_per_gpu"] for p in table.values()} == {
+        ("TP 2", 2, "vLLM defaults", 2): 4950,
+        ("2 × TP 1", 2, fp8, 2): 7050,
+        ("TP 1", 1, fp8, 5): 7900,  # both replicas of the identical pair, and the pair phase's fp8 replica
+        ("TP 1", 1, "vLLM defaults", 1): 6000,  # the failed bench run is left out
+    }
+    one_gpu = next(p for p in table.values() if p["layout"] == "TP 1" and p["settings"] == fp8)
+    assert baseline(table, one_gpu, same_layout=False)["layout"] == "TP 2"
+    assert baseline(table, one_gpu, same_layout=True)["output_tok_s_per_gpu"] == 6000
+
+
+def test_the_instrument_pairs_the_two_clients_on_the_same_server_only(session):
+    result = instrument(session)
+    fp8 = " ".join(FP8)
+    assert result["llama-2-7b TP 2, 256 in flight, vLLM defaults"]["ratios"] == [10000 / 9800]
+    assert sorted(result[f"llama-2-7b TP 1, 256 in flight, {fp8}"]["ratios"]) == sorted([8000 / 7900, 7800 / 7600])
+    assert "llama-2-7b TP 1, 256 in flight, vLLM defaults" not in result  # its bench run failed: no pair
+
+
+def test_bars_name_the_fp8_profile_and_what_a_point_adds_to_it():
+    assert short("vLLM defaults") == "defaults"
+    assert short(" ".join(FP8)) == "fp8"
+    assert short(" ".join(FP8 + ["--stream-interval", "10"])) == "fp8\n+ stream-interval 10"
+
+
+def test_a_phase_refuses_unknown_modes_and_a_shared_load_over_different_settings():
+    with pytest.raises(ValueError, match="known"):
+        Phase("x", "llama-2-7b", 1, ((),), modes=("both",))
+    with pytest.raises(ValueError, match="'shared' needs one setting"):
+        Phase("x", "llama-2-7b", 1, ((), ("--max-num-seqs", "8")), modes=("shared",))
