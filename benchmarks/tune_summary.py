@@ -37,7 +37,9 @@ def load_runs(paths: list[Path]) -> tuple[dict[str, dict], list[dict]]:
         for phase in document["phases"]:
             if phase.get("startup_s") is not None:
                 phases[phase["phase"]["name"]] = phase | {"source": str(path)}
-        runs += [run | {"source": str(path)} for run in document["runs"] if "error" not in run["figures"]]
+        # A run from before per-run loads were recorded carried the session's whole workload.
+        whole = {"num_requests": document["workload"]["num_requests"], "concurrency": document["workload"]["concurrency"]}
+        runs += [{"load": whole} | run | {"source": str(path)} for run in document["runs"] if "error" not in run["figures"]]
     return phases, runs
 
 
@@ -53,8 +55,7 @@ def point_of(spec: dict, run: dict) -> tuple[str, int, str, int]:
         layout, gpus, flags = (f"TP {tensor}" if replicas == 1 else f"{replicas} × TP {tensor}"), tensor * replicas, spec["settings"][0]
     else:
         layout, gpus, flags = f"TP {tensor}", tensor, spec["settings"][run["replica"]]
-    in_flight = run.get("load", {}).get("concurrency") or spec.get("concurrency") or 256
-    return layout, gpus, " ".join(flags) or "vLLM defaults", in_flight
+    return layout, gpus, " ".join(flags) or "vLLM defaults", run["load"]["concurrency"]
 
 
 def summarize(phases: dict[str, dict], runs: list[dict], card: str = "NVIDIA H200") -> list[dict]:

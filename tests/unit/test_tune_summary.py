@@ -25,7 +25,7 @@ def session(tmp_path):
     def phase(name, tensor, settings):
         return {"phase": {"name": name, "shape": "llama-2-7b", "tensor": tensor, "settings": settings}, "startup_s": 100}
 
-    document = {"phases": [phase("tp2-defaults", 2, [[]]), phase("tp1x2-fp8", 1, [FP8, FP8]),
+    document = {"workload": {"num_requests": 1000, "concurrency": 256}, "phases": [phase("tp2-defaults", 2, [[]]), phase("tp1x2-fp8", 1, [FP8, FP8]),
                            phase("pair", 1, [[], FP8])],
                 "runs": [run("tp2-defaults", "loadtest", 10000), run("tp2-defaults", "bench", 9800),
                          run("tp1x2-fp8", "loadtest", 14000), run("tp1x2-fp8", "bench", 14200),
