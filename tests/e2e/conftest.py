@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,6 +64,19 @@ def get_json(url: str):
     response = requests.get(url, timeout=60)
     response.raise_for_status()
     return response.json()
+
+
+def under_way(loadtest, log: Path, condition: Callable[[], bool]) -> Callable[[], bool]:
+    """For wait_until: CONDITION, but fail at once, with the end of its LOG, if the LOADTEST process has ended.
+
+    Tests that act mid-load wait on the server's generation counter, which only grows, while the load test
+    runs; vLLM's running/waiting gauges can read 0 between bursts on a starved machine.
+    """
+    def check() -> bool:
+        assert loadtest.poll() is None, f"the load test ended too soon:\n{log.read_text()[-3000:]}"
+        return condition()
+
+    return check
 
 
 def requests_in_server(server) -> float:

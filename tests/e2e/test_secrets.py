@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import run, tpserve, wait_until
-from tests.e2e.conftest import counters, healthy_server, requests_in_server
+from tests.e2e.conftest import counters, healthy_server, requests_in_server, under_way
 from tpserve.commandlines import loadtest_command, served_layout
 from tpserve.server import _session_members
 from tpserve.workload import runrecord
@@ -116,14 +116,10 @@ def test_sigterm_mid_load_drains_the_requests_in_flight_and_refuses_new_ones(key
             loadtest_command(keyed_server.url, users=8, num_requests=200, max_tokens=128, run_time_s=600,
                              results_json=tmp_path / "run.json", records_jsonl=records),
             stdout=output, stderr=subprocess.STDOUT, env=_env(API_KEY))
-    # Mid-load: the load test still runs and the server has begun generating. The gauges alone can miss a
-    # load on a starved machine (they read 0 between bursts), so the generation counter, which only grows,
-    # counts too; with 8 users sending back to back, some request is in flight while the load test runs.
-    def mid_load() -> bool:
-        assert loadtest.poll() is None, f"the load test ended before the server saw it:\n{log.read_text()[-3000:]}"
-        return requests_in_server(keyed_server) >= 1 or _generated_since(before, keyed_server)
-
-    wait_until(mid_load, "the server to work on the load test's requests", timeout_s=900)
+    # Mid-load: the load test still runs (8 users sending back to back) and the server is working on it.
+    wait_until(under_way(loadtest, log, lambda: requests_in_server(keyed_server) >= 1
+                         or _generated_since(before, keyed_server)),
+               "the server to work on the load test's requests", timeout_s=900)
     # perf_counter is the system's monotonic clock, the one the load test stamps its records with.
     term = time.perf_counter()
     os.kill(keyed_server.process.pid, signal.SIGTERM)  # the tpserve serve process, which is vLLM since the exec

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.conftest import run, wait_until
-from tests.e2e.conftest import counters, healthy_server, requests_in_server
+from tests.e2e.conftest import counters, healthy_server, requests_in_server, under_way
 from tests.e2e.tcpproxy import TcpProxy
 from tpserve.commandlines import loadtest_command
 from tpserve.server import _session_members
@@ -41,13 +41,9 @@ def test_a_server_killed_mid_load_fails_each_request_with_its_reason_and_the_par
                              records_jsonl=records, run_time_s=600),
             stdout=output, stderr=subprocess.STDOUT)
     started = time.monotonic()
-    # Mid-run: some requests' tokens counted, and the load test, whose 8 users send back to back, still running.
-    # (vLLM's running/waiting gauges can read 0 between bursts on a starved machine, so they are not waited on.)
-    def mid_run() -> bool:
-        assert loadtest.poll() is None, f"the load test ended before the kill:\n{log.read_text()[-3000:]}"
-        return counters(doomed_server)[GENERATION_TOKENS] >= 8 * 128
-
-    wait_until(mid_run, "tokens counted while the load test runs")
+    # Mid-run: some requests' tokens counted, and the load test (8 users sending back to back) still running.
+    wait_until(under_way(loadtest, log, lambda: counters(doomed_server)[GENERATION_TOKENS] >= 8 * 128),
+               "tokens counted while the load test runs")
     killed = time.monotonic()
     os.killpg(doomed_server.process.pid, signal.SIGKILL)
     loadtest.wait(timeout=300)
