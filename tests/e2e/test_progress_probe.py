@@ -115,7 +115,8 @@ def test_a_stopped_engine_fails_the_probe_and_a_resumed_one_passes_and_finishes_
         try:
             set_priority(engine, priority)
             # Outputs already on their way may still be counted: the stall is the first run that sees none.
-            failed = wait_until(lambda: not stream.is_alive() or ((done := probe_later()).returncode == 1 and done),
+            failed = wait_until(lambda stream=stream: not stream.is_alive()
+                                or ((done := probe_later()).returncode == 1 and done),
                                 "the probe to see the stall", timeout_s=300)
             if failed is True:  # the request had finished before the engine stopped
                 continue

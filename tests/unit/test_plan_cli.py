@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import statistics
 
 import pytest
 
@@ -125,13 +124,14 @@ def test_plan_reports_the_measured_best_layouts_and_profiles_for_the_size_on_tho
     assert done.returncode == 0, done.stderr
     where = ("2 × H200, vLLM 0.26.0, Llama-2-7b shape, 1,000 random prompts, 512 in / 256 out, 256 in flight "
              "(results/20261130b-h200x2-tune)")
-    for line in ("measured, most per GPU: 1 × TP 1, the whole load on 1 GPU, with --settings fp8: 7,846 output tok/s "
-                 "per GPU, TTFT p50 1,348 ms, TPOT p50 26.7 ms = 1.66 × vLLM's defaults at TP 2 (4,715, same session); ",
-                 "measured, on both GPUs: 2 × TP 1, the whole load on 2 GPUs, with --settings fp8: 7,159 output tok/s "
-                 "per GPU, TTFT p50 765 ms, TPOT p50 14.4 ms = 1.52 × vLLM's defaults at TP 2 (4,715, same session); ",
-                 "measured, outputs unchanged (no fp8): 1 × TP 1, the whole load on 1 GPU, with --settings vllm: 6,134 "
-                 "output tok/s per GPU, TTFT p50 801 ms, TPOT p50 38.1 ms = 1.30 × vLLM's defaults at TP 2 (4,715, "
-                 "same session); "):
+    lines = (("measured, most per GPU: 1 × TP 1, the whole load on 1 GPU, with --settings fp8: 7,846 output tok/s "
+              "per GPU, TTFT p50 1,348 ms, TPOT p50 26.7 ms = 1.66 × vLLM's defaults at TP 2 (4,715, same session); "),
+             ("measured, on both GPUs: 2 × TP 1, the whole load on 2 GPUs, with --settings fp8: 7,159 output tok/s "
+              "per GPU, TTFT p50 765 ms, TPOT p50 14.4 ms = 1.52 × vLLM's defaults at TP 2 (4,715, same session); "),
+             ("measured, outputs unchanged (no fp8): 1 × TP 1, the whole load on 1 GPU, with --settings vllm: 6,134 "
+              "output tok/s per GPU, TTFT p50 801 ms, TPOT p50 38.1 ms = 1.30 × vLLM's defaults at TP 2 (4,715, "
+              "same session); "))
+    for line in lines:
         assert line + where in done.stdout
     big = tpserve("plan", "llama-2-70b", "--gpu", "h200", "--gpus-per-node", "2", "--json", env=env)
     (line,) = json.loads(big.stdout)["measured"]
