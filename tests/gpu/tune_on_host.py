@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -52,6 +53,13 @@ BIG_BATCH = ["--max-num-batched-tokens", "16384"]
 KV_FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8"]
 W_FP8 = ["--dtype", "bfloat16", "--quantization", "fp8"]
 STREAM_10 = ["--stream-interval", "10"]
+# Attention kernels other than vLLM's pick on Hopper (FlashAttention 3, whose decode works on 128-query-row tiles
+# even when each sequence has one query row per KV head, as in Llama-2-7b's multi-head attention).
+TRITON = ["--attention-backend", "TRITON_ATTN"]
+FLASHINFER = ["--attention-backend", "FLASHINFER", "--attention-config", '{"disable_flashinfer_q_quantization": true}']
+# A replica's settings resolved when its phase starts: the one-GPU settings of the same shape that gave the most
+# output per GPU so far in this session (each-full runs, median over runs and clients).
+BEST = ("@best-one-gpu",)
 MODES = ("shared", "each-share", "each-full")
 
 
@@ -89,22 +97,34 @@ def phases(cpu: bool) -> list[Phase]:
     if cpu:
         return [Phase("tiny-tp1-vllm-defaults", TINY_LLAMA.name, 1, ((),), 1, 3, 120, 60),
                 Phase("tiny-tp1-pair", TINY_LLAMA.name, 1, ((), tuple(BIG_BATCH)), 1, 1, 120, 60,
-                      modes=("each-share",)),
-                Phase("tiny-tp1x2-modes", TINY_LLAMA.name, 1, ((),) * 2, 1, 1, 120, 60,
-                      modes=("shared", "each-full")),
+                      modes=("each-full",)),
+                Phase("tiny-tp1x2-best", TINY_LLAMA.name, 1, (BEST, BEST), 1, 1, 120, 60,
+                      modes=("shared", "each-share")),
                 Phase("tiny-tp1-fallback", TINY_LLAMA.name, 1, (("--no-such-flag",),), 1, 1, 120, 60,
                       clients=("loadtest",), fallback=((),))]
-    # Extra rounds of a phase are run only while the later phases' minimum still fits.
+    # Extra rounds of a phase are run only while the later phases' minimum still fits. The first phases are the
+    # third session's (results/20261130c-h200x2-tune); the earlier sessions' phases follow, all optional.
     fp8 = tuple(FP8 + BIG_BATCH)  # tpserve's fp8 profile, as tpserve serve --settings fp8 resolves it
     return [
+        # The attention kernel alone, on one GPU each with the whole load: with the fp8 profile, then with defaults.
+        Phase("7b-tp1-pair-fp8-vs-fp8-triton", "llama-2-7b", 1, (fp8, fp8 + tuple(TRITON)), 1, 2, 170, 100,
+              modes=("each-full",)),
+        Phase("7b-tp1-pair-defaults-vs-triton", "llama-2-7b", 1, ((), tuple(TRITON)), 1, 1, 170, 100,
+              modes=("each-full",)),
         Phase("7b-tp2-vllm-defaults", "llama-2-7b", 2, ((),), 1, 2, 270, 80),
-        # Two identical one-GPU servers: the 2 x TP 1 layout (shared), then each alone with the whole load.
+        # The best one-GPU settings so far as the 2 x TP 1 layout (shared), then each GPU with the whole load.
+        Phase("7b-tp1x2-best", "llama-2-7b", 1, (BEST, BEST), 1, 2, 170, 170, modes=("shared", "each-full"),
+              optional=True),
+        Phase("7b-tp2-triton", "llama-2-7b", 2, (tuple(TRITON),), 1, 1, 270, 80, optional=True),
+        Phase("7b-tp1-pair-fp8-flashinfer-vs-best", "llama-2-7b", 1, (fp8 + tuple(FLASHINFER), BEST), 1, 1, 400, 100,
+              modes=("each-full",), optional=True),
+        # Earlier sessions' phases (results/20261130b-h200x2-tune).
         Phase("7b-tp1x2-fp8-batch16k", "llama-2-7b", 1, (fp8,) * 2, 1, 3, 150, 170,
-              modes=("shared", "each-full")),
-        # vLLM's defaults beside the fp8 profile on one GPU each, whole load each: the settings alone.
-        Phase("7b-tp1-pair-defaults-vs-fp8", "llama-2-7b", 1, ((), fp8), 1, 2, 150, 100, modes=("each-full",)),
+              modes=("shared", "each-full"), optional=True),
+        Phase("7b-tp1-pair-defaults-vs-fp8", "llama-2-7b", 1, ((), fp8), 1, 2, 150, 100, modes=("each-full",),
+              optional=True),
         Phase("70b-tp2-fp8-batch16k", "llama-2-70b", 2, (fp8,), 1, 1, 330, 100, clients=("loadtest",),
-              fallback=(tuple(KV_FP8 + BIG_BATCH),)),
+              fallback=(tuple(KV_FP8 + BIG_BATCH),), optional=True),
         Phase("7b-tp1-pair-fp8-vs-fp8-stream10", "llama-2-7b", 1, (fp8, fp8 + tuple(STREAM_10)), 1, 1, 150, 100,
               modes=("each-full",), optional=True),
         Phase("7b-tp1-pair-kvfp8-vs-wfp8", "llama-2-7b", 1, (tuple(KV_FP8), tuple(W_FP8)), 1, 1, 150, 100,
@@ -132,6 +152,18 @@ class Session:
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
+
+
+def best_settings(session: Session, shape: str) -> tuple[str, ...] | None:
+    """The one-GPU settings of SHAPE with the highest median output per GPU over this session's each-full runs."""
+    by_settings: dict[tuple[str, ...], list[float]] = {}
+    for run in session.runs:
+        if (run.get("shape") == shape and run["mode"] == "each-full" and run["gpus"] == 1
+                and "error" not in run["figures"]):
+            by_settings.setdefault(tuple(run["settings"]), []).append(run["figures"]["output_throughput"])
+    if not by_settings:
+        return None
+    return max(by_settings, key=lambda flags: statistics.median(by_settings[flags]))
 
 
 def scrape(url: str) -> str:
@@ -211,7 +243,8 @@ def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path,
               "client_wall_s": wall}
     if figures.get("duration"):
         server["output_throughput_over_client_duration"] = server["generation_tokens"] / figures["duration"]
-    run = {"phase": phase.name, "client": client, "round": round_, "order": order, "mode": mode, "replica": replica,
+    run = {"phase": phase.name, "shape": phase.shape, "client": client, "round": round_, "order": order, "mode": mode,
+           "replica": replica,
            "gpus": phase.tensor * len(urls), "settings": list(phase.settings[replica or 0]),
            "load": {"num_requests": load.num_requests, "concurrency": load.concurrency},
            "started_at": started, "figures": figures, "server": server}
@@ -225,6 +258,14 @@ def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path,
 def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devices: list[str],
               reserve_s: float) -> None:
     """Start PHASE's servers, run its rounds, stop them; RESERVE_S is held back for the phases after it."""
+    if BEST in phase.settings:
+        best = best_settings(session, phase.shape)
+        if best is None:
+            session.phases.append({"phase": asdict(phase), "skipped": "no one-GPU run of its shape to take the best of"})
+            print(f"{phase.name}: skipped, nothing measured to take the best of", flush=True)
+            return
+        phase = replace(phase, settings=tuple(best if flags == BEST else flags for flags in phase.settings))
+        print(f"{phase.name}: the best so far is {' '.join(best) or 'vLLM defaults'}", flush=True)
     record: dict = {"phase": asdict(phase), "started_left_s": round(session.left())}
     session.phases.append(record)
     env = cpu_env() if session.cpu else {**os.environ}
@@ -250,7 +291,8 @@ def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devic
         for server in servers:
             server.start()
         for server in servers:
-            server.wait_healthy(max(60.0, session.left()))
+            # A start that takes twice what the phase expects is a failed start: the later phases keep their time.
+            server.wait_healthy(max(60.0, min(session.left(), 2 * phase.start_s)))
         record["startup_s"] = round(time.monotonic() - started, 1)
         record["server_argv"] = [s.argv for s in servers]
         session.save()
