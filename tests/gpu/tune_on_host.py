@@ -142,13 +142,21 @@ class Session:
     load: Load
     runs: list[dict] = field(default_factory=list)
     phases: list[dict] = field(default_factory=list)
+    # each-share and each-full runs finish on their own threads: one writer at a time
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def save(self) -> None:
-        document = {"workload": asdict(self.load) | {"locustfile": str(self.load.locustfile)},
-                    "phases": self.phases, "runs": self.runs}
-        tmp = self.out / "tune.json.tmp"
-        tmp.write_text(json.dumps(document, indent=2) + "\n")
-        tmp.replace(self.out / "tune.json")
+        with self.lock:
+            document = {"workload": asdict(self.load) | {"locustfile": str(self.load.locustfile)},
+                        "phases": self.phases, "runs": self.runs}
+            tmp = self.out / "tune.json.tmp"
+            tmp.write_text(json.dumps(document, indent=2) + "\n")
+            tmp.replace(self.out / "tune.json")
+
+    def add_run(self, run: dict) -> None:
+        with self.lock:
+            self.runs.append(run)
+        self.save()
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -248,8 +256,7 @@ def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path,
            "gpus": phase.tensor * len(urls), "settings": list(phase.settings[replica or 0]),
            "load": {"num_requests": load.num_requests, "concurrency": load.concurrency},
            "started_at": started, "figures": figures, "server": server}
-    session.runs.append(run)
-    session.save()
+    session.add_run(run)
     print(f"  {label}: {figures.get('output_throughput', 0):.0f} output tok/s "
           f"(server counted {server['generation_tokens']:.0f} tokens) {figures.get('error', '')}", flush=True)
     return run
