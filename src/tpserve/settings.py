@@ -39,16 +39,18 @@ TABLE = MappingProxyType({
     "entries": (),
     # What the fp8 profile adds, exactly the combination measured: on 2 × H200 (vLLM 0.26.0, Llama-2-7b
     # shape, 1,000 prompts of 512 in / 256 out, 256 in flight) one TP 1 server with these flags gave 1.28 ×
-    # the output tok/s of one with vLLM's defaults beside it on the other GPU, and two TP 1 replicas with them
-    # 1.52 × the per-GPU output of one TP 2 server with vLLM's defaults (see MEASURED). The KV cache in fp8 (e4m3,
-    # scales 1.0 unless the checkpoint has its own) halves its bytes per token; "quantization": "fp8"
+    # the output tok/s of one with vLLM's defaults beside it on the other GPU (second session), and 1.50 × the
+    # per-GPU output of one TP 2 server with vLLM's defaults in the third (see MEASURED). The KV cache in fp8
+    # (e4m3, scales 1.0 unless the checkpoint has its own) halves its bytes per token; "quantization": "fp8"
     # quantizes the 16-bit weights to fp8 as they load. Both change the numerics: outputs differ from the
     # 16-bit model's (not measured here: no real weights can be loaded on the machines this was built on).
     # max-num-batched-tokens 16384 (vLLM's 8,192 on these cards) was part of the measured combination.
+    # vLLM's own attention kernel on Hopper (FlashAttention 3) stays: Triton's and FlashInfer's were slower
+    # with these flags (results/20261130c-h200x2-tune).
     "fp8_kv_cache": MappingProxyType({"kv-cache-dtype": "fp8"}),
     "fp8_weights": MappingProxyType({"quantization": "fp8"}),
     "fp8_batch": MappingProxyType({"max-num-batched-tokens": "16384"}),
-    "fp8_measured_in": "results/20261130b-h200x2-tune, 7b and 70b shapes",
+    "fp8_measured_in": "results/20261130c-h200x2-tune, 7b shape; results/20261130b-h200x2-tune, 70b shape",
 })
 
 # The layouts and profiles measured to serve the most output tok/s per GPU, what `tpserve plan` reports as
@@ -57,18 +59,20 @@ TABLE = MappingProxyType({
 # the runs in measured_in (benchmarks/tune_summary.py prints them); the workload's requests in flight are
 # the load on the whole layout (one GPU serving all of it for "most per GPU" at TP 1).
 _SESSION = {"min_gpu_memory_gib": 130, "defaults_tensor": 2, "baseline_in": None,
-            "workload": "1,000 random prompts, 512 in / 256 out, 256 in flight",
-            "measured_in": "results/20261130b-h200x2-tune"}
+            "workload": "1,000 random prompts, 512 in / 256 out, 256 in flight"}
+# The third session's (the second's gave 7,846 / 7,159 / 6,134 against a TP 2 baseline of 4,715: 1.66 × /
+# 1.52 × / 1.30 ×; the one-GPU figures agree within 2 %, the TP 2 baseline rose 13 %).
 _7B = _SESSION | {"parameters_b": (0, 15), "machine": "2 × H200, vLLM 0.26.0, Llama-2-7b shape",
-                  "defaults_output_tok_s_per_gpu": 4715}
+                  "measured_in": "results/20261130c-h200x2-tune", "defaults_output_tok_s_per_gpu": 5317}
 MEASURED = (
     MappingProxyType(_7B | {"what": "most per GPU", "tensor": 1, "replicas": 1, "profile": "fp8",
-                            "output_tok_s_per_gpu": 7846, "ttft_ms": 1348, "tpot_ms": 26.7}),
+                            "output_tok_s_per_gpu": 7965, "ttft_ms": 1044, "tpot_ms": 27.4}),
     MappingProxyType(_7B | {"what": "on both GPUs", "tensor": 1, "replicas": 2, "profile": "fp8",
-                            "output_tok_s_per_gpu": 7159, "ttft_ms": 765, "tpot_ms": 14.4}),
+                            "output_tok_s_per_gpu": 7204, "ttft_ms": 676, "tpot_ms": 14.8}),
     MappingProxyType(_7B | {"what": "outputs unchanged (no fp8)", "tensor": 1, "replicas": 1, "profile": "vllm",
-                            "output_tok_s_per_gpu": 6134, "ttft_ms": 801, "tpot_ms": 38.1}),
+                            "output_tok_s_per_gpu": 6175, "ttft_ms": 702, "tpot_ms": 38.2}),
     MappingProxyType(_SESSION | {"parameters_b": (15, 80), "machine": "2 × H200, vLLM 0.26.0, Llama-2-70b shape",
+                                 "measured_in": "results/20261130b-h200x2-tune",
                                  "what": "most per GPU", "tensor": 2, "replicas": 1, "profile": "fp8",
                                  "output_tok_s_per_gpu": 1863, "ttft_ms": 4833, "tpot_ms": 49.2,
                                  # 70b with vLLM's defaults did not fit in the second session's device time.

@@ -123,13 +123,13 @@ def test_plan_reports_the_measured_best_layouts_and_profiles_for_the_size_on_tho
     done = tpserve("plan", "llama-2-7b", "--gpu", "h200", "--gpus-per-node", "2", "--context", "4096", env=env)
     assert done.returncode == 0, done.stderr
     where = ("2 × H200, vLLM 0.26.0, Llama-2-7b shape, 1,000 random prompts, 512 in / 256 out, 256 in flight "
-             "(results/20261130b-h200x2-tune)")
-    lines = (("measured, most per GPU: 1 × TP 1, the whole load on 1 GPU, with --settings fp8: 7,846 output tok/s "
-              "per GPU, TTFT p50 1,348 ms, TPOT p50 26.7 ms = 1.66 × vLLM's defaults at TP 2 (4,715, same session); "),
-             ("measured, on both GPUs: 2 × TP 1, the whole load on 2 GPUs, with --settings fp8: 7,159 output tok/s "
-              "per GPU, TTFT p50 765 ms, TPOT p50 14.4 ms = 1.52 × vLLM's defaults at TP 2 (4,715, same session); "),
-             ("measured, outputs unchanged (no fp8): 1 × TP 1, the whole load on 1 GPU, with --settings vllm: 6,134 "
-              "output tok/s per GPU, TTFT p50 801 ms, TPOT p50 38.1 ms = 1.30 × vLLM's defaults at TP 2 (4,715, "
+             "(results/20261130c-h200x2-tune)")
+    lines = (("measured, most per GPU: 1 × TP 1, the whole load on 1 GPU, with --settings fp8: 7,965 output tok/s "
+              "per GPU, TTFT p50 1,044 ms, TPOT p50 27.4 ms = 1.50 × vLLM's defaults at TP 2 (5,317, same session); "),
+             ("measured, on both GPUs: 2 × TP 1, the whole load on 2 GPUs, with --settings fp8: 7,204 output tok/s "
+              "per GPU, TTFT p50 676 ms, TPOT p50 14.8 ms = 1.35 × vLLM's defaults at TP 2 (5,317, same session); "),
+             ("measured, outputs unchanged (no fp8): 1 × TP 1, the whole load on 1 GPU, with --settings vllm: 6,175 "
+              "output tok/s per GPU, TTFT p50 702 ms, TPOT p50 38.2 ms = 1.16 × vLLM's defaults at TP 2 (5,317, "
               "same session); "))
     for line in lines:
         assert line + where in done.stdout
@@ -142,7 +142,7 @@ def test_plan_reports_the_measured_best_layouts_and_profiles_for_the_size_on_tho
 
 
 def test_the_measured_figures_plan_reports_are_the_committed_sessions_medians():
-    from benchmarks.tune_summary import load_runs, points, summarize
+    from benchmarks.tune_summary import FP8_PROFILE, load_runs, points, summarize
     from tpserve.settings import MEASURED
 
     def table(folder: str) -> dict:
@@ -153,8 +153,8 @@ def test_the_measured_figures_plan_reports_are_the_committed_sessions_medians():
         baseline = table(row["baseline_in"]) if row["baseline_in"] else measured
         shape = "llama-2-7b" if row["parameters_b"][1] == 15 else "llama-2-70b"
         layout = f"TP {row['tensor']}" if row["replicas"] == 1 else f"{row['replicas']} × TP {row['tensor']}"
-        (point,) = [p for p in measured.values() if (p["shape"], p["layout"]) == (shape, layout) and
-                    (p["settings"] == "vLLM defaults") == (row["profile"] == "vllm") and "stream" not in p["settings"]]
+        settings = "vLLM defaults" if row["profile"] == "vllm" else FP8_PROFILE
+        (point,) = [p for p in measured.values() if (p["shape"], p["layout"], p["settings"]) == (shape, layout, settings)]
         (base,) = [p for p in baseline.values() if p["shape"] == shape and p["settings"] == "vLLM defaults"
                    and p["layout"] == f"TP {row['defaults_tensor']}"]
         assert row["output_tok_s_per_gpu"] == round(point["output_tok_s_per_gpu"])

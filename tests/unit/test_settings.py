@@ -52,7 +52,8 @@ def test_the_shipped_table_has_no_tuned_entry_until_one_is_measured_and_fp8_is_t
     assert tuned.reason == "settings tuned, no tuned settings for 6.7 B parameters on GPUs of 140.4 GiB"
     fp8 = settings.choose("fp8", int(6.7e9), int(H200 * GiB))
     assert fp8.flags == FP8
-    assert fp8.reason.endswith("change the outputs (measured in: results/20261130b-h200x2-tune, 7b and 70b shapes)")
+    assert fp8.reason.endswith("change the outputs (measured in: results/20261130c-h200x2-tune, 7b shape; "
+                               "results/20261130b-h200x2-tune, 70b shape)")
 
 
 def test_on_cpu_no_profile_adds_a_flag():
