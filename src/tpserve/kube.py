@@ -1,13 +1,16 @@
-"""``tpserve sweep --on kubernetes``: each layout as a Helm release of ``charts/vllm``.
+"""``tpserve sweep --on kubernetes``: each point as a Helm release of ``charts/vllm``.
 
-For a point the sweep runs ``helm upgrade --install`` with ``parallelism.tensor`` and ``replicaCount``,
-waits with the kubernetes client until the Deployment's new pods are all ready, and reaches the
-Service through ``kubectl port-forward`` (the Service spreads the load over the replicas).
+For a point the sweep runs ``helm upgrade --install`` with ``parallelism.tensor``, ``replicaCount`` and the
+point's vLLM settings (:func:`settings_values`), waits with the kubernetes client until the Deployment's new
+pods are all ready, and reaches the Service through ``kubectl port-forward`` (the Service spreads the load
+over the replicas). Like a local sweep, a point measures vLLM's defaults plus exactly its own settings: the
+release gets ``vllm.settings=vllm`` unless the chart values choose a profile themselves.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import subprocess
 import time
@@ -17,14 +20,18 @@ from pathlib import Path
 
 import yaml
 
-from tpserve import kubeload
+from tpserve import axes, kubeload
 from tpserve.errors import ConfigError, ServerNotHealthyError
 from tpserve.kubeload import InClusterLoad
+from tpserve.launch import FUSION_OFF
 from tpserve.sweep import Backend, Point, Servers
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import Layout, RunRecord
 
 CHART_NAME = "vllm"
+# Settings that are chart values of their own (the chart refuses them in vllm.extraArgs), by axis key.
+CHART_VALUES = {"gpu-memory-utilization": "vllm.gpuMemoryUtilization", "max-model-len": "vllm.maxModelLen",
+                "dtype": "vllm.dtype"}
 
 
 def fullname(release: str, name_override: str = "", fullname_override: str = "") -> str:
@@ -37,18 +44,109 @@ def fullname(release: str, name_override: str = "", fullname_override: str = "")
     return name[:63].rstrip("-")
 
 
+def given_values(values: Sequence[Path], sets: Sequence[str]) -> dict:
+    """The chart values that VALUES files then ``--set KEY=VALUE`` items give (later wins), nested as helm
+    nests them; values a ``--set`` gives stay strings. Only what the user wrote, not the chart's defaults."""
+    given: dict = {}
+
+    def merge(into: dict, update: dict) -> None:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    for path in values:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a values file holds a map of chart values")
+        merge(given, loaded)
+    for item in sets:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        nested: dict = {leaf: value}
+        for parent in reversed(parents):
+            nested = {parent: nested}
+        merge(given, nested)
+    return given
+
+
+def _lookup(given: dict, dotted: str):
+    """The value at DOTTED (``vllm.settings``) in GIVEN, or None."""
+    node = given
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def name_overrides(values: Sequence[Path], sets: Sequence[str]) -> dict[str, str]:
     """nameOverride and fullnameOverride as helm resolves them from VALUES files then --set items (later
     wins), as keyword arguments of ``fullname``."""
-    found = {"nameOverride": "", "fullnameOverride": ""}
-    for path in values:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        found.update({key: str(loaded[key] or "") for key in found if key in loaded})
-    for item in sets:
-        key, _, value = item.partition("=")
-        if key in found:
-            found[key] = value
-    return {"name_override": found["nameOverride"], "fullname_override": found["fullnameOverride"]}
+    given = given_values(values, sets)
+    return {"name_override": str(given.get("nameOverride") or ""),
+            "fullname_override": str(given.get("fullnameOverride") or "")}
+
+
+def check_axes(settings_axes: Sequence[axes.Axis], values: Sequence[Path], sets: Sequence[str]) -> None:
+    """Refuse an axis the chart values already set: every point would carry the user's value, so no point
+    would measure the axis' values (``default`` included) as named."""
+    given = given_values(values, sets)
+    extra = _lookup(given, "vllm.extraArgs") or {}
+    for axis in settings_axes:
+        if axis.key in CHART_VALUES:
+            if _lookup(given, CHART_VALUES[axis.key]) not in (None, 0, "0", "auto", ""):
+                raise ConfigError(f"--vllm {axis.key} is an axis but the chart values already set "
+                                  f"{CHART_VALUES[axis.key]}: drop one of them")
+            continue
+        flags = ["compilation-config"] if axis.key == axes.CUDAGRAPH_MODE else [axis.key, f"no-{axis.key}"]
+        for flag in flags:
+            if flag in extra:
+                raise ConfigError(f"--vllm {axis.key} is an axis but the chart values already set "
+                                  f"vllm.extraArgs.{flag}: drop one of them")
+
+
+def settings_values(point: Point, values: Sequence[Path] = (), sets: Sequence[str] = ()) -> list[str]:
+    """Helm arguments that give the chart's server POINT's vLLM settings, as ``tpserve serve`` gets them in a
+    local sweep (:func:`tpserve.axes.command_args`): ``vllm.settings=vllm`` unless the values choose a profile,
+    the options the chart has values for, every other flag in ``vllm.extraArgs``.
+
+    A CUDA-graph mode goes in ``vllm.extraArgs.compilation-config``; at TP > 1 with the chart's all-reduce
+    fusion off, that JSON also holds the fusion's switch and ``vllm.allreduceFusion=true`` stops the chart
+    from adding its own ``--compilation-config`` (vLLM takes one).
+    """
+    given = given_values(values, sets)
+    argv = [] if _lookup(given, "vllm.settings") is not None else ["--set", "vllm.settings=vllm"]
+    compilation: dict = {}
+    for key, value in point.settings:
+        if value == axes.DEFAULT:
+            continue
+        if key == axes.CUDAGRAPH_MODE:
+            compilation["cudagraph_mode"] = value
+        elif key in CHART_VALUES:
+            argv += ["--set-json", f"{CHART_VALUES[key]}={_json_value(value)}"]
+        elif value in axes.SWITCH_VALUES:
+            argv += ["--set-json", f"vllm.extraArgs.{key if value == 'on' else 'no-' + key}=true"]
+        else:
+            argv += ["--set-json", f"vllm.extraArgs.{key}={json.dumps(value)}"]
+    if compilation:
+        fusion = str(_lookup(given, "vllm.allreduceFusion")).lower() == "true"
+        if point.tensor > 1 and not fusion:
+            compilation |= json.loads(FUSION_OFF)
+            argv += ["--set", "vllm.allreduceFusion=true"]
+        argv += ["--set-json", f"vllm.extraArgs.compilation-config={json.dumps(compilation)}"]
+    return argv
+
+
+def _json_value(text: str) -> str:
+    """TEXT as JSON: a number where it is one (the chart renders whole numbers and fractions as such), else a
+    string."""
+    try:
+        number = json.loads(text)
+    except ValueError:
+        return json.dumps(text)
+    return text if isinstance(number, int | float) and not isinstance(number, bool) else json.dumps(text)
 
 
 def helm_argv(release: str, chart: Path, namespace: str, point: Point, values: Sequence[Path] = (),
@@ -59,7 +157,7 @@ def helm_argv(release: str, chart: Path, namespace: str, point: Point, values: S
 
 
 def _point_values(point: Point, values: Sequence[Path], sets: Sequence[str]) -> list[str]:
-    """The chart values of POINT as helm arguments: VALUES files, SETS, then the layout."""
+    """The chart values of POINT as helm arguments: VALUES files, SETS, the point's settings, then the layout."""
     for item in sets:
         if "=" not in item:
             raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
@@ -68,7 +166,8 @@ def _point_values(point: Point, values: Sequence[Path], sets: Sequence[str]) -> 
         argv += ["--values", str(path)]
     for item in sets:
         argv += ["--set", item]
-    return argv + ["--set", f"parallelism.tensor={point.tensor}", "--set", f"replicaCount={point.replicas}"]
+    return argv + settings_values(point, values, sets) + ["--set", f"parallelism.tensor={point.tensor}",
+                                                           "--set", f"replicaCount={point.replicas}"]
 
 
 def rollout_done(deployment) -> tuple[bool, str]:
@@ -134,7 +233,7 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
         name = fullname(release, **name_overrides(values, sets))
         wait_rolled_out(api, name, namespace, timeout_s)
         layout = Layout(model, f"GPU (Kubernetes release {namespace}/{release})", point.tensor,
-                        replicas=point.replicas)
+                        replicas=point.replicas, vllm_flags=point_flags(point))
         if in_cluster is not None:
             template = [helm, "template", release, str(chart), "--namespace", namespace,
                         *_point_values(point, values, sets)]
@@ -152,6 +251,20 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
             forward.wait(timeout=10)
 
     return start
+
+
+def point_flags(point: Point) -> dict[str, str | bool]:
+    """The vLLM flags POINT's settings add, as a run record's layout holds them (a switch maps to True)."""
+    serve, vllm = axes.command_args(point.settings)
+    flags: dict[str, str | bool] = {}
+    for arg in serve + vllm:
+        if arg.startswith("--"):
+            name, equals, value = arg[2:].partition("=")
+            flags[name] = value if equals else True
+            last = name
+        else:  # the value of the flag before it (--compilation-config JSON)
+            flags[last] = arg
+    return flags
 
 
 def _in_cluster_measure(in_cluster: InClusterLoad, template_argv: Sequence[str], namespace: str, point: Point,

@@ -16,12 +16,14 @@ from tpserve.kube import fullname, helm_argv, kubernetes_backend, wait_rolled_ou
 from tpserve.sweep import Point
 
 
-def test_each_layout_is_one_helm_upgrade_with_tensor_and_replicas_last():
+def test_each_layout_is_one_helm_upgrade_with_tensor_and_replicas_last(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("v.yaml").write_text("model:\n  name: x\n")
     argv = helm_argv("sweep7b", Path("charts/vllm"), "bench", Point(2, 2), values=[Path("v.yaml")],
                      sets=["model.name=meta-llama/Llama-2-7b-chat-hf"])
     assert argv == ["helm", "upgrade", "--install", "sweep7b", "charts/vllm", "--namespace", "bench",
                     "--values", "v.yaml", "--set", "model.name=meta-llama/Llama-2-7b-chat-hf",
-                    "--set", "parallelism.tensor=2", "--set", "replicaCount=2"]
+                    "--set", "vllm.settings=vllm", "--set", "parallelism.tensor=2", "--set", "replicaCount=2"]
     with pytest.raises(ConfigError, match="--set takes KEY=VALUE, got 'oops'"):
         helm_argv("r", Path("c"), "n", Point(1), sets=["oops"])
 
@@ -37,6 +39,102 @@ def test_the_chart_deploys_what_the_sweep_asks_for(render, tensor, replicas):
     assert deployment["spec"]["replicas"] == replicas
     assert container(deployment)["resources"]["limits"]["nvidia.com/gpu"] == tensor
     assert objects["Service"]["metadata"]["name"] == "sweep7b-vllm"
+
+
+SETTINGS = (("max-num-seqs", "512"), ("kv-cache-dtype", "fp8"), ("async-scheduling", "off"),
+            ("enable-prefix-caching", "on"), ("block-size", "default"), ("gpu-memory-utilization", "0.95"),
+            ("max-model-len", "4096"), ("dtype", "bfloat16"))
+SEVEN_B = ["model.name=meta-llama/Llama-2-7b-chat-hf", "model.attentionHeads=32", "model.kvHeads=32"]
+
+
+def server_args(render, argv: list[str]) -> list[str]:
+    return container(render("sweep7b", *argv[7:])["Deployment"])["args"]
+
+
+def test_a_points_settings_reach_the_server_as_the_chart_renders_them(render):
+    args = server_args(render, helm_argv("sweep7b", CHART, "bench", Point(1, 1, SETTINGS), sets=SEVEN_B))
+    for flag in ("--max-num-seqs=512", "--kv-cache-dtype=fp8", "--no-async-scheduling", "--enable-prefix-caching"):
+        assert args.count(flag) == 1, flag
+    assert args[args.index("--gpu-memory-utilization") + 1] == "0.95"
+    assert args[args.index("--max-model-len") + 1] == "4096"
+    assert args[args.index("--dtype") + 1] == "bfloat16"
+    assert not [a for a in args if "block-size" in a]  # default: left to vLLM
+    # vLLM's defaults plus exactly the point's settings: no profile on top. tpserve's image reads the profile.
+    argv = helm_argv("sweep7b", CHART, "bench", Point(1), sets=[*SEVEN_B, "image.tpserve=true"])
+    env = {e["name"]: e.get("value") for e in container(render("sweep7b", *argv[7:])["Deployment"])["env"]}
+    assert env["TPSERVE_SETTINGS"] == "vllm"
+
+
+# The GPUs' memory and the model's size: what the fp8 profile needs to add its flags.
+SEEN_FP8 = ["gpu.memoryGiB=140.4", "model.parameterBillions=6.74"]
+
+
+def test_a_profile_the_values_choose_is_kept(render, tmp_path):
+    values = tmp_path / "fp8.yaml"
+    values.write_text("vllm:\n  settings: fp8\n")
+    argv = helm_argv("sweep7b", CHART, "bench", Point(1, 1, (("max-num-seqs", "512"),)), values=[values],
+                     sets=SEEN_FP8 + SEVEN_B)
+    assert "vllm.settings=vllm" not in argv
+    args = server_args(render, argv)
+    assert "--kv-cache-dtype=fp8" in args and "--max-num-seqs=512" in args
+
+
+@pytest.mark.parametrize("tensor, fusion_sets, expected", [
+    (2, [], {"cudagraph_mode": "FULL_DECODE_ONLY", "pass_config": {"fuse_allreduce_rms": False}}),
+    (2, ["vllm.allreduceFusion=true"], {"cudagraph_mode": "FULL_DECODE_ONLY"}),
+    (1, [], {"cudagraph_mode": "FULL_DECODE_ONLY"}),
+])
+def test_a_cudagraph_mode_is_the_one_compilation_config_holding_the_charts_fusion_switch_too(
+        render, tensor, fusion_sets, expected):
+    point = Point(tensor, 1, (("cudagraph-mode", "FULL_DECODE_ONLY"),))
+    args = server_args(render, helm_argv("sweep7b", CHART, "bench", point, sets=SEVEN_B + fusion_sets))
+    configs = [a for a in args if a.startswith("--compilation-config")]
+    assert len(configs) == 1 and "--compilation-config" not in args  # one, as --compilation-config=JSON
+    assert json.loads(configs[0].partition("=")[2]) == expected
+
+
+def test_a_run_records_the_points_settings_as_its_layouts_vllm_flags():
+    from tpserve.kube import point_flags
+
+    assert point_flags(Point(1, 1, SETTINGS)) == {
+        "max-num-seqs": "512", "kv-cache-dtype": "fp8", "no-async-scheduling": True, "enable-prefix-caching": True,
+        "gpu-memory-utilization": "0.95", "max-model-len": "4096", "dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("values_text, sets, axis, message", [
+    ("vllm:\n  extraArgs:\n    max-num-seqs: 256\n", [], "max-num-seqs=default,512",
+     "--vllm max-num-seqs is an axis but the chart values already set vllm.extraArgs.max-num-seqs: drop one of them"),
+    ("", ["vllm.extraArgs.no-async-scheduling=true"], "async-scheduling=on,off",
+     "--vllm async-scheduling is an axis but the chart values already set vllm.extraArgs.no-async-scheduling"),
+    ("vllm:\n  gpuMemoryUtilization: 0.9\n", [], "gpu-memory-utilization=0.8,0.95",
+     "--vllm gpu-memory-utilization is an axis but the chart values already set vllm.gpuMemoryUtilization"),
+    ("vllm:\n  extraArgs:\n    compilation-config: {}\n", [], "cudagraph-mode=default,PIECEWISE",
+     "--vllm cudagraph-mode is an axis but the chart values already set vllm.extraArgs.compilation-config"),
+])
+def test_an_axis_the_chart_values_already_set_is_refused_before_any_release(tmp_path, values_text, sets, axis,
+                                                                            message):
+    from tpserve.axes import parse_axes
+    from tpserve.kube import check_axes
+
+    values = tmp_path / "v.yaml"
+    values.write_text(values_text)
+    with pytest.raises(ConfigError) as caught:
+        check_axes(parse_axes([axis]), [values], sets)
+    assert str(caught.value).startswith(message)
+    check_axes(parse_axes(["max-num-batched-tokens=default,16384"]), [values], sets)  # another key is fine
+
+
+def test_the_sweep_command_refuses_a_clashing_axis_in_one_line(tmp_path):
+    from tests.conftest import tpserve
+
+    values = tmp_path / "v.yaml"
+    values.write_text("vllm:\n  extraArgs:\n    max-num-seqs: 256\n")
+    done = tpserve("sweep", "meta-llama/Llama-2-7b-chat-hf", "--on", "kubernetes", "-f", str(values),
+                   "--vllm", "max-num-seqs=default,512", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "--vllm max-num-seqs is an axis but the chart values already set vllm.extraArgs.max-num-seqs: drop one of them")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_release_named_after_the_chart_keeps_its_name():

@@ -64,10 +64,12 @@ def sweep(
         tpserve sweep /models/llama-2-7b --tensor 1,2 --workload throughput --repeats 3 \\
             --vllm max-num-seqs=default,512,1024 --vllm kv-cache-dtype=auto,fp8
 
-    On Kubernetes, with the load in the cluster (4 Locust workers):
+    On Kubernetes, with the load in the cluster (4 Locust workers); a point's settings go to the release as
+    chart values (vllm.extraArgs and the chart's own options), on top of vllm.settings=vllm unless -f or --set
+    choose a profile:
 
         tpserve sweep meta-llama/Llama-2-7b-chat-hf --on kubernetes -f 7b-values.yaml --tensor 1,2 \\
-            --load-in-cluster 4
+            --load-in-cluster 4 --vllm kv-cache-dtype=auto,fp8
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -85,12 +87,10 @@ def sweep(
         backend = local_backend(model, name, base_port=base_port, logs=out / "logs", serve_args=serve_arg or [],
                                 vllm_args=fixed_vllm_args, health_timeout_s=health_timeout)
     elif on == "kubernetes":
-        from tpserve.kube import kubernetes_backend
+        from tpserve.kube import check_axes, kubernetes_backend
         from tpserve.kubeload import InClusterLoad
 
-        if settings_axes:
-            raise typer.BadParameter("settings axes are measured locally only: on Kubernetes, sweep once per "
-                                     "setting with vllm.extraArgs in a values file (-f)", param_hint="--vllm")
+        check_axes(settings_axes, values or [], set_ or [])
         if load_in_cluster and load.prompt_set == "file":
             raise typer.BadParameter("the chart's loadtest Jobs have no prompt file: use the builtin or random "
                                      "prompt set", param_hint="--load-in-cluster")
