@@ -53,6 +53,8 @@ BIG_BATCH = ["--max-num-batched-tokens", "16384"]
 KV_FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8"]
 W_FP8 = ["--dtype", "bfloat16", "--quantization", "fp8"]
 STREAM_10 = ["--stream-interval", "10"]
+BLOCK_128 = ["--block-size", "128"]  # vLLM's KV cache pages hold 16 tokens by default on CUDA
+BATCH_32K = ["--max-num-batched-tokens", "32768"]
 # Attention kernels other than vLLM's pick on Hopper (FlashAttention 3, whose decode works on 128-query-row tiles
 # even when each sequence has one query row per KV head, as in Llama-2-7b's multi-head attention).
 TRITON = ["--attention-backend", "TRITON_ATTN"]
@@ -103,19 +105,32 @@ def phases(cpu: bool) -> list[Phase]:
                 Phase("tiny-tp1-fallback", TINY_LLAMA.name, 1, (("--no-such-flag",),), 1, 1, 120, 60,
                       clients=("loadtest",), fallback=((),))]
     # Extra rounds of a phase are run only while the later phases' minimum still fits. The first phases are the
-    # third session's (results/20261130c-h200x2-tune: Triton's and FlashInfer's attention were both slower than
-    # vLLM's FlashAttention 3); the earlier sessions' phases follow, all optional.
+    # next session's (predictions in docs/performance.md); the third session's follow (results/20261130c-h200x2-tune:
+    # Triton's and FlashInfer's attention were both slower than vLLM's FlashAttention 3), then the earlier ones,
+    # all optional.
     fp8 = tuple(FP8 + BIG_BATCH)  # tpserve's fp8 profile, as tpserve serve --settings fp8 resolves it
     return [
-        # The attention kernel alone, on one GPU each with the whole load: with the fp8 profile, then with defaults.
-        Phase("7b-tp1-pair-fp8-vs-fp8-triton", "llama-2-7b", 1, (fp8, fp8 + tuple(TRITON)), 1, 2, 170, 100,
+        # The KV cache's page size alone (vLLM's 16 tokens against 128), and the batched tokens alone (vLLM's
+        # 8,192 against 32,768), each with the rest of the fp8 profile, on one GPU each with the whole load.
+        Phase("7b-tp1-pair-fp8-vs-fp8-block128", "llama-2-7b", 1, (fp8, fp8 + tuple(BLOCK_128)), 1, 2, 170, 100,
               modes=("each-full",)),
-        Phase("7b-tp1-pair-defaults-vs-triton", "llama-2-7b", 1, ((), tuple(TRITON)), 1, 1, 170, 100,
-              modes=("each-full",)),
+        Phase("7b-tp1-pair-fp8-batch8k-vs-batch32k", "llama-2-7b", 1, (tuple(FP8), tuple(FP8 + BATCH_32K)), 1, 1,
+              170, 100, modes=("each-full",)),
         Phase("7b-tp2-vllm-defaults", "llama-2-7b", 2, ((),), 1, 2, 270, 80),
-        # The best one-GPU settings so far as the 2 x TP 1 layout (shared), then each GPU with the whole load.
         Phase("7b-tp1x2-best", "llama-2-7b", 1, (BEST, BEST), 1, 2, 170, 170, modes=("shared", "each-full"),
               optional=True),
+        # 70b with defaults, then with the fp8 profile, in one session: its only comparison so far spans two.
+        Phase("70b-tp2-vllm-defaults", "llama-2-70b", 2, ((),), 1, 1, 330, 120, clients=("loadtest",),
+              optional=True),
+        Phase("70b-tp2-fp8-batch16k", "llama-2-70b", 2, (fp8,), 1, 1, 330, 100, clients=("loadtest",),
+              fallback=(tuple(KV_FP8 + BIG_BATCH),), optional=True),
+        Phase("7b-tp1-pair-kvfp8-vs-wfp8", "llama-2-7b", 1, (tuple(KV_FP8), tuple(W_FP8)), 1, 1, 150, 100,
+              modes=("each-full",), optional=True),
+        # The third session's (results/20261130c-h200x2-tune).
+        Phase("7b-tp1-pair-fp8-vs-fp8-triton", "llama-2-7b", 1, (fp8, fp8 + tuple(TRITON)), 1, 2, 170, 100,
+              modes=("each-full",), optional=True),
+        Phase("7b-tp1-pair-defaults-vs-triton", "llama-2-7b", 1, ((), tuple(TRITON)), 1, 1, 170, 100,
+              modes=("each-full",), optional=True),
         Phase("7b-tp2-triton", "llama-2-7b", 2, (tuple(TRITON),), 1, 1, 270, 80, optional=True),
         # Run on its own (--only) after the phases above: "best" is the fp8 profile, the best one-GPU settings they
         # measured, fixed here because a run of its own has no earlier runs to take the best of. Its start took
@@ -127,14 +142,8 @@ def phases(cpu: bool) -> list[Phase]:
               modes=("shared", "each-full"), optional=True),
         Phase("7b-tp1-pair-defaults-vs-fp8", "llama-2-7b", 1, ((), fp8), 1, 2, 150, 100, modes=("each-full",),
               optional=True),
-        Phase("70b-tp2-fp8-batch16k", "llama-2-70b", 2, (fp8,), 1, 1, 330, 100, clients=("loadtest",),
-              fallback=(tuple(KV_FP8 + BIG_BATCH),), optional=True),
         Phase("7b-tp1-pair-fp8-vs-fp8-stream10", "llama-2-7b", 1, (fp8, fp8 + tuple(STREAM_10)), 1, 1, 150, 100,
               modes=("each-full",), optional=True),
-        Phase("7b-tp1-pair-kvfp8-vs-wfp8", "llama-2-7b", 1, (tuple(KV_FP8), tuple(W_FP8)), 1, 1, 150, 100,
-              modes=("each-full",), optional=True),
-        Phase("70b-tp2-vllm-defaults", "llama-2-70b", 2, ((),), 1, 1, 330, 120, clients=("loadtest",),
-              optional=True),
     ]
 
 
