@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 import socket
 import subprocess
 import time
@@ -154,6 +155,12 @@ def helm_argv(release: str, chart: Path, namespace: str, point: Point, values: S
     """The exact helm command that deploys POINT (later --set wins, so the layout comes last)."""
     return [helm, "upgrade", "--install", release, str(chart), "--namespace", namespace,
             *_point_values(point, values, sets)]
+
+
+def deploy_line(release: str, chart: Path, namespace: str, point: Point, values: Sequence[Path] = (),
+                sets: Sequence[str] = ()) -> str:
+    """The helm command that deploys POINT as it was measured (``tpserve tune --on kubernetes``'s winner)."""
+    return shlex.join(helm_argv(release, chart, namespace, point, values, sets))
 
 
 def _point_values(point: Point, values: Sequence[Path], sets: Sequence[str]) -> list[str]:

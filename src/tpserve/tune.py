@@ -206,8 +206,13 @@ def serve_line(model: str, point: Point, serve_args: Sequence[str] = ()) -> str:
 
 def write_summary(path: Path, result: TuneResult, *, model: str, load: Load, budget: Budget,
                   layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], repeats: int, max_runs: int | None,
-                  serve_args: Sequence[str] = ()) -> Path:
-    """``tune.json``: the search, every candidate and its runs, the winner and its ratio to vLLM's defaults."""
+                  serve_args: Sequence[str] = (), how: Callable[[Point], tuple[str, str]] | None = None) -> Path:
+    """``tune.json``: the search, every candidate and its runs, the winner and its ratio to vLLM's defaults.
+
+    HOW gives the winner's key and command: ``("serve", the tpserve serve command)`` by default (SERVE_ARGS on
+    it), ``("deploy", the helm command)`` on Kubernetes.
+    """
+    how = how or (lambda point: ("serve", serve_line(model, point, serve_args)))
     settings_axes = with_defaults(settings_axes)
     winner, defaults = result.winner, result.defaults
     grid = len(layouts) * len(axes.grid(settings_axes))
@@ -228,7 +233,7 @@ def write_summary(path: Path, result: TuneResult, *, model: str, load: Load, bud
         "winner": None if winner is None else {
             **winner.point.describe(), "output_tok_s_per_gpu": winner.tok_s_per_gpu,
             "median_ttft_ms": winner.median_ttft_ms, "median_tpot_ms": winner.median_tpot_ms,
-            "serve": serve_line(model, winner.point, serve_args)},
+            **dict([how(winner.point)])},
         "defaults": None if defaults is None else {"label": defaults.point.label, "status": defaults.status,
                                                    "output_tok_s_per_gpu": defaults.tok_s_per_gpu},
         "ratio_to_defaults": result.ratio_to_defaults,

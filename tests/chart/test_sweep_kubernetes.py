@@ -124,17 +124,78 @@ def test_an_axis_the_chart_values_already_set_is_refused_before_any_release(tmp_
     check_axes(parse_axes(["max-num-batched-tokens=default,16384"]), [values], sets)  # another key is fine
 
 
-def test_the_sweep_command_refuses_a_clashing_axis_in_one_line(tmp_path):
+@pytest.mark.parametrize("command", ["sweep", "tune"])
+@pytest.mark.parametrize("args, message", [
+    (["-f", "CLASH", "--vllm", "max-num-seqs=default,512"],
+     "--vllm max-num-seqs is an axis but the chart values already set vllm.extraArgs.max-num-seqs: drop one of them"),
+    (["--serve-arg=--no-allreduce-fusion", "--vllm", "max-num-seqs=default,512"],
+     ("tpserve serve arguments are for local servers: on Kubernetes the chart's values (-f, --set) configure the "
+      "server")),
+    (["--dummy-weights", "--vllm", "max-num-seqs=default,512"],
+     "dummy weights are for local servers: on Kubernetes set vllm.extraArgs.load-format=dummy"),
+])
+def test_sweep_and_tune_on_kubernetes_refuse_what_cannot_reach_the_release_in_one_line(tmp_path, command, args,
+                                                                                      message):
     from tests.conftest import tpserve
 
-    values = tmp_path / "v.yaml"
-    values.write_text("vllm:\n  extraArgs:\n    max-num-seqs: 256\n")
-    done = tpserve("sweep", "meta-llama/Llama-2-7b-chat-hf", "--on", "kubernetes", "-f", str(values),
-                   "--vllm", "max-num-seqs=default,512", "--out", str(tmp_path / "out"))
+    clash = tmp_path / "v.yaml"
+    clash.write_text("vllm:\n  extraArgs:\n    max-num-seqs: 256\n")
+    args = [str(clash) if arg == "CLASH" else arg for arg in args]
+    done = tpserve(command, "meta-llama/Llama-2-7b-chat-hf", "--on", "kubernetes", *args,
+                   "--out", str(tmp_path / "out"))
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].endswith(
-        "--vllm max-num-seqs is an axis but the chart values already set vllm.extraArgs.max-num-seqs: drop one of them")
+    assert message in " ".join(done.stderr.split())
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["sweep", "tune"])
+@pytest.mark.parametrize("args, message", [
+    (["--on", "cloud"], "must be local or kubernetes, got 'cloud'"),
+    (["--load-in-cluster", "2"], "runs the load as Kubernetes Jobs: add --on kubernetes"),
+    (["--on", "kubernetes", "--load-in-cluster", "2", "--prompt-set", "file", "--prompt-file", "PROMPTS"],
+     "the chart's loadtest Jobs have no prompt file: use the builtin or random prompt set"),
+    (["--on", "kubernetes", "--load-in-cluster", "-1"], "must be 0 or more, got -1"),
+    (["--on", "kubernetes", "--load-in-cluster", "9", "--concurrency", "8"],
+     "9 workers need a --concurrency of at least 9"),
+])
+def test_where_the_points_run_is_checked_the_same_way_by_sweep_and_tune(tmp_path, command, args, message):
+    from tests.conftest import tpserve
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n')
+    args = [str(prompts) if arg == "PROMPTS" else arg for arg in args]
+    done = tpserve(command, "meta-llama/Llama-2-7b-chat-hf", *args, "--vllm", "max-num-seqs=default,512",
+                   "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert message in " ".join(done.stderr.split()), done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_tune_winner_on_kubernetes_is_the_helm_command_that_deploys_it(tmp_path):
+    from tests.unit.fakebackend import FakeBackend
+    from tests.unit.test_tune import AXES, BUDGET, search
+    from tests.unit.test_tune import figures as tune_figures
+    from tpserve.kube import deploy_line
+    from tpserve.sweep import Load
+    from tpserve.tune import write_summary
+
+    result = search(tmp_path, FakeBackend(tune_figures))
+    values = tmp_path / "7b.yaml"
+    values.write_text("gpu:\n  memoryGiB: 140.4\n")
+
+    def how(point):
+        return "deploy", deploy_line("llama7b", CHART, "bench", point, [values], SEVEN_B)
+
+    summary = json.loads(write_summary(tmp_path / "tune.json", result, model="m", load=Load(),
+                                       budget=BUDGET, layouts=[Point(1), Point(2)], settings_axes=AXES,
+                                       repeats=1, max_runs=None, how=how).read_text())
+    winner = summary["winner"]
+    assert "serve" not in winner
+    assert winner["deploy"] == (
+        f"helm upgrade --install llama7b {CHART} --namespace bench --values {values} "
+        "--set model.name=meta-llama/Llama-2-7b-chat-hf --set model.attentionHeads=32 --set model.kvHeads=32 "
+        "--set vllm.settings=vllm --set-json 'vllm.extraArgs.max-num-seqs=\"4\"' "
+        "--set-json 'vllm.extraArgs.kv-cache-dtype=\"fp8\"' --set parallelism.tensor=1 --set replicaCount=1")
 
 
 def test_a_release_named_after_the_chart_keeps_its_name():

@@ -69,3 +69,53 @@ def load_for(workload: str | None, **explicit):
     load = preset(workload, **explicit)
     at_least_one(num_requests=load.num_requests, max_tokens=load.max_tokens, concurrency=load.concurrency)
     return load
+
+
+# Where a sweep or a search runs its points: these servers (local) or the chart (kubernetes).
+On = Annotated[str, typer.Option(help="local (tpserve serve on this host) or kubernetes (the Helm chart).")]
+Release = Annotated[str, typer.Option(help="Kubernetes: the Helm release.")]
+Namespace = Annotated[str, typer.Option(help="Kubernetes: the namespace.")]
+Chart = Annotated[Path, typer.Option(help="Kubernetes: the chart.")]
+Values = Annotated[list[Path] | None, typer.Option("--values", "-f", help="Kubernetes: values file.")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Kubernetes: KEY=VALUE for the chart.")]
+LoadInCluster = Annotated[int, typer.Option(
+    help="Kubernetes: run the load in the cluster as the chart's loadtest Jobs with this many Locust "
+         "workers (docs/loadtest-in-cluster.md); 0 runs Locust here, through kubectl port-forward.")]
+
+
+def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Path, base_port: int,
+                health_timeout: float, serve_args: list[str], vllm_args: list[str], release: str, chart: Path,
+                namespace: str, values: list[Path], sets: list[str], load_in_cluster: int):
+    """The points' backend (:data:`tpserve.sweep.Backend`) for ``--on``: ``tpserve serve`` here, or one Helm
+    release of the chart per point; every option that cannot work with it is refused first."""
+    from tpserve.sweep import local_backend
+
+    if on not in ("local", "kubernetes"):
+        raise typer.BadParameter(f"must be local or kubernetes, got {on!r}", param_hint="--on")
+    if on == "local":
+        if load_in_cluster:
+            raise typer.BadParameter("runs the load as Kubernetes Jobs: add --on kubernetes",
+                                     param_hint="--load-in-cluster")
+        return local_backend(model, name, base_port=base_port, logs=logs, serve_args=serve_args,
+                             vllm_args=vllm_args, health_timeout_s=health_timeout)
+    from tpserve.kube import check_axes, kubernetes_backend
+    from tpserve.kubeload import InClusterLoad
+
+    if serve_args:
+        raise typer.BadParameter("tpserve serve arguments are for local servers: on Kubernetes the chart's values "
+                                 "(-f, --set) configure the server", param_hint="--serve-arg")
+    if vllm_args:
+        raise typer.BadParameter("dummy weights are for local servers: on Kubernetes set "
+                                 "vllm.extraArgs.load-format=dummy", param_hint="--dummy-weights")
+    check_axes(settings_axes, values, sets)
+    if load_in_cluster and load.prompt_set == "file":
+        raise typer.BadParameter("the chart's loadtest Jobs have no prompt file: use the builtin or random "
+                                 "prompt set", param_hint="--load-in-cluster")
+    if load_in_cluster < 0:
+        raise typer.BadParameter(f"must be 0 or more, got {load_in_cluster}", param_hint="--load-in-cluster")
+    if load_in_cluster > load.concurrency:
+        raise typer.BadParameter(f"{load_in_cluster} workers need a --concurrency of at least {load_in_cluster}",
+                                 param_hint="--load-in-cluster")
+    in_cluster = InClusterLoad.of(load, load_in_cluster) if load_in_cluster else None
+    return kubernetes_backend(release, chart, namespace, model=model, values=values, sets=sets, port=base_port,
+                              timeout_s=health_timeout, in_cluster=in_cluster)

@@ -8,15 +8,23 @@ from typing import Annotated
 import typer
 
 from tpserve.commands import (
+    Chart,
     Concurrency,
+    LoadInCluster,
     MaxTokens,
+    Namespace,
     NumRequests,
+    On,
     PromptFile,
     PromptSet,
     RandomInputLen,
+    Release,
     ServeArg,
+    Sets,
+    Values,
     VllmAxis,
     Workload,
+    backend_for,
     console,
     load_for,
 )
@@ -37,20 +45,18 @@ def sweep(
     prompt_set: PromptSet = None,
     random_input_len: RandomInputLen = None,
     prompt_file: PromptFile = None,
-    on: Annotated[str, typer.Option(help="local (tpserve serve on this host) or kubernetes (the Helm chart).")] = "local",
+    on: On = "local",
     out: Annotated[Path | None, typer.Option(help="Results folder (default: results/<time>-sweep).")] = None,
     base_port: Annotated[int, typer.Option(help="First local port (replica i listens on base + i).")] = 8100,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for each layout to be ready.")] = 900.0,
     serve_arg: ServeArg = None,
     dummy_weights: Annotated[bool, typer.Option(help="Local: serve with --load-format dummy.")] = False,
-    release: Annotated[str, typer.Option(help="Kubernetes: the Helm release.")] = "tpserve-sweep",
-    namespace: Annotated[str, typer.Option(help="Kubernetes: the namespace.")] = "default",
-    chart: Annotated[Path, typer.Option(help="Kubernetes: the chart.")] = Path("charts/vllm"),
-    values: Annotated[list[Path] | None, typer.Option("--values", "-f", help="Kubernetes: values file.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Kubernetes: KEY=VALUE for the chart.")] = None,
-    load_in_cluster: Annotated[int, typer.Option(
-        help="Kubernetes: run the load in the cluster as the chart's loadtest Jobs with this many Locust "
-             "workers (docs/loadtest-in-cluster.md); 0 runs Locust here, through kubectl port-forward.")] = 0,
+    release: Release = "tpserve-sweep",
+    namespace: Namespace = "default",
+    chart: Chart = Path("charts/vllm"),
+    values: Values = None,
+    set_: Sets = None,
+    load_in_cluster: LoadInCluster = 0,
 ) -> None:
     """Measure the load test over a grid of layouts × vLLM settings, each REPEATS times; a failed point is recorded.
 
@@ -74,7 +80,7 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tpserve.axes import parse_axes
-    from tpserve.sweep import local_backend, parse_grid, run_sweep, stamp, with_settings
+    from tpserve.sweep import parse_grid, run_sweep, stamp, with_settings
 
     load = load_for(workload, num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency,
                     prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file)
@@ -83,29 +89,10 @@ def sweep(
     points = with_settings(parse_grid(tensor, replicas), settings_axes)
     name = served_model_name or Path(model).name
     out = out or Path("results") / f"{stamp()}-sweep"
-    if on == "local":
-        backend = local_backend(model, name, base_port=base_port, logs=out / "logs", serve_args=serve_arg or [],
-                                vllm_args=fixed_vllm_args, health_timeout_s=health_timeout)
-    elif on == "kubernetes":
-        from tpserve.kube import check_axes, kubernetes_backend
-        from tpserve.kubeload import InClusterLoad
-
-        check_axes(settings_axes, values or [], set_ or [])
-        if load_in_cluster and load.prompt_set == "file":
-            raise typer.BadParameter("the chart's loadtest Jobs have no prompt file: use the builtin or random "
-                                     "prompt set", param_hint="--load-in-cluster")
-        if load_in_cluster < 0:
-            raise typer.BadParameter(f"must be 0 or more, got {load_in_cluster}", param_hint="--load-in-cluster")
-        if load_in_cluster > load.concurrency:
-            raise typer.BadParameter(f"{load_in_cluster} workers need a --concurrency of at least {load_in_cluster}",
-                                     param_hint="--load-in-cluster")
-        in_cluster = InClusterLoad.of(load, load_in_cluster) if load_in_cluster else None
-        backend = kubernetes_backend(release, chart, namespace, model=model, values=values or [], sets=set_ or [],
-                                     port=base_port, timeout_s=health_timeout, in_cluster=in_cluster)
-    else:
-        raise typer.BadParameter(f"must be local or kubernetes, got {on!r}", param_hint="--on")
-    if load_in_cluster and on != "kubernetes":
-        raise typer.BadParameter("runs the load as Kubernetes Jobs: add --on kubernetes", param_hint="--load-in-cluster")
+    backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
+                          base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
+                          vllm_args=fixed_vllm_args, release=release, chart=chart, namespace=namespace,
+                          values=values or [], sets=set_ or [], load_in_cluster=load_in_cluster)
     columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("sweep", total=len(points) * repeats)

@@ -8,15 +8,23 @@ from typing import Annotated
 import typer
 
 from tpserve.commands import (
+    Chart,
     Concurrency,
+    LoadInCluster,
     MaxTokens,
+    Namespace,
     NumRequests,
+    On,
     PromptFile,
     PromptSet,
     RandomInputLen,
+    Release,
     ServeArg,
+    Sets,
+    Values,
     VllmAxis,
     Workload,
+    backend_for,
     console,
     load_for,
 )
@@ -48,14 +56,22 @@ def tune(
     base_port: Annotated[int, typer.Option(help="First local port (replica i listens on base + i).")] = 8100,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for each candidate to be ready.")] = 900.0,
     serve_arg: ServeArg = None,
-    dummy_weights: Annotated[bool, typer.Option(help="Serve with --load-format dummy.")] = False,
+    dummy_weights: Annotated[bool, typer.Option(help="Local: serve with --load-format dummy.")] = False,
+    on: On = "local",
+    release: Release = "tpserve-tune",
+    namespace: Namespace = "default",
+    chart: Chart = Path("charts/vllm"),
+    values: Values = None,
+    set_: Sets = None,
+    load_in_cluster: LoadInCluster = 0,
 ) -> None:
     """Find the vLLM settings with the most output tok/s per GPU whose median TTFT and TPOT are within budget.
 
     Coordinate search (docs/tuning.md): the layouts with vLLM's defaults first, then one --vllm axis at a time
     from the best so far; each candidate is one server start, measured --repeats times. Every run is a run
     record in OUT, the search is in OUT/tune.json, and the last line names the winner and its ratio to vLLM's
-    defaults, measured in the same session. Runs locally (GPUs, else CPU cores).
+    defaults, measured in the same session, then how to serve it. Runs locally (GPUs, else CPU cores), or with
+    --on kubernetes as one Helm release of the chart per candidate (as tpserve sweep does; docs/tuning.md).
 
     Example (2 GPUs, the throughput workload):
 
@@ -67,7 +83,7 @@ def tune(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tpserve.axes import parse_axes
-    from tpserve.sweep import local_backend, parse_grid, stamp
+    from tpserve.sweep import parse_grid, stamp
     from tpserve.tune import (
         TUNE_FILE,
         Budget,
@@ -91,8 +107,18 @@ def tune(
     layouts = parse_grid(tensor, replicas)
     name = served_model_name or Path(model).name
     out = out or Path("results") / f"{stamp()}-tune"
-    backend = local_backend(model, name, base_port=base_port, logs=out / "logs", serve_args=serve_arg or [],
-                            vllm_args=fixed_vllm_args, health_timeout_s=health_timeout)
+    backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
+                          base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
+                          vllm_args=fixed_vllm_args, release=release, chart=chart, namespace=namespace,
+                          values=values or [], sets=set_ or [], load_in_cluster=load_in_cluster)
+    if on == "kubernetes":
+        from tpserve.kube import deploy_line
+
+        def how(point) -> tuple[str, str]:
+            return "deploy", deploy_line(release, chart, namespace, point, values or [], set_ or [])
+    else:
+        def how(point) -> tuple[str, str]:
+            return "serve", serve_line(model, point, serve_arg or [])
     total = search_size(layouts, with_defaults(settings_axes)) * repeats
     total = min(total, budget_runs) if budget_runs else total
     columns = (TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TextColumn("runs at most"), TimeElapsedColumn())
@@ -106,13 +132,12 @@ def tune(
         result = search(layouts, settings_axes, backend, name=name, model=name, load=load, budget=budget,
                         repeats=repeats, max_runs=budget_runs, out=out, progress=progress)
     summary = write_summary(out / TUNE_FILE, result, model=model, load=load, budget=budget, layouts=layouts,
-                            settings_axes=settings_axes, repeats=repeats, max_runs=budget_runs,
-                            serve_args=serve_arg or [])
+                            settings_axes=settings_axes, repeats=repeats, max_runs=budget_runs, how=how)
     console.print(f"{result.runs} runs in {out}; the search is in {summary}"
                   + (f"; stopped early: {result.stopped}" if result.stopped else ""))
     line = final_line(result, budget)
     if result.winner is None:
         raise TpserveError(line)
-    console.print(f"serve it: {serve_line(model, result.winner.point, serve_arg or [])}", markup=False,
-                  highlight=False)
+    verb, command = how(result.winner.point)
+    console.print(f"{verb} it: {command}", markup=False, highlight=False)
     console.print(line, markup=False, highlight=False)
