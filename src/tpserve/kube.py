@@ -97,7 +97,8 @@ def check_axes(settings_axes: Sequence[axes.Axis], values: Sequence[Path], sets:
     extra = _lookup(given, "vllm.extraArgs") or {}
     for axis in settings_axes:
         if axis.key in CHART_VALUES:
-            if _lookup(given, CHART_VALUES[axis.key]) not in (None, 0, "0", "auto", ""):
+            # Even at its default: helm applies --set after --set-json, so a given value would win over the point's.
+            if _lookup(given, CHART_VALUES[axis.key]) is not None:
                 raise ConfigError(f"--vllm {axis.key} is an axis but the chart values already set "
                                   f"{CHART_VALUES[axis.key]}: drop one of them")
             continue

@@ -108,6 +108,8 @@ def test_a_run_records_the_points_settings_as_its_layouts_vllm_flags():
      "--vllm async-scheduling is an axis but the chart values already set vllm.extraArgs.no-async-scheduling"),
     ("vllm:\n  gpuMemoryUtilization: 0.9\n", [], "gpu-memory-utilization=0.8,0.95",
      "--vllm gpu-memory-utilization is an axis but the chart values already set vllm.gpuMemoryUtilization"),
+    ("", ["vllm.dtype=auto"], "dtype=default,bfloat16",
+     "--vllm dtype is an axis but the chart values already set vllm.dtype"),
     ("vllm:\n  extraArgs:\n    compilation-config: {}\n", [], "cudagraph-mode=default,PIECEWISE",
      "--vllm cudagraph-mode is an axis but the chart values already set vllm.extraArgs.compilation-config"),
 ])
