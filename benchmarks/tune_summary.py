@@ -159,14 +159,22 @@ def main() -> None:
 FP8_PROFILE = "--dtype bfloat16 --kv-cache-dtype fp8 --quantization fp8 --max-num-batched-tokens 16384"
 
 
+# Flags in a bar's label by what they do, where their own spelling would not fit under a bar.
+SHORT_FLAGS = {"--attention-backend TRITON_ATTN": "Triton attention", "--attention-backend FLASHINFER": "FlashInfer attention",
+               '--attention-config {"disable_flashinfer_q_quantization": true}': "bf16 queries"}
+
+
 def short(settings: str) -> str:
-    """A bar's settings in a few words: defaults, fp8 (the profile), fp8 + what else, or the flags."""
+    """A bar's settings in a few words: defaults, fp8 (the profile), fp8 + what else, or the flags, one per line."""
     if settings == "vLLM defaults":
         return "defaults"
-    if settings.startswith(FP8_PROFILE):
-        rest = settings.removeprefix(FP8_PROFILE).strip().removeprefix("--")
-        return "fp8" + (f"\n+ {rest}" if rest else "")
-    return settings.replace("--", "").replace(" ", "\n", 3)
+    head, rest = ("fp8", settings.removeprefix(FP8_PROFILE)) if settings.startswith(FP8_PROFILE) else ("", settings)
+    for flags, words in SHORT_FLAGS.items():
+        rest = rest.replace(flags, f"--{words}")
+    parts = [part.strip() for part in rest.split("--") if part.strip()]
+    if not head:
+        return "\n".join(parts)
+    return "\n".join([head, *(f"+ {part}" for part in parts)])
 
 
 def plot(table: dict[str, dict], path: Path) -> None:

@@ -67,6 +67,10 @@ def test_bars_name_the_fp8_profile_and_what_a_point_adds_to_it():
     assert short("vLLM defaults") == "defaults"
     assert short(" ".join(FP8)) == "fp8"
     assert short(" ".join(FP8 + ["--stream-interval", "10"])) == "fp8\n+ stream-interval 10"
+    assert short(" ".join(FP8 + ["--attention-backend", "FLASHINFER", "--attention-config",
+                                 '{"disable_flashinfer_q_quantization": true}'])) == (
+        "fp8\n+ FlashInfer attention\n+ bf16 queries")
+    assert short("--attention-backend TRITON_ATTN --block-size 128") == "Triton attention\nblock-size 128"
 
 
 def test_a_phase_refuses_unknown_modes_and_a_shared_load_over_different_settings():
