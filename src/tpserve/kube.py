@@ -24,7 +24,7 @@ import yaml
 from tpserve import axes, kubeload
 from tpserve.errors import ConfigError, ServerNotHealthyError
 from tpserve.kubeload import InClusterLoad
-from tpserve.launch import FUSION_OFF
+from tpserve.launch import FUSION_OFF, flags_of
 from tpserve.sweep import Backend, Point, Servers
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import Layout, RunRecord
@@ -262,17 +262,9 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
 
 
 def point_flags(point: Point) -> dict[str, str | bool]:
-    """The vLLM flags POINT's settings add, as a run record's layout holds them (a switch maps to True)."""
+    """The vLLM flags POINT's settings add, keyed as a local run record's layout keys them (``--max-num-seqs``)."""
     serve, vllm = axes.command_args(point.settings)
-    flags: dict[str, str | bool] = {}
-    for arg in serve + vllm:
-        if arg.startswith("--"):
-            name, equals, value = arg[2:].partition("=")
-            flags[name] = value if equals else True
-            last = name
-        else:  # the value of the flag before it (--compilation-config JSON)
-            flags[last] = arg
-    return flags
+    return flags_of([*serve, *vllm])
 
 
 def _in_cluster_measure(in_cluster: InClusterLoad, template_argv: Sequence[str], namespace: str, point: Point,

@@ -10,7 +10,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -150,7 +150,14 @@ def vllm_flags(config: ServeConfig) -> dict[str, str | bool]:
 
     A switch (``--enforce-eager``) maps to True; ``--flag=value`` and ``--flag value`` to the value.
     """
-    args, flags = vllm_argv(config)[3:], {}
+    return {name: value for name, value in flags_of(vllm_argv(config)[3:]).items()
+            if name not in _LAYOUT_FIELDS and _VLLM_DEFAULTS.get(name) != value}
+
+
+def flags_of(args: Sequence[str]) -> dict[str, str | bool]:
+    """vLLM command-line ARGS by flag: a switch (``--enforce-eager``) maps to True, ``--flag=value`` and
+    ``--flag value`` to the value."""
+    flags: dict[str, str | bool] = {}
     i = 0
     while i < len(args):
         if "=" in args[i]:
@@ -163,8 +170,7 @@ def vllm_flags(config: ServeConfig) -> dict[str, str | bool]:
             name, value = args[i], True
             i += 1
         flags[name] = value
-    return {name: value for name, value in flags.items()
-            if name not in _LAYOUT_FIELDS and _VLLM_DEFAULTS.get(name) != value}
+    return flags
 
 
 def vllm_env(env=os.environ) -> dict[str, str]:

@@ -97,8 +97,11 @@ def test_a_run_records_the_points_settings_as_its_layouts_vllm_flags():
     from tpserve.kube import point_flags
 
     assert point_flags(Point(1, 1, SETTINGS)) == {
-        "max-num-seqs": "512", "kv-cache-dtype": "fp8", "no-async-scheduling": True, "enable-prefix-caching": True,
-        "gpu-memory-utilization": "0.95", "max-model-len": "4096", "dtype": "bfloat16"}
+        "--max-num-seqs": "512", "--kv-cache-dtype": "fp8", "--no-async-scheduling": True,
+        "--enable-prefix-caching": True, "--gpu-memory-utilization": "0.95", "--max-model-len": "4096",
+        "--dtype": "bfloat16"}
+    cudagraph = point_flags(Point(2, 1, (("cudagraph-mode", "PIECEWISE"),)))
+    assert cudagraph == {"--compilation-config": '{"cudagraph_mode": "PIECEWISE"}'}
 
 
 @pytest.mark.parametrize("values_text, sets, axis, message", [
