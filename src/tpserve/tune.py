@@ -204,15 +204,18 @@ def serve_line(model: str, point: Point, serve_args: Sequence[str] = ()) -> str:
     return shlex.join(["tpserve", *argv[argv.index("serve"):]])
 
 
+def serving(model: str, serve_args: Sequence[str] = ()) -> Callable[[Point], tuple[str, str]]:
+    """How a local search's winner is served: ``("serve", its tpserve serve command)`` (:func:`serve_line`)."""
+    return lambda point: ("serve", serve_line(model, point, serve_args))
+
+
 def write_summary(path: Path, result: TuneResult, *, model: str, load: Load, budget: Budget,
                   layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], repeats: int, max_runs: int | None,
-                  serve_args: Sequence[str] = (), how: Callable[[Point], tuple[str, str]] | None = None) -> Path:
+                  how: Callable[[Point], tuple[str, str]]) -> Path:
     """``tune.json``: the search, every candidate and its runs, the winner and its ratio to vLLM's defaults.
 
-    HOW gives the winner's key and command: ``("serve", the tpserve serve command)`` by default (SERVE_ARGS on
-    it), ``("deploy", the helm command)`` on Kubernetes.
+    HOW gives the winner's key and command: :func:`serving` locally, ``("deploy", the helm command)`` on Kubernetes.
     """
-    how = how or (lambda point: ("serve", serve_line(model, point, serve_args)))
     settings_axes = with_defaults(settings_axes)
     winner, defaults = result.winner, result.defaults
     grid = len(layouts) * len(axes.grid(settings_axes))

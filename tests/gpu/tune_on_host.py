@@ -55,8 +55,8 @@ W_FP8 = ["--dtype", "bfloat16", "--quantization", "fp8"]
 STREAM_10 = ["--stream-interval", "10"]
 BLOCK_128 = ["--block-size", "128"]  # vLLM's KV cache pages hold 16 tokens by default on CUDA
 BATCH_32K = ["--max-num-batched-tokens", "32768"]
-# Attention kernels other than vLLM's pick on Hopper (FlashAttention 3, whose decode works on 128-query-row tiles
-# even when each sequence has one query row per KV head, as in Llama-2-7b's multi-head attention).
+# Attention kernels other than vLLM's pick on Hopper (FlashAttention 3); both were slower for Llama-2-7b in the
+# third session (results/20261130c-h200x2-tune).
 TRITON = ["--attention-backend", "TRITON_ATTN"]
 FLASHINFER = ["--attention-backend", "FLASHINFER", "--attention-config", '{"disable_flashinfer_q_quantization": true}']
 # A replica's settings resolved when its phase starts: the one-GPU settings of the same shape that gave the most

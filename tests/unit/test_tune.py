@@ -10,7 +10,7 @@ from tests.unit.fakebackend import FakeBackend
 from tpserve.axes import Axis
 from tpserve.errors import ConfigError
 from tpserve.sweep import Load, Point, parse_grid
-from tpserve.tune import Budget, final_line, tune, write_summary
+from tpserve.tune import Budget, final_line, serving, tune, write_summary
 
 SEQS = {"default": 100.0, "4": 180.0, "8": 240.0}  # output tok/s of one GPU at each max-num-seqs
 CACHE = {"default": 1.0, "auto": 1.0, "fp8": 1.25}
@@ -55,7 +55,7 @@ def test_candidates_over_the_budget_or_slower_are_dropped_with_the_reason_in_tun
     result = search(tmp_path, FakeBackend(figures))
     summary = json.loads(write_summary(tmp_path / "tune.json", result, model="/models/tiny", load=Load(),
                                        budget=Budget(200.0), layouts=parse_grid("1,2"), settings_axes=AXES, repeats=1,
-                                       max_runs=None, serve_args=["--no-allreduce-fusion"]).read_text())
+                                       max_runs=None, how=serving("/models/tiny", ["--no-allreduce-fusion"])).read_text())
     why = {c["label"]: (c["status"], c["reason"]) for c in summary["candidates"]}
     best = "225.0 of tp1x1-max-num-seqs=4-kv-cache-dtype=fp8 (axis kv-cache-dtype)"
     assert why == {

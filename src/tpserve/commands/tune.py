@@ -89,7 +89,7 @@ def tune(
         Budget,
         final_line,
         search_size,
-        serve_line,
+        serving,
         with_defaults,
         write_summary,
     )
@@ -117,8 +117,7 @@ def tune(
         def how(point) -> tuple[str, str]:
             return "deploy", deploy_line(release, chart, namespace, point, values or [], set_ or [])
     else:
-        def how(point) -> tuple[str, str]:
-            return "serve", serve_line(model, point, serve_arg or [])
+        how = serving(model, serve_arg or [])
     total = search_size(layouts, with_defaults(settings_axes)) * repeats
     total = min(total, budget_runs) if budget_runs else total
     columns = (TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TextColumn("runs at most"), TimeElapsedColumn())
