@@ -58,11 +58,16 @@ def point_of(spec: dict, run: dict) -> tuple[str, int, str, int]:
     return layout, gpus, " ".join(flags) or "vLLM defaults", run["load"]["concurrency"]
 
 
+# Runs that measure something other than the session's workload on an unhindered server: a profiled run
+# (the profiler slows the server) and a named workload's run (e.g. chat), listed apart.
+APART = ("profile", "workload")
+
+
 def summarize(phases: dict[str, dict], runs: list[dict], card: str = "NVIDIA H200") -> list[dict]:
     rows = []
     for name, phase in phases.items():
         spec = phase["phase"]
-        for run in (r for r in runs if r["phase"] == name):
+        for run in (r for r in runs if r["phase"] == name and r.get("mode") not in APART):
             figures, server = run["figures"], run["server"]
             layout, gpus, settings, in_flight = point_of(spec, run)
             total = figures["total_token_throughput"]
@@ -150,6 +155,15 @@ def main() -> None:
     for point, result in instrument(rows).items():
         print(f"  {point}\n      {result['rounds']} rounds: " + ", ".join(f"{r:.3f}" for r in result["ratios"])
               + f"; median {result['median']:.3f}")
+    apart = [r for r in runs if r.get("mode") in APART and r["phase"] in phases]
+    if apart:
+        print("\nruns apart from the points above (a profiled run; a named workload):")
+    for run in apart:
+        figures = run["figures"]
+        print(f"  {run['phase']} {run['mode']} {run.get('workload', '')}: {run['load']['num_requests']} requests, "
+              f"{run['load']['concurrency']} in flight, {figures['output_throughput']:,.0f} output tok/s, TTFT "
+              f"{figures['median_ttft_ms']:,.0f} ms, TPOT {figures['median_tpot_ms']:.1f} ms, tokens client "
+              f"{figures['output_tokens']:,} server {run['server']['generation_tokens']:,.0f}")
     if args.plot:
         plot(table, args.plot)
         print(f"\nplot: {args.plot}")

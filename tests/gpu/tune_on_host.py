@@ -11,9 +11,16 @@ as ``tpserve sweep`` loads replicas. A *pair* phase serves two different setting
 loads both at once: two settings measured side by side for one start. A phase can run its servers in more than one *mode* per round: ``shared`` (the layout: one load shared by
 its replicas), ``each-share`` (each replica alone, its own client with its share, all at once) and
 ``each-full`` (each replica alone with the whole workload, all at once: a one-GPU layout measured once
-per replica, side by side).
+per replica, side by side). A host with one GPU runs its own list: one setting per phase, one after another
+on the same GPU.
 
-    python3 tests/gpu/tune_on_host.py OUT_DIR [--deadline-s 1400] [--cpu]
+A phase can also *profile* its server once after its rounds: one more load-test run (mode ``profile``, its
+figures not comparable, the profiler slows the server) during which vLLM's torch profiler records a window
+of engine steps; the trace and vLLM's kernel table land in ``OUT_DIR/profile/PHASE``
+(``benchmarks/profile_summary.py`` reads them). And it can run other named workloads once with the load
+test (mode ``workload``, e.g. ``chat``).
+
+    python3 tests/gpu/tune_on_host.py OUT_DIR [--deadline-s 1400] [--cpu] [--only PHASE,...]
 
 OUT_DIR gets ``tune.json`` (every run's client and server figures, updated after each run), the load
 test's run records, bench's result files, the /metrics scrapes and every server log. ``--cpu`` rehearses
@@ -37,6 +44,7 @@ import requests
 
 from benchmarks.vllm_cli import bench_serve_command, random_dataset
 from tpserve.commandlines import serve_command
+from tpserve.presets import workload
 from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, find_shape, write_model_folder
 from tpserve.sweep import Load, measure
@@ -63,6 +71,9 @@ FLASHINFER = ["--attention-backend", "FLASHINFER", "--attention-config", '{"disa
 # output per GPU so far in this session (each-full runs, median over runs and clients).
 BEST = ("@best-one-gpu",)
 MODES = ("shared", "each-share", "each-full")
+# A profile's window: engine steps after /start_profile before the profiler starts (past the first prompts'
+# prefill), then the steps it records.
+PROFILE_STEPS = (200, 150)
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,14 @@ class Phase:
     optional: bool = False  # no time is held back for it
     # Tried once with the same layout when the servers fail to start with SETTINGS (e.g. a kernel the host lacks).
     fallback: tuple[tuple[str, ...], ...] = ()
+    # (steps skipped, steps recorded) of one profiled load-test run after the rounds; () for none
+    profile: tuple[int, int] = ()
+    workloads: tuple[str, ...] = ()  # named workloads (tpserve.presets) run once each with the load test
+    extra_s: float = 0  # what the profile and the named workloads are expected to take
 
     @property
     def needed_s(self) -> float:
-        return self.start_s + self.min_rounds * self.round_s
+        return self.start_s + self.min_rounds * self.round_s + self.extra_s
 
     @property
     def replicas(self) -> int:
@@ -93,17 +108,23 @@ class Phase:
         unknown = set(self.modes) - set(MODES)
         if unknown or ("shared" in self.modes and len(set(self.settings)) > 1):
             raise ValueError(f"{self.name}: modes {self.modes} (known: {MODES}; 'shared' needs one setting)")
+        if (self.profile or self.workloads) and self.replicas > 1:
+            raise ValueError(f"{self.name}: a profile or a named workload runs on a one-server phase")
 
 
-def phases(cpu: bool) -> list[Phase]:
+def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
+    """The session's phases: the CPU rehearsal's, a one-GPU host's, or those of a host with two or more GPUs."""
     if cpu:
-        return [Phase("tiny-tp1-vllm-defaults", TINY_LLAMA.name, 1, ((),), 1, 3, 120, 60),
+        return [Phase("tiny-tp1-vllm-defaults", TINY_LLAMA.name, 1, ((),), 1, 3, 120, 60, profile=(2, 5),
+                      workloads=("chat",)),
                 Phase("tiny-tp1-pair", TINY_LLAMA.name, 1, ((), tuple(BIG_BATCH)), 1, 1, 120, 60,
                       modes=("each-full",)),
                 Phase("tiny-tp1x2-best", TINY_LLAMA.name, 1, (BEST, BEST), 1, 1, 120, 60,
                       modes=("shared", "each-share")),
                 Phase("tiny-tp1-fallback", TINY_LLAMA.name, 1, (("--no-such-flag",),), 1, 1, 120, 60,
                       clients=("loadtest",), fallback=((),))]
+    if gpus == 1:
+        return one_gpu_phases()
     # Extra rounds of a phase are run only while the later phases' minimum still fits. The first phases are the
     # next session's (predictions in docs/performance.md); the third session's follow (results/20261130c-h200x2-tune:
     # Triton's and FlashInfer's attention were both slower than vLLM's FlashAttention 3), then the earlier ones,
@@ -144,6 +165,29 @@ def phases(cpu: bool) -> list[Phase]:
               optional=True),
         Phase("7b-tp1-pair-fp8-vs-fp8-stream10", "llama-2-7b", 1, (fp8, fp8 + tuple(STREAM_10)), 1, 1, 150, 100,
               modes=("each-full",), optional=True),
+    ]
+
+
+def one_gpu_phases() -> list[Phase]:
+    """A host with one GPU: each setting alone on it, one after another, all with the whole throughput load.
+
+    The first phase is the reference (tpserve's fp8 profile, the best one-GPU settings measured so far) and is
+    profiled once; each later one changes one thing in it, or takes one of its parts alone. Predictions in
+    docs/performance.md. The TP 2 baseline needs two GPUs, so a one-GPU session compares with the reference
+    and with vLLM's defaults on the same GPU.
+    """
+    fp8 = tuple(FP8 + BIG_BATCH)
+    one = dict(min_rounds=1, max_rounds=1, start_s=130, round_s=100)
+    return [
+        Phase("7b-tp1-fp8", "llama-2-7b", 1, (fp8,), 1, 2, 230, 100, profile=PROFILE_STEPS, workloads=("chat",),
+              extra_s=120),
+        Phase("7b-tp1-kvfp8-batch16k", "llama-2-7b", 1, (tuple(KV_FP8 + BIG_BATCH),), **one),
+        Phase("7b-tp1-wfp8-batch16k", "llama-2-7b", 1, (tuple(W_FP8 + BIG_BATCH),), **one),
+        Phase("7b-tp1-fp8-batch32k", "llama-2-7b", 1, (tuple(FP8 + BATCH_32K),), **one),
+        Phase("7b-tp1-fp8-batch8k", "llama-2-7b", 1, (tuple(FP8),), **one),
+        Phase("7b-tp1-fp8-block128", "llama-2-7b", 1, (fp8 + tuple(BLOCK_128),), **one, optional=True),
+        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), **one, workloads=("chat",), extra_s=60, optional=True),
+        Phase("7b-tp1-fp8-again", "llama-2-7b", 1, (fp8,), **one, optional=True),
     ]
 
 
@@ -238,11 +282,14 @@ def loadtest(urls: list[str], model: str, load: Load, work: Path, seed: int) -> 
 
 
 def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path, client: str, round_: int,
-               order: int, mode: str = "shared", replica: int | None = None) -> dict:
-    label = f"{phase.name}-r{round_}-{mode}-{client}" + ("" if replica is None else f"-replica{replica}")
+               order: int, mode: str = "shared", replica: int | None = None, load: Load | None = None,
+               workload_name: str | None = None) -> dict:
+    label = f"{phase.name}-r{round_}-{mode}-{client}" + ("" if replica is None else f"-replica{replica}") + (
+        f"-{workload_name}" if workload_name else "")
     work = session.out / "runs" / label
-    load = session.load if mode != "each-share" else replace(session.load, num_requests=share(
-        session.load.num_requests, phase.replicas, replica), concurrency=share(session.load.concurrency, phase.replicas, replica))
+    if load is None:
+        load = session.load if mode != "each-share" else replace(session.load, num_requests=share(
+            session.load.num_requests, phase.replicas, replica), concurrency=share(session.load.concurrency, phase.replicas, replica))
     before = [scrape(url) for url in urls]
     started = time.time()
     try:
@@ -268,11 +315,39 @@ def client_run(session: Session, phase: Phase, urls: list[str], tokenizer: Path,
            "replica": replica,
            "gpus": phase.tensor * len(urls), "settings": list(phase.settings[replica or 0]),
            "load": {"num_requests": load.num_requests, "concurrency": load.concurrency},
-           "started_at": started, "figures": figures, "server": server}
+           **({"workload": workload_name} if workload_name else {}), "started_at": started, "figures": figures, "server": server}
     session.add_run(run)
     print(f"  {label}: {figures.get('output_throughput', 0):.0f} output tok/s "
           f"(server counted {server['generation_tokens']:.0f} tokens) {figures.get('error', '')}", flush=True)
     return run
+
+
+def profile_dir(session: Session, phase: Phase) -> Path:
+    return session.out / "profile" / phase.name
+
+
+def profiler_flags(session: Session, phase: Phase) -> list[str]:
+    """vLLM's torch profiler, idle until /start_profile; then it skips, records and stops on its own."""
+    if not phase.profile:
+        return []
+    skip, record = phase.profile
+    config = {"profiler": "torch", "torch_profiler_dir": str(profile_dir(session, phase).resolve()),
+              "delay_iterations": skip, "max_iterations": record, "ignore_frontend": True,
+              "torch_profiler_with_stack": False, "detailed_trace_annotation": True}
+    return ["--profiler-config", json.dumps(config)]
+
+
+def profile_run(session: Session, phase: Phase, url: str, tokenizer: Path) -> None:
+    """One load-test run with the profiler on for PHASE's window of engine steps (mode ``profile``)."""
+    requests.post(url + "/start_profile", timeout=60).raise_for_status()
+    try:
+        client_run(session, phase, [url], tokenizer, "loadtest", 0, 0, mode="profile")
+    finally:
+        # Writes the trace if the run ended before the window did; the profiler already stopped otherwise.
+        requests.post(url + "/stop_profile", timeout=600).raise_for_status()
+    files = sorted(str(p.relative_to(session.out)) for p in profile_dir(session, phase).rglob("*") if p.is_file())
+    session.phases[-1]["profile_files"] = files
+    print(f"{phase.name}: profile files {files}", flush=True)
 
 
 def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devices: list[str],
@@ -303,7 +378,7 @@ def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devic
         serve_args = ["--settings", "vllm", *dtype]
         argv = serve_command(model_dirs[phase.shape], served_model_name=phase.shape, tensor_parallel_size=per,
                              allreduce_fusion=per == 1, host="127.0.0.1", port=8200 + i, serve_args=serve_args,
-                             vllm_args=["--load-format", "dummy", *flags])
+                             vllm_args=["--load-format", "dummy", *flags, *profiler_flags(session, phase)])
         servers.append(LocalServer(argv, port=8200 + i, log_path=session.out / "logs" / f"{phase.name}-{i}.log",
                                    env=replica_env))
     started = time.monotonic()
@@ -338,6 +413,12 @@ def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devic
                         thread.join()
             record["rounds"] = round_
             session.save()
+        if phase.profile:
+            profile_run(session, phase, urls[0], tokenizer)
+        for name in phase.workloads:
+            small = {"num_requests": 6, "concurrency": 3, "max_tokens": 16} if session.cpu else {}
+            client_run(session, phase, urls, tokenizer, "loadtest", 0, 0, mode="workload",
+                       load=workload(name, run_timeout_s=session.load.run_timeout_s, **small), workload_name=name)
     except Exception as exc:  # noqa: BLE001 — a phase that fails is recorded, the next one runs
         record["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
         record["log_tails"] = [s.log_tail(40) for s in servers]
@@ -365,17 +446,16 @@ def main() -> int:
     load = replace(THROUGHPUT, num_requests=24, concurrency=8, random_input_len=64, max_tokens=16,
                    run_timeout_s=300) if args.cpu else THROUGHPUT
     session = Session(out, time.monotonic() + args.deadline_s, args.cpu, load)
-    todo = [p for p in phases(args.cpu) if not args.only or p.name in args.only.split(",")]
+    if args.cpu:
+        devices = [str(c) for c in sorted(os.sched_getaffinity(0))]
+    else:
+        devices = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                                 text=True, check=True).stdout.split()
+    todo = [p for p in phases(args.cpu, len(devices)) if not args.only or p.name in args.only.split(",")]
     model_dirs = {}
     for shape in {p.shape for p in todo}:
         model_dirs[shape] = Path("/tmp/tpserve-models") / shape
         write_model_folder(TINY_LLAMA if shape == TINY_LLAMA.name else find_shape(shape), model_dirs[shape])
-    if args.cpu:
-        devices = [str(c) for c in sorted(os.sched_getaffinity(0))]
-    else:
-        visible = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                                 text=True, check=True).stdout.split()
-        devices = visible
     for index, phase in enumerate(todo):
         needed = phase.needed_s
         reserve = sum(p.needed_s for p in todo[index + 1:] if not p.optional)
