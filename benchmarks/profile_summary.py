@@ -31,9 +31,9 @@ from pathlib import Path
 # Kernel families by name, first match wins. Attention includes the kernel that writes new keys and values
 # into the cache; matrix multiplications include fp8 ones (cutlass, cuBLAS's nvjet, scaled_mm).
 CATEGORIES = (
-    ("attention", re.compile(r"flash|fmha|attn|attention|paged|reshape_and_cache|concat_and_cache", re.I)),
-    ("matmul", re.compile(r"gemm|cutlass|xmma|nvjet|scaled_mm|matmul|cublas|sm90_|wgmma", re.I)),
-    ("communication", re.compile(r"nccl|all_?reduce|cross_device|allgather", re.I)),
+    ("attention", re.compile(r"flash|fmha|attn|attention|paged|reshape_and_cache|concat_and_cache", re.IGNORECASE)),
+    ("matmul", re.compile(r"gemm|cutlass|xmma|nvjet|scaled_mm|matmul|cublas|sm90_|wgmma", re.IGNORECASE)),
+    ("communication", re.compile(r"nccl|all_?reduce|cross_device|allgather", re.IGNORECASE)),
 )
 STEP = re.compile(r"^execute_(?:(\d+)_)?context_(\d+)\(([^)]*)\)_generation_(\d+)\(([^)]*)\)$")
 DETAIL = re.compile(r"sq(\d+)sk(\d+)")

@@ -30,6 +30,8 @@ the whole flow on this machine's CPU vLLM with the tiny Llama and a small worklo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import requests
 
+from benchmarks import profile_summary
 from benchmarks.vllm_cli import bench_serve_command, random_dataset
 from tpserve.commandlines import serve_command
 from tpserve.presets import workload
@@ -73,7 +76,7 @@ BEST = ("@best-one-gpu",)
 MODES = ("shared", "each-share", "each-full")
 # A profile's window: engine steps after /start_profile before the profiler starts (past the first prompts'
 # prefill), then the steps it records.
-PROFILE_STEPS = (200, 150)
+PROFILE_STEPS = (200, 120)
 
 
 @dataclass(frozen=True)
@@ -177,16 +180,16 @@ def one_gpu_phases() -> list[Phase]:
     and with vLLM's defaults on the same GPU.
     """
     fp8 = tuple(FP8 + BIG_BATCH)
-    one = dict(min_rounds=1, max_rounds=1, start_s=130, round_s=100)
+    one = {"min_rounds": 1, "max_rounds": 1, "start_s": 130, "round_s": 100}
     return [
-        Phase("7b-tp1-fp8", "llama-2-7b", 1, (fp8,), 1, 2, 230, 100, profile=PROFILE_STEPS, workloads=("chat",),
+        Phase("7b-tp1-fp8", "llama-2-7b", 1, (fp8,), 1, 1, 230, 100, profile=PROFILE_STEPS, workloads=("chat",),
               extra_s=120),
         Phase("7b-tp1-kvfp8-batch16k", "llama-2-7b", 1, (tuple(KV_FP8 + BIG_BATCH),), **one),
         Phase("7b-tp1-wfp8-batch16k", "llama-2-7b", 1, (tuple(W_FP8 + BIG_BATCH),), **one),
+        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), **one, workloads=("chat",), extra_s=60),
         Phase("7b-tp1-fp8-batch32k", "llama-2-7b", 1, (tuple(FP8 + BATCH_32K),), **one),
-        Phase("7b-tp1-fp8-batch8k", "llama-2-7b", 1, (tuple(FP8),), **one),
+        Phase("7b-tp1-fp8-batch8k", "llama-2-7b", 1, (tuple(FP8),), **one, optional=True),
         Phase("7b-tp1-fp8-block128", "llama-2-7b", 1, (fp8 + tuple(BLOCK_128),), **one, optional=True),
-        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), **one, workloads=("chat",), extra_s=60, optional=True),
         Phase("7b-tp1-fp8-again", "llama-2-7b", 1, (fp8,), **one, optional=True),
     ]
 
@@ -345,9 +348,27 @@ def profile_run(session: Session, phase: Phase, url: str, tokenizer: Path) -> No
     finally:
         # Writes the trace if the run ended before the window did; the profiler already stopped otherwise.
         requests.post(url + "/stop_profile", timeout=600).raise_for_status()
-    files = sorted(str(p.relative_to(session.out)) for p in profile_dir(session, phase).rglob("*") if p.is_file())
+    folder = profile_dir(session, phase)
+    try:  # read here too, so its figures come back even when the trace is too large to
+        with contextlib.redirect_stdout(io.StringIO()) as text:
+            profile_summary.print_summary(profile_summary.summary(profile_summary.read_trace(folder),
+                                                                  kv_bytes_per_token(phase)))
+        (folder / "summary.txt").write_text(text.getvalue())
+    except Exception as exc:  # noqa: BLE001 — the trace stays for reading elsewhere
+        (folder / "summary.txt").write_text(f"not read: {type(exc).__name__}: {exc}\n")
+    files = sorted(str(p.relative_to(session.out)) for p in folder.rglob("*") if p.is_file())
     session.phases[-1]["profile_files"] = files
     print(f"{phase.name}: profile files {files}", flush=True)
+
+
+def kv_bytes_per_token(phase: Phase) -> int:
+    """KV cache bytes per token of context over all of PHASE's model's layers, with its cache's data type."""
+    config = (TINY_LLAMA if phase.shape == TINY_LLAMA.name else find_shape(phase.shape)).config()
+    heads = config["num_attention_heads"]
+    head_size = config.get("head_dim") or config["hidden_size"] // heads
+    flags = phase.settings[0]
+    fp8 = "--kv-cache-dtype" in flags and flags[flags.index("--kv-cache-dtype") + 1].startswith("fp8")
+    return config["num_hidden_layers"] * 2 * config.get("num_key_value_heads", heads) * head_size * (1 if fp8 else 2)
 
 
 def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devices: list[str],

@@ -4,7 +4,8 @@
 # wait for it and take its files:
 #   tests/gpu/tune_on_host.sh PARTS_DIR OUT_DIR start DEADLINE_S   unpack the bundle, start the session
 #   tests/gpu/tune_on_host.sh PARTS_DIR OUT_DIR wait SECONDS [TAR]  wait until it is done or SECONDS pass,
-#                                                                   then pack OUT_DIR into TAR
+#                                                                   then pack OUT_DIR into TAR (profile traces
+#                                                                   into profile-traces.tar beside it)
 set -euo pipefail
 usage="usage: tune_on_host.sh PARTS_DIR OUT_DIR start DEADLINE_S | wait SECONDS [TAR]"
 parts=${1:?$usage}
@@ -28,7 +29,11 @@ case "$step" in
     cat "$out/session.log"
     if [ -n "${5:-}" ]; then
       # The load test's per-request records (5.5 MB a run) stay on the host: a device call brings back 16 MiB a file.
-      tar czf "$5" --exclude='*.jsonl' -C "$(dirname "$out")" "$(basename "$out")"
+      # A profile's trace travels apart (PROFILE_TAR, beside TAR), so a large one cannot keep the figures back.
+      tar czf "$5" --exclude='*.jsonl' --exclude='*.pt.trace.json.gz' -C "$(dirname "$out")" "$(basename "$out")"
+      if [ -d "$out/profile" ]; then
+        tar cf "$(dirname "$5")/profile-traces.tar" -C "$out" profile
+      fi
     fi
     ;;
   *)
