@@ -11,7 +11,8 @@ replay's), and so to its step. Printed:
   between attention, matrix multiplications, communication and the rest;
 - for decode-only steps, the rate at which attention read the KV cache: the tokens of context it attended
   to (``sk``) × bytes per token ÷ attention time (``--kv-bytes-per-token``; the model's layers × 2 × KV
-  heads × head size × the cache's bytes per value);
+  heads × head size × the cache's bytes per value); and attention's time fitted against the context, a
+  straight line: what a step costs whatever its context, and what each further token of context costs;
 - the kernels that took the most time.
 
     python benchmarks/profile_summary.py results/.../profile/7b-tp1-fp8 [--kv-bytes-per-token 262144]
@@ -28,9 +29,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Kernel families by name, first match wins. Attention includes the kernel that writes new keys and values
-# into the cache; matrix multiplications include fp8 ones (cutlass, cuBLAS's nvjet, scaled_mm).
+# Kernel families by name, first match wins. torch.compile's generated pointwise and reduction kernels (norms,
+# activations, the fp8 quantization of a matmul's input) come first: their names list the operations they fuse,
+# "scaled_mm" among them. Attention includes the kernel that writes new keys and values into the cache; matrix
+# multiplications include fp8 ones (cutlass, cuBLAS's nvjet).
 CATEGORIES = (
+    ("fused elementwise", re.compile(r"^triton_(poi|red|per)_")),
     ("attention", re.compile(r"flash|fmha|attn|attention|paged|reshape_and_cache|concat_and_cache", re.IGNORECASE)),
     ("matmul", re.compile(r"gemm|cutlass|xmma|nvjet|scaled_mm|matmul|cublas|sm90_|wgmma", re.IGNORECASE)),
     ("communication", re.compile(r"nccl|all_?reduce|cross_device|allgather", re.IGNORECASE)),
@@ -128,6 +132,24 @@ def split(kernels: list[dict]) -> dict[str, float]:
     return times
 
 
+def attention_fit(steps: list[Step], kv_bytes_per_token: int | None) -> dict:
+    """Attention's time a decode step against the context it attends to, fitted by least squares: a cost per
+    step that no context explains, and one per token of context (its reciprocal × bytes per token: the rate at
+    which each further token's KV cache is read). Empty without the steps' context sizes or their spread."""
+    points = [(s.generation_kv_tokens, split(s.kernels).get("attention", 0.0)) for s in steps
+              if s.generation_kv_tokens is not None]
+    xs = [x for x, _ in points]
+    if len(points) < 3 or max(xs) < 1.1 * min(xs):
+        return {}
+    mean_x, mean_y = sum(xs) / len(xs), sum(y for _, y in points) / len(points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x in xs)
+    fit = {"attention_fit_us_per_step": mean_y - slope * mean_x, "attention_fit_us_per_kv_token": slope,
+           "attention_fit_kv_tokens": (min(xs), max(xs))}
+    if kv_bytes_per_token and slope > 0:
+        fit["attention_fit_bytes_per_s"] = kv_bytes_per_token / (slope * 1e-6)
+    return fit
+
+
 def summary(trace: dict, kv_bytes_per_token: int | None) -> dict:
     steps, outside, kernels = steps_of(trace)
     if not kernels:
@@ -151,6 +173,8 @@ def summary(trace: dict, kv_bytes_per_token: int | None) -> dict:
             if kv_bytes_per_token and attention and kind == "decode only":
                 entry["kv_read_bytes_per_s"] = entry["generation_kv_tokens_per_step"] * kv_bytes_per_token / (
                     attention * 1e-6)
+        if kind == "decode only":
+            entry |= attention_fit(mine, kv_bytes_per_token)
         result["kinds"][kind] = entry
     top: dict[str, list[float]] = defaultdict(list)
     for kernel in kernels:
@@ -177,7 +201,15 @@ def print_summary(result: dict) -> None:
         if "generation_kv_tokens_per_step" in entry:
             print(f"  decoding requests attend to {entry['generation_kv_tokens_per_step']:,.0f} tokens of context a step")
         if "kv_read_bytes_per_s" in entry:
-            print(f"  KV cache read by attention: {entry['kv_read_bytes_per_s'] / 1e12:.2f} TB/s")
+            print(f"  KV cache read by attention: {entry['kv_read_bytes_per_s'] / 1e12:.2f} TB/s "
+                  "(its bytes ÷ attention's whole time)")
+        if "attention_fit_us_per_step" in entry:
+            low, high = entry["attention_fit_kv_tokens"]
+            rate = entry.get("attention_fit_bytes_per_s")
+            print(f"  attention a step ≈ {entry['attention_fit_us_per_step'] / 1e3:.2f} ms + "
+                  f"{entry['attention_fit_us_per_kv_token'] * 100:.2f} ms per 100,000 tokens of context "
+                  f"(least squares over {low:,}–{high:,} tokens)"
+                  + (f": each further token's KV cache read at {rate / 1e12:.2f} TB/s" if rate else ""))
     print("\nkernels with the most time:")
     for total, count, name in result["top"]:
         print(f"  {total / 1e3:9.1f} ms  {count:6d} ×  {category(name):<13} {name[:110]}")

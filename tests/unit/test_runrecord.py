@@ -86,7 +86,7 @@ COMMITTED = [path for path in committed_results("results/*.json")
 
 
 def test_the_committed_results_hold_run_records_of_every_shape():
-    assert len(COMMITTED) == 106
+    assert len(COMMITTED) == 126
     assert {runrecord.load(path).provenance.command for path in COMMITTED} == {"demo", "sweep", "gpu test",
                                                                                 "loadtest"}
 
@@ -113,8 +113,9 @@ def test_every_committed_result_loads_and_says_what_served_it(path):
     # Bare load tests (the pod rehearsal's helm-test pods, the tuning session's runs) cannot know what served
     # them; their folder's pod-rehearsal.json or tune.json says. Every other producer fills the layout.
     assert (loaded.layout is None) == (loaded.provenance.command == "loadtest")
-    # The reference note's workload, or the throughput-bound one of the tuning session.
-    assert loaded.workload.prompt_set in ("builtin (59 prompts)", "random (512 input tokens)")
+    # The reference note's workload, the throughput-bound one of the tuning sessions, or the chat one (its file).
+    assert (loaded.workload.prompt_set in ("builtin (59 prompts)", "random (512 input tokens)")
+            or loaded.workload.prompt_set.endswith("/loadtest/data/chat.jsonl"))
     assert RunRecord.from_json(json.loads(json.dumps(loaded.to_json()))) == loaded
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from benchmarks.tune_summary import baseline, instrument, load_runs, points, short, summarize
-from tests.gpu.tune_on_host import Phase
+from tests.gpu.tune_on_host import THROUGHPUT, Phase, Session, kv_bytes_per_token, one_gpu_phases, phases, profiler_flags
 
 FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8", "--max-num-batched-tokens", "16384"]
 
@@ -78,3 +78,45 @@ def test_a_phase_refuses_unknown_modes_and_a_shared_load_over_different_settings
         Phase("x", "llama-2-7b", 1, ((),), modes=("both",))
     with pytest.raises(ValueError, match="'shared' needs one setting"):
         Phase("x", "llama-2-7b", 1, ((), ("--max-num-seqs", "8")), modes=("shared",))
+
+
+def test_a_profiled_run_and_a_named_workload_stay_out_of_the_points(tmp_path):
+    document = {"workload": {"num_requests": 1000, "concurrency": 256},
+                "phases": [{"phase": {"name": "fp8", "shape": "llama-2-7b", "tensor": 1, "settings": [FP8]},
+                            "startup_s": 100}],
+                "runs": [run("fp8", "loadtest", 8000), run("fp8", "bench", 7900),
+                         run("fp8", "loadtest", 5000, round_=0, mode="profile"),
+                         run("fp8", "loadtest", 4000, round_=0, mode="workload", concurrency=64) | {"workload": "chat"}]}
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps(document))
+    rows = summarize(*load_runs([path]))
+    assert [(p["runs"], p["output_tok_s_per_gpu"]) for p in points(rows).values()] == [(2, 7950)]
+    assert [r["ratios"] for r in instrument(rows).values()] == [[8000 / 7900]]
+
+
+def test_a_one_gpu_host_runs_each_setting_alone_and_profiles_the_first():
+    one = phases(False, gpus=1)
+    assert one == one_gpu_phases()
+    assert all(p.tensor == 1 and p.replicas == 1 for p in one)
+    assert one[0].settings == (tuple(FP8),) and one[0].profile and "chat" in one[0].workloads
+    assert len({p.settings for p in one if not p.name.endswith("-again")}) == len(one) - 1
+    assert phases(False, gpus=2) != one
+    with pytest.raises(ValueError, match="one-server phase"):
+        Phase("x", "llama-2-7b", 1, ((), ()), modes=("each-full",), profile=(1, 2))
+
+
+def test_the_profiler_waits_for_its_window_and_knows_the_cache_size(tmp_path):
+    session = Session(tmp_path, 0.0, cpu=False, load=THROUGHPUT)
+    phase = one_gpu_phases()[0]
+    flags = profiler_flags(session, phase)
+    assert flags[0] == "--profiler-config"
+    config = json.loads(flags[1])
+    assert config | {"torch_profiler_dir": ""} == {
+        "profiler": "torch", "torch_profiler_dir": "", "delay_iterations": phase.profile[0],
+        "max_iterations": phase.profile[1], "ignore_frontend": True, "torch_profiler_with_stack": False,
+        "detailed_trace_annotation": True}
+    assert config["torch_profiler_dir"] == str((tmp_path / "profile" / phase.name).resolve())
+    assert profiler_flags(session, one_gpu_phases()[1]) == []
+    # Llama-2-7b: 32 layers × (K + V) × 32 heads × 128 values, one byte each in fp8, two in bfloat16
+    assert kv_bytes_per_token(phase) == 32 * 2 * 32 * 128
+    assert kv_bytes_per_token(Phase("d", "llama-2-7b", 1, ((),))) == 32 * 2 * 32 * 128 * 2
