@@ -70,6 +70,9 @@ BATCH_32K = ["--max-num-batched-tokens", "32768"]
 # third session (results/20261130c-h200x2-tune).
 TRITON = ["--attention-backend", "TRITON_ATTN"]
 FLASHINFER = ["--attention-backend", "FLASHINFER", "--attention-config", '{"disable_flashinfer_q_quantization": true}']
+# FlashAttention 3 splits a decoding sequence's context over up to 32 thread blocks under CUDA graphs (vLLM's
+# bound); one split leaves 256 sequences × 32 heads = 8,192 blocks, plenty for 132 SMs, and no combine kernel.
+SPLITS_1 = ["--attention-config", '{"flash_attn_max_num_splits_for_cuda_graph": 1}']
 # A replica's settings resolved when its phase starts: the one-GPU settings of the same shape that gave the most
 # output per GPU so far in this session (each-full runs, median over runs and clients).
 BEST = ("@best-one-gpu",)
@@ -129,18 +132,18 @@ def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
     if gpus == 1:
         return one_gpu_phases()
     # Extra rounds of a phase are run only while the later phases' minimum still fits. The first phases are the
-    # next session's (predictions in docs/performance.md); the third session's follow (results/20261130c-h200x2-tune:
-    # Triton's and FlashInfer's attention were both slower than vLLM's FlashAttention 3), then the earlier ones,
-    # all optional.
+    # next session's (predictions in docs/performance.md); the earlier sessions' follow, all optional.
     fp8 = tuple(FP8 + BIG_BATCH)  # tpserve's fp8 profile, as tpserve serve --settings fp8 resolves it
     return [
-        # The KV cache's page size alone (vLLM's 16 tokens against 128), and the batched tokens alone (vLLM's
-        # 8,192 against 32,768), each with the rest of the fp8 profile, on one GPU each with the whole load.
-        Phase("7b-tp1-pair-fp8-vs-fp8-block128", "llama-2-7b", 1, (fp8, fp8 + tuple(BLOCK_128)), 1, 2, 170, 100,
+        # The issue's baseline, profiled once: where TP 2's step time goes, its all-reduces included.
+        Phase("7b-tp2-vllm-defaults", "llama-2-7b", 2, ((),), 1, 2, 270, 80, profile=PROFILE_STEPS, extra_s=60),
+        # FlashAttention 3 with one split per sequence against vLLM's bound of 32, and vLLM's 8,192 batched tokens
+        # against the profile's 16,384 (the one-GPU session: the same output, TTFT 556 against 931 ms), each on
+        # one GPU with the whole load, side by side.
+        Phase("7b-tp1-pair-fp8-vs-fp8-splits1", "llama-2-7b", 1, (fp8, fp8 + tuple(SPLITS_1)), 1, 2, 170, 100,
               modes=("each-full",)),
-        Phase("7b-tp1-pair-fp8-batch8k-vs-batch32k", "llama-2-7b", 1, (tuple(FP8), tuple(FP8 + BATCH_32K)), 1, 1,
-              170, 100, modes=("each-full",)),
-        Phase("7b-tp2-vllm-defaults", "llama-2-7b", 2, ((),), 1, 2, 270, 80),
+        Phase("7b-tp1-pair-fp8-vs-fp8-batch8k", "llama-2-7b", 1, (fp8, tuple(FP8)), 1, 2, 170, 100,
+              modes=("each-full",)),
         Phase("7b-tp1x2-best", "llama-2-7b", 1, (BEST, BEST), 1, 2, 170, 170, modes=("shared", "each-full"),
               optional=True),
         # 70b with defaults, then with the fp8 profile, in one session: its only comparison so far spans two.
@@ -150,7 +153,13 @@ def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
               fallback=(tuple(KV_FP8 + BIG_BATCH),), optional=True),
         Phase("7b-tp1-pair-kvfp8-vs-wfp8", "llama-2-7b", 1, (tuple(KV_FP8), tuple(W_FP8)), 1, 1, 150, 100,
               modes=("each-full",), optional=True),
-        # The third session's (results/20261130c-h200x2-tune).
+        # The one-GPU session measured these alone (results/20261201-h200x1-tune): no change from either.
+        Phase("7b-tp1-pair-fp8-vs-fp8-block128", "llama-2-7b", 1, (fp8, fp8 + tuple(BLOCK_128)), 1, 1, 170, 100,
+              modes=("each-full",), optional=True),
+        Phase("7b-tp1-pair-fp8-batch8k-vs-batch32k", "llama-2-7b", 1, (tuple(FP8), tuple(FP8 + BATCH_32K)), 1, 1,
+              170, 100, modes=("each-full",), optional=True),
+        # The third session's (results/20261130c-h200x2-tune): Triton's and FlashInfer's attention were both
+        # slower than vLLM's FlashAttention 3.
         Phase("7b-tp1-pair-fp8-vs-fp8-triton", "llama-2-7b", 1, (fp8, fp8 + tuple(TRITON)), 1, 2, 170, 100,
               modes=("each-full",), optional=True),
         Phase("7b-tp1-pair-defaults-vs-triton", "llama-2-7b", 1, ((), tuple(TRITON)), 1, 1, 170, 100,
@@ -177,18 +186,25 @@ def one_gpu_phases() -> list[Phase]:
     The first phase is the reference (tpserve's fp8 profile, the best one-GPU settings measured so far) and is
     profiled once; each later one changes one thing in it, or takes one of its parts alone. Predictions in
     docs/performance.md. The TP 2 baseline needs two GPUs, so a one-GPU session compares with the reference
-    and with vLLM's defaults on the same GPU.
+    and with vLLM's defaults on the same GPU. The first one-GPU session ran the same list without the phases
+    that name it (its tune.json holds every phase as it ran).
     """
     fp8 = tuple(FP8 + BIG_BATCH)
     one = {"min_rounds": 1, "max_rounds": 1, "start_s": 130, "round_s": 100}
+    profiled = {"profile": PROFILE_STEPS, "extra_s": 60}
     return [
         Phase("7b-tp1-fp8", "llama-2-7b", 1, (fp8,), 1, 1, 230, 100, profile=PROFILE_STEPS, workloads=("chat",),
               extra_s=120),
-        Phase("7b-tp1-kvfp8-batch16k", "llama-2-7b", 1, (tuple(KV_FP8 + BIG_BATCH),), **one),
-        Phase("7b-tp1-wfp8-batch16k", "llama-2-7b", 1, (tuple(W_FP8 + BIG_BATCH),), **one),
-        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), **one, workloads=("chat",), extra_s=60),
-        Phase("7b-tp1-fp8-batch32k", "llama-2-7b", 1, (tuple(FP8 + BATCH_32K),), **one),
-        Phase("7b-tp1-fp8-batch8k", "llama-2-7b", 1, (tuple(FP8),), **one, optional=True),
+        # The first one-GPU session (results/20261201-h200x1-tune) found attention 82 % of a decoding step; these
+        # two ask whether FlashAttention 3's splits cost it, and what a bfloat16 KV cache's steps look like.
+        Phase("7b-tp1-fp8-splits1", "llama-2-7b", 1, (fp8 + tuple(SPLITS_1),), **one, **profiled),
+        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), 1, 1, 130, 100, profile=PROFILE_STEPS,
+              workloads=("chat",), extra_s=120),
+        # vLLM's 8,192 batched tokens gave the profile's output with TTFT 556 against 931 ms: a second round each.
+        Phase("7b-tp1-fp8-batch8k", "llama-2-7b", 1, (tuple(FP8),), **one),
+        Phase("7b-tp1-fp8-batch32k", "llama-2-7b", 1, (tuple(FP8 + BATCH_32K),), **one, optional=True),
+        Phase("7b-tp1-kvfp8-batch16k", "llama-2-7b", 1, (tuple(KV_FP8 + BIG_BATCH),), **one, optional=True),
+        Phase("7b-tp1-wfp8-batch16k", "llama-2-7b", 1, (tuple(W_FP8 + BIG_BATCH),), **one, optional=True),
         Phase("7b-tp1-fp8-block128", "llama-2-7b", 1, (fp8 + tuple(BLOCK_128),), **one, optional=True),
         Phase("7b-tp1-fp8-again", "llama-2-7b", 1, (fp8,), **one, optional=True),
     ]

@@ -6,7 +6,15 @@ import json
 import pytest
 
 from benchmarks.tune_summary import baseline, instrument, load_runs, points, short, summarize
-from tests.gpu.tune_on_host import THROUGHPUT, Phase, Session, kv_bytes_per_token, one_gpu_phases, phases, profiler_flags
+from tests.gpu.tune_on_host import (
+    THROUGHPUT,
+    Phase,
+    Session,
+    kv_bytes_per_token,
+    one_gpu_phases,
+    phases,
+    profiler_flags,
+)
 
 FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8", "--max-num-batched-tokens", "16384"]
 
@@ -116,7 +124,7 @@ def test_the_profiler_waits_for_its_window_and_knows_the_cache_size(tmp_path):
         "max_iterations": phase.profile[1], "ignore_frontend": True, "torch_profiler_with_stack": False,
         "detailed_trace_annotation": True}
     assert config["torch_profiler_dir"] == str((tmp_path / "profile" / phase.name).resolve())
-    assert profiler_flags(session, one_gpu_phases()[1]) == []
+    assert profiler_flags(session, next(p for p in one_gpu_phases() if not p.profile)) == []
     # Llama-2-7b: 32 layers × (K + V) × 32 heads × 128 values, one byte each in fp8, two in bfloat16
     assert kv_bytes_per_token(phase) == 32 * 2 * 32 * 128
     assert kv_bytes_per_token(Phase("d", "llama-2-7b", 1, ((),))) == 32 * 2 * 32 * 128 * 2
