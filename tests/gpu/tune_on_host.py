@@ -186,8 +186,8 @@ def one_gpu_phases() -> list[Phase]:
     The first phase is the reference (tpserve's fp8 profile, the best one-GPU settings measured so far) and is
     profiled once; each later one changes one thing in it, or takes one of its parts alone. Predictions in
     docs/performance.md. The TP 2 baseline needs two GPUs, so a one-GPU session compares with the reference
-    and with vLLM's defaults on the same GPU. The first one-GPU session ran the same list without the phases
-    that name it (its tune.json holds every phase as it ran).
+    and with vLLM's defaults on the same GPU. The first one-GPU session ran an earlier version of this list
+    (results/20261201-h200x1-tune/call3/tune.json holds every phase as it ran).
     """
     fp8 = tuple(FP8 + BIG_BATCH)
     one = {"min_rounds": 1, "max_rounds": 1, "start_s": 130, "round_s": 100}
@@ -365,7 +365,7 @@ def profile_run(session: Session, phase: Phase, url: str, tokenizer: Path) -> No
         # Writes the trace if the run ended before the window did; the profiler already stopped otherwise.
         requests.post(url + "/stop_profile", timeout=600).raise_for_status()
     folder = profile_dir(session, phase)
-    try:  # read here too, so its figures come back even when the trace is too large to
+    try:  # read on the host too: its figures come back even if the trace were too large to
         with contextlib.redirect_stdout(io.StringIO()) as text:
             profile_summary.print_summary(profile_summary.summary(profile_summary.read_trace(folder),
                                                                   kv_bytes_per_token(phase)))

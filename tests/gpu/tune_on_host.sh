@@ -29,7 +29,7 @@ case "$step" in
     cat "$out/session.log"
     if [ -n "${5:-}" ]; then
       # The load test's per-request records (5.5 MB a run) stay on the host: a device call brings back 16 MiB a file.
-      # A profile's trace travels apart (PROFILE_TAR, beside TAR), so a large one cannot keep the figures back.
+      # Profile traces travel apart (profile-traces.tar beside TAR): a large one cannot keep the figures back.
       tar czf "$5" --exclude='*.jsonl' --exclude='*.pt.trace.json.gz' -C "$(dirname "$out")" "$(basename "$out")"
       if [ -d "$out/profile" ]; then
         tar cf "$(dirname "$5")/profile-traces.tar" -C "$out" profile
