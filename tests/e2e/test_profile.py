@@ -7,7 +7,7 @@ import requests
 
 from benchmarks import profile_summary
 from tests.e2e.conftest import MODEL_NAME, healthy_server
-from tests.gpu.tune_on_host import Phase, Session, THROUGHPUT, profiler_flags
+from tests.gpu.tune_on_host import THROUGHPUT, Phase, Session, profiler_flags
 from tpserve.shapes import TINY_LLAMA
 
 PROMPTS = ["The harbour master counted seven boats before the storm arrived in the bay",
