@@ -1,4 +1,7 @@
 # Sourced by the tests/gpu host scripts: unpack the offline vLLM bundle once and set the environment.
+# $1 holds the bundle's parts, joined in name order, so any split of it works: a device call carries at most
+# 64 MiB with the repository, so split it finer than build-bundle.sh's 56 MB parts when the repository grows
+# (cat part.* | split -b 34000000 -d -a 2 - DIR/part.).
 # shellcheck shell=bash
 site=/tmp/tpserve-site
 # NVLink multicast stays off on this shared host (see shared/gpu-host/README.md).
