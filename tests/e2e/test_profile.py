@@ -7,7 +7,8 @@ import requests
 
 from benchmarks import profile_summary
 from tests.e2e.conftest import MODEL_NAME, healthy_server
-from tests.gpu.tune_on_host import THROUGHPUT, Phase, Session, profiler_flags
+from tests.gpu.tune_on_host import Session, profiler_flags
+from tests.gpu.tune_phases import THROUGHPUT, Phase
 from tpserve.shapes import TINY_LLAMA
 
 PROMPTS = ["The harbour master counted seven boats before the storm arrived in the bay",

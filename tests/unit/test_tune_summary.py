@@ -6,15 +6,8 @@ import json
 import pytest
 
 from benchmarks.tune_summary import baseline, instrument, load_runs, points, short, summarize
-from tests.gpu.tune_on_host import (
-    THROUGHPUT,
-    Phase,
-    Session,
-    kv_bytes_per_token,
-    one_gpu_phases,
-    phases,
-    profiler_flags,
-)
+from tests.gpu.tune_on_host import Session, profiler_flags
+from tests.gpu.tune_phases import THROUGHPUT, Phase, kv_bytes_per_token, one_gpu_phases, phases
 
 FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8", "--max-num-batched-tokens", "16384"]
 
