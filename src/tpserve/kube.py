@@ -164,6 +164,13 @@ def deploy_line(release: str, chart: Path, namespace: str, point: Point, values:
     return shlex.join(helm_argv(release, chart, namespace, point, values, sets))
 
 
+def deploying(release: str, chart: Path, namespace: str, values: Sequence[Path] = (),
+              sets: Sequence[str] = ()) -> Callable[[Point], tuple[str, str]]:
+    """How a Kubernetes search's winner is served: ``("deploy", its helm command)`` (:func:`deploy_line`), the
+    twin of :func:`tpserve.tune.serving`."""
+    return lambda point: ("deploy", deploy_line(release, chart, namespace, point, values, sets))
+
+
 def _point_values(point: Point, values: Sequence[Path], sets: Sequence[str]) -> list[str]:
     """The chart values of POINT as helm arguments: VALUES files, SETS, the point's settings, then the layout."""
     for item in sets:

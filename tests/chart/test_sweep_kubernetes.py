@@ -180,16 +180,14 @@ def test_the_tune_winner_on_kubernetes_is_the_helm_command_that_deploys_it(tmp_p
     from tests.unit.fakebackend import FakeBackend
     from tests.unit.test_tune import AXES, BUDGET, search
     from tests.unit.test_tune import figures as tune_figures
-    from tpserve.kube import deploy_line
+    from tpserve.kube import deploying
     from tpserve.sweep import Load
     from tpserve.tune import write_summary
 
     result = search(tmp_path, FakeBackend(tune_figures))
     values = tmp_path / "7b.yaml"
     values.write_text("gpu:\n  memoryGiB: 140.4\n")
-
-    def how(point):
-        return "deploy", deploy_line("llama7b", CHART, "bench", point, [values], SEVEN_B)
+    how = deploying("llama7b", CHART, "bench", [values], SEVEN_B)
 
     summary = json.loads(write_summary(tmp_path / "tune.json", result, model="m", load=Load(),
                                        budget=BUDGET, layouts=[Point(1), Point(2)], settings_axes=AXES,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tpserve.launch import flags_of
+from tpserve.plan import kv_cache_bytes_per_token
 from tpserve.shapes import TINY_LLAMA, find_shape
 from tpserve.sweep import Load
 
@@ -168,10 +170,8 @@ def one_gpu_phases() -> list[Phase]:
 
 
 def kv_bytes_per_token(phase: Phase) -> int:
-    """KV cache bytes per token of context over all of PHASE's model's layers, with its cache's data type."""
+    """KV cache bytes per token of context over all of PHASE's model's layers, with its cache's data type
+    (:func:`tpserve.plan.kv_cache_bytes_per_token`; any fp8 variant stores one byte a value)."""
     config = (TINY_LLAMA if phase.shape == TINY_LLAMA.name else find_shape(phase.shape)).config()
-    heads = config["num_attention_heads"]
-    head_size = config.get("head_dim") or config["hidden_size"] // heads
-    flags = phase.settings[0]
-    fp8 = "--kv-cache-dtype" in flags and flags[flags.index("--kv-cache-dtype") + 1].startswith("fp8")
-    return config["num_hidden_layers"] * 2 * config.get("num_key_value_heads", heads) * head_size * (1 if fp8 else 2)
+    cache = str(flags_of(phase.settings[0]).get("--kv-cache-dtype", "auto"))
+    return kv_cache_bytes_per_token(config, "fp8" if cache.startswith("fp8") else "auto")

@@ -112,10 +112,9 @@ def tune(
                           vllm_args=fixed_vllm_args, release=release, chart=chart, namespace=namespace,
                           values=values or [], sets=set_ or [], load_in_cluster=load_in_cluster)
     if on == "kubernetes":
-        from tpserve.kube import deploy_line
+        from tpserve.kube import deploying
 
-        def how(point) -> tuple[str, str]:
-            return "deploy", deploy_line(release, chart, namespace, point, values or [], set_ or [])
+        how = deploying(release, chart, namespace, values or [], set_ or [])
     else:
         how = serving(model, serve_arg or [])
     total = search_size(layouts, with_defaults(settings_axes)) * repeats
