@@ -183,36 +183,39 @@ def summary(trace: dict, kv_bytes_per_token: int | None) -> dict:
     return result
 
 
-def print_summary(result: dict) -> None:
+def report(result: dict) -> str:
+    """What :func:`summary` found, as the lines the script prints."""
+    lines: list[str] = []
+    out = lines.append
     if not result["kernels"]:
-        print("no GPU kernels in the trace (a CPU server's trace holds CPU operators only)")
-        return
-    print(f"window: {result['steps']} engine steps, {result['window_us'] / 1e3:,.1f} ms from the first kernel to "
-          f"the last; GPU busy {result['busy_us'] / 1e3:,.1f} ms ({result['busy_us'] / result['window_us']:.1%}); "
-          f"kernels launched outside a step: {result['outside_steps_us'] / 1e3:,.1f} ms")
+        return "no GPU kernels in the trace (a CPU server's trace holds CPU operators only)\n"
+    out(f"window: {result['steps']} engine steps, {result['window_us'] / 1e3:,.1f} ms from the first kernel to "
+        f"the last; GPU busy {result['busy_us'] / 1e3:,.1f} ms ({result['busy_us'] / result['window_us']:.1%}); "
+        f"kernels launched outside a step: {result['outside_steps_us'] / 1e3:,.1f} ms")
     for kind, entry in result["kinds"].items():
         kernel_time = entry["kernel_us_per_step"]
         parts = ", ".join(f"{c} {t / 1e3:.2f} ms ({t / kernel_time:.0%})"
                           for c, t in sorted(entry["split_us_per_step"].items(), key=lambda item: -item[1]))
-        print(f"\n{kind}: {entry['steps']} steps, {entry['context_tokens_per_step']:,.0f} prompt + "
-              f"{entry['generation_tokens_per_step']:,.0f} decode tokens a step")
-        print(f"  GPU time a step: {entry['gpu_span_us_per_step'] / 1e3:.2f} ms from its first kernel to its last, "
-              f"kernels {kernel_time / 1e3:.2f} ms: {parts}")
+        out(f"\n{kind}: {entry['steps']} steps, {entry['context_tokens_per_step']:,.0f} prompt + "
+            f"{entry['generation_tokens_per_step']:,.0f} decode tokens a step")
+        out(f"  GPU time a step: {entry['gpu_span_us_per_step'] / 1e3:.2f} ms from its first kernel to its last, "
+            f"kernels {kernel_time / 1e3:.2f} ms: {parts}")
         if "generation_kv_tokens_per_step" in entry:
-            print(f"  decoding requests attend to {entry['generation_kv_tokens_per_step']:,.0f} tokens of context a step")
+            out(f"  decoding requests attend to {entry['generation_kv_tokens_per_step']:,.0f} tokens of context a step")
         if "kv_read_bytes_per_s" in entry:
-            print(f"  KV cache read by attention: {entry['kv_read_bytes_per_s'] / 1e12:.2f} TB/s "
-                  "(its bytes ÷ attention's whole time)")
+            out(f"  KV cache read by attention: {entry['kv_read_bytes_per_s'] / 1e12:.2f} TB/s "
+                "(its bytes ÷ attention's whole time)")
         if "attention_fit_us_per_step" in entry:
             low, high = entry["attention_fit_kv_tokens"]
             rate = entry.get("attention_fit_bytes_per_s")
-            print(f"  attention a step ≈ {entry['attention_fit_us_per_step'] / 1e3:.2f} ms + "
-                  f"{entry['attention_fit_us_per_kv_token'] * 100:.2f} ms per 100,000 tokens of context "
-                  f"(least squares over {low:,}–{high:,} tokens)"
-                  + (f": each further token's KV cache read at {rate / 1e12:.2f} TB/s" if rate else ""))
-    print("\nkernels with the most time:")
+            out(f"  attention a step ≈ {entry['attention_fit_us_per_step'] / 1e3:.2f} ms + "
+                f"{entry['attention_fit_us_per_kv_token'] * 100:.2f} ms per 100,000 tokens of context "
+                f"(least squares over {low:,}–{high:,} tokens)"
+                + (f": each further token's KV cache read at {rate / 1e12:.2f} TB/s" if rate else ""))
+    out("\nkernels with the most time:")
     for total, count, name in result["top"]:
-        print(f"  {total / 1e3:9.1f} ms  {count:6d} ×  {category(name):<13} {name[:110]}")
+        out(f"  {total / 1e3:9.1f} ms  {count:6d} ×  {category(name):<13} {name[:110]}")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -221,7 +224,7 @@ def main() -> None:
     parser.add_argument("--kv-bytes-per-token", type=int,
                         help="KV cache bytes per token of context over all layers (7b, fp8 cache: 262144)")
     args = parser.parse_args()
-    print_summary(summary(read_trace(args.folder), args.kv_bytes_per_token))
+    print(report(summary(read_trace(args.folder), args.kv_bytes_per_token)), end="")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ the whole flow on this machine's CPU vLLM with the tiny Llama and a small worklo
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import statistics
@@ -213,10 +211,8 @@ def profile_run(session: Session, phase: Phase, url: str, tokenizer: Path) -> No
         requests.post(url + "/stop_profile", timeout=600).raise_for_status()
     folder = profile_dir(session, phase)
     try:  # read on the host too: its figures come back even if the trace were too large to
-        with contextlib.redirect_stdout(io.StringIO()) as text:
-            profile_summary.print_summary(profile_summary.summary(profile_summary.read_trace(folder),
-                                                                  kv_bytes_per_token(phase)))
-        (folder / "summary.txt").write_text(text.getvalue())
+        (folder / "summary.txt").write_text(profile_summary.report(profile_summary.summary(
+            profile_summary.read_trace(folder), kv_bytes_per_token(phase))))
     except Exception as exc:  # noqa: BLE001 — the trace stays for reading elsewhere
         (folder / "summary.txt").write_text(f"not read: {type(exc).__name__}: {exc}\n")
     files = sorted(str(p.relative_to(session.out)) for p in folder.rglob("*") if p.is_file())

@@ -101,12 +101,11 @@ def test_no_fit_without_a_spread_of_context():
     assert ps.attention_fit(steps, 1000) == {}
 
 
-def test_a_cpu_trace_and_a_folder_without_one(tmp_path, capsys):
+def test_a_cpu_trace_and_a_folder_without_one(tmp_path):
     cpu = Trace()
     cpu.step(step_name(0, 0, 4, 100), 0, 10)
     cpu.events.append({"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 1, "dur": 3})
     cpu.write(tmp_path)
-    ps.print_summary(ps.summary(ps.read_trace(tmp_path), None))
-    assert "no GPU kernels" in capsys.readouterr().out
+    assert "no GPU kernels" in ps.report(ps.summary(ps.read_trace(tmp_path), None))
     with pytest.raises(SystemExit, match="no torch profiler trace"):
         ps.read_trace(tmp_path / "missing")
