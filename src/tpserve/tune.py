@@ -19,7 +19,8 @@ expected to matter most first. Successive halving was the other choice; it measu
 at least once before dropping any, i.e. at least as many starts as the grid.
 
 ``default`` is added to an axis that lacks it, so vLLM's defaults are always a candidate. ``max_runs``
-caps the runs; the search stops before a candidate that would pass it. Every run is a run record
+caps the runs; the search stops before a candidate that would pass it. Interrupted (Ctrl-C, SIGTERM), it
+stops the candidate's servers and returns what it measured, so that ``tune.json`` is still written. Every run is a run record
 (:func:`tpserve.sweep.measure_point`, the sweep's own machinery); ``tune.json`` holds every candidate,
 its runs, why it was dropped, and the winner as a ``tpserve serve`` command line.
 """
@@ -99,6 +100,8 @@ class TuneResult:
     server_starts: int
     runs: int
     stopped: str = ""  # why the search ended early, if it did
+    # The Ctrl-C or SIGTERM that ended it: the search so far is returned, and the caller raises it once written.
+    interrupted: BaseException | None = None
 
     @property
     def ratio_to_defaults(self) -> float | None:
@@ -134,6 +137,7 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
     start = tuple((axis.key, axes.DEFAULT) for axis in settings_axes)
     seen: dict[Point, Candidate] = {}
     state = {"runs": 0, "starts": 0, "stopped": ""}
+    interruptions: list[BaseException] = []
 
     def measured(point: Point, phase: str) -> Candidate | None:
         """POINT's candidate, measured now unless it already was; None once the run budget is spent."""
@@ -145,8 +149,13 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
             candidate.reason = state["stopped"]
             return None
         state["starts"] += 1
-        result = measure_point(point, backend, name=name, model=model, load=load, repeats=repeats, out=out,
-                               machine=machine, progress=progress, context={"tune_phase": phase})
+        try:
+            result = measure_point(point, backend, name=name, model=model, load=load, repeats=repeats, out=out,
+                                   machine=machine, progress=progress, context={"tune_phase": phase})
+        except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C or SIGTERM: the backend stopped the servers
+            state["stopped"] = candidate.reason = f"interrupted while measuring {point.label}"
+            interruptions.append(stop)
+            return None
         state["runs"] += len(result.runs)
         candidate.runs = [path.name for path in result.runs]
         bad = [problem for record in result.records for problem in record.problems]
@@ -194,7 +203,8 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
     if winner is not None:
         winner.status, winner.reason = "winner", "the most output tok/s per GPU within the budget"
     defaults = seen.get(replace(winner.point if winner else layouts[0], settings=start))
-    return TuneResult(list(seen.values()), winner, defaults, state["starts"], state["runs"], state["stopped"])
+    return TuneResult(list(seen.values()), winner, defaults, state["starts"], state["runs"], state["stopped"],
+                      interruptions[0] if interruptions else None)
 
 
 def serve_line(model: str, point: Point, serve_args: Sequence[str] = ()) -> str:

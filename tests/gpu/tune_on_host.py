@@ -18,7 +18,8 @@ A phase can also *profile* its server once after its rounds: one more load-test 
 figures not comparable, the profiler slows the server) during which vLLM's torch profiler records a window
 of engine steps; the trace and vLLM's kernel table land in ``OUT_DIR/profile/PHASE``
 (``benchmarks/profile_summary.py`` reads them). And it can run other named workloads once with the load
-test (mode ``workload``, e.g. ``chat``).
+test (mode ``workload``, e.g. ``chat``). A phase with ``tune_cli`` arguments runs no servers of its own: it runs
+``tpserve tune`` on the session's workload, as a user would, into ``OUT_DIR/tune-cli/PHASE``.
 
     python3 tests/gpu/tune_on_host.py OUT_DIR [--deadline-s 1400] [--cpu] [--only PHASE,...]
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -220,9 +222,56 @@ def profile_run(session: Session, phase: Phase, url: str, tokenizer: Path) -> No
     print(f"{phase.name}: profile files {files}", flush=True)
 
 
+def tune_cli_command(session: Session, phase: Phase, model: Path) -> list[str]:
+    """``tpserve tune`` on the session's workload with PHASE's own arguments; its folder is under OUT_DIR."""
+    load = session.load
+    return [sys.executable, "-m", "tpserve", "tune", str(model), "--served-model-name", phase.shape,
+            "--tensor", str(phase.tensor), "--dummy-weights", "--prompt-set", load.prompt_set,
+            "--num-requests", str(load.num_requests), "--concurrency", str(load.concurrency),
+            "--random-input-len", str(load.random_input_len), "--max-tokens", str(load.max_tokens),
+            "--base-port", "8300", "--out", str(session.out / "tune-cli" / phase.name), *phase.tune_cli]
+
+
+def run_tune_cli(session: Session, phase: Phase, model: Path, reserve_s: float) -> None:
+    """PHASE's ``tpserve tune`` search, as a user runs it. Past the time the later phases leave it, it gets SIGTERM
+    (tpserve then stops its server), and SIGKILL if that takes over 90 s; its run records stay either way."""
+    argv = tune_cli_command(session, phase, model)
+    record: dict = {"phase": asdict(phase), "started_left_s": round(session.left()), "argv": argv}
+    session.phases.append(record)
+    session.save()
+    log = session.out / "logs" / f"{phase.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            record["exit_status"] = process.wait(timeout=max(60.0, session.left() - reserve_s - 30))
+        except subprocess.TimeoutExpired:
+            record["stopped"] = "out of time"
+            process.terminate()
+            try:
+                record["exit_status"] = process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                record["exit_status"] = process.wait()
+    record["wall_s"] = round(time.monotonic() - started, 1)
+    summary = session.out / "tune-cli" / phase.name / "tune.json"
+    if summary.is_file():
+        document = json.loads(summary.read_text())
+        record |= {key: document[key] for key in ("winner", "defaults", "ratio_to_defaults", "server_starts", "runs")}
+    record["stopped_left_s"] = round(session.left())
+    session.save()
+    tail = log.read_text(errors="replace").strip().splitlines()[-4:]
+    print(f"{phase.name}: tpserve tune exited {record['exit_status']} after {record['wall_s']} s, "
+          f"{session.left():.0f} s left", *(f"  {line}" for line in tail), sep="\n", flush=True)
+
+
 def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devices: list[str],
               reserve_s: float) -> None:
     """Start PHASE's servers, run its rounds, stop them; RESERVE_S is held back for the phases after it."""
+    if phase.tune_cli:
+        run_tune_cli(session, phase, model_dirs[phase.shape], reserve_s)
+        return
     if BEST in phase.settings:
         best = best_settings(session, phase.shape)
         if best is None:

@@ -32,6 +32,11 @@ FLASHINFER = ["--attention-backend", "FLASHINFER", "--attention-config", '{"disa
 # FlashAttention 3 splits a decoding sequence's context over up to 32 thread blocks under CUDA graphs (vLLM's
 # bound); one split leaves 256 sequences × 32 heads = 8,192 blocks, plenty for 132 SMs, and no combine kernel.
 SPLITS_1 = ["--attention-config", '{"flash_attn_max_num_splits_for_cuda_graph": 1}']
+# `tpserve tune` on one GPU (one_gpu_phases): its coordinate search over the axes the issue names that no session
+# had run through the product's own search, under a loose latency budget.
+TUNE_ONE_GPU = ("--serve-arg=--dtype=bfloat16", "--vllm", "kv-cache-dtype=default,fp8", "--vllm", "quantization=default,fp8",
+                "--vllm", "max-num-batched-tokens=default,16384", "--vllm", "cudagraph-mode=default,PIECEWISE",
+                "--max-ttft-ms", "5000", "--max-tpot-ms", "60", "--budget-runs", "5")
 # A replica's settings resolved when its phase starts: the one-GPU settings of the same shape that gave the most
 # output per GPU so far in this session (each-full runs, median over runs and clients).
 BEST = ("@best-one-gpu",)
@@ -60,6 +65,9 @@ class Phase:
     profile: tuple[int, int] = ()
     workloads: tuple[str, ...] = ()  # named workloads (tpserve.presets) run once each with the load test
     extra_s: float = 0  # what the profile and the named workloads are expected to take
+    # `tpserve tune`'s own arguments (axes, budget): the phase runs the product's search on the session's
+    # workload, one server start per candidate, instead of serving SETTINGS; its whole run is START_S.
+    tune_cli: tuple[str, ...] = ()
 
     @property
     def needed_s(self) -> float:
@@ -75,6 +83,8 @@ class Phase:
             raise ValueError(f"{self.name}: modes {self.modes} (known: {MODES}; 'shared' needs one setting)")
         if (self.profile or self.workloads) and self.replicas > 1:
             raise ValueError(f"{self.name}: a profile or a named workload runs on a one-server phase")
+        if self.tune_cli and (self.profile or self.workloads or self.replicas > 1 or self.fallback):
+            raise ValueError(f"{self.name}: a tpserve tune phase has no settings, profile, workloads or fallback")
 
 
 def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
@@ -87,7 +97,9 @@ def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
                 Phase("tiny-tp1x2-best", TINY_LLAMA.name, 1, (BEST, BEST), 1, 1, 120, 60,
                       modes=("shared", "each-share")),
                 Phase("tiny-tp1-fallback", TINY_LLAMA.name, 1, (("--no-such-flag",),), 1, 1, 120, 60,
-                      clients=("loadtest",), fallback=((),))]
+                      clients=("loadtest",), fallback=((),)),
+                Phase("tiny-tpserve-tune", TINY_LLAMA.name, 1, ((),), 1, 1, 300, 0,
+                      tune_cli=("--vllm", "max-num-batched-tokens=default,512", "--budget-runs", "2"))]
     if gpus == 1:
         return one_gpu_phases()
     # Extra rounds of a phase are run only while the later phases' minimum still fits. The first phases are the
@@ -142,30 +154,33 @@ def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
 def one_gpu_phases() -> list[Phase]:
     """A host with one GPU: each setting alone on it, one after another, all with the whole throughput load.
 
-    The first phase is the reference (tpserve's fp8 profile, the best one-GPU settings measured so far) and is
-    profiled once; each later one changes one thing in it, or takes one of its parts alone. Predictions in
-    docs/performance.md. The TP 2 baseline needs two GPUs, so a one-GPU session compares with the reference
-    and with vLLM's defaults on the same GPU. The first one-GPU session ran an earlier version of this list
-    (results/20261201-h200x1-tune/call3/tune.json holds every phase as it ran).
+    The first phase is the reference (tpserve's fp8 profile, the best one-GPU settings measured so far); each
+    later one changes one thing in it, or takes one of its parts alone. Predictions in docs/performance.md.
+    The TP 2 baseline needs two GPUs, so a one-GPU session compares with the reference and with vLLM's
+    defaults on the same GPU. The one-GPU sessions ran earlier versions of this list (each results folder's
+    ``tune.json`` holds every phase as it ran: results/20261201-h200x1-tune/call3, results/20261201b-h200x1-tune).
     """
     fp8 = tuple(FP8 + BIG_BATCH)
     one = {"min_rounds": 1, "max_rounds": 1, "start_s": 130, "round_s": 100}
     profiled = {"profile": PROFILE_STEPS, "extra_s": 60}
     return [
-        Phase("7b-tp1-fp8", "llama-2-7b", 1, (fp8,), 1, 1, 230, 100, profile=PROFILE_STEPS, workloads=("chat",),
-              extra_s=120),
-        # The first one-GPU session (results/20261201-h200x1-tune) found attention 82 % of a decoding step; these
-        # two ask whether FlashAttention 3's splits cost it, and what a bfloat16 KV cache's steps look like.
+        # The reference, one round; profiled and with the chat workload in the first one-GPU session.
+        Phase("7b-tp1-fp8", "llama-2-7b", 1, (fp8,), 1, 1, 230, 100),
+        # The first one-GPU session (results/20261201-h200x1-tune) found attention 82 % of a decoding step: does
+        # FlashAttention 3's splitting of each sequence's context cost it?
         Phase("7b-tp1-fp8-splits1", "llama-2-7b", 1, (fp8 + tuple(SPLITS_1),), **one, **profiled),
-        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), 1, 1, 130, 100, profile=PROFILE_STEPS,
-              workloads=("chat",), extra_s=120),
-        # vLLM's 8,192 batched tokens gave the profile's output with TTFT 556 against 931 ms: a second round each.
-        Phase("7b-tp1-fp8-batch8k", "llama-2-7b", 1, (tuple(FP8),), **one),
+        # tpserve tune itself on a GPU, for the first time: from vLLM's defaults (in bfloat16, which FlashAttention
+        # 3 needs to read an fp8 KV cache), the fp8 KV cache, then fp8 weights, then 16,384 batched tokens
+        # against vLLM's 8,192, then CUDA graphs for the pieces between attention only (vLLM's default captures
+        # the whole decode step too): five candidates, one load-test run each.
+        Phase("7b-tp1-tpserve-tune", "llama-2-7b", 1, ((),), 1, 1, 780, 0, tune_cli=TUNE_ONE_GPU),
+        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), **one, **profiled, optional=True),
+        Phase("7b-tp1-fp8-batch8k", "llama-2-7b", 1, (tuple(FP8),), **one, optional=True),
+        Phase("7b-tp1-fp8-again", "llama-2-7b", 1, (fp8,), **one, optional=True),
         Phase("7b-tp1-fp8-batch32k", "llama-2-7b", 1, (tuple(FP8 + BATCH_32K),), **one, optional=True),
         Phase("7b-tp1-kvfp8-batch16k", "llama-2-7b", 1, (tuple(KV_FP8 + BIG_BATCH),), **one, optional=True),
         Phase("7b-tp1-wfp8-batch16k", "llama-2-7b", 1, (tuple(W_FP8 + BIG_BATCH),), **one, optional=True),
         Phase("7b-tp1-fp8-block128", "llama-2-7b", 1, (fp8 + tuple(BLOCK_128),), **one, optional=True),
-        Phase("7b-tp1-fp8-again", "llama-2-7b", 1, (fp8,), **one, optional=True),
     ]
 
 

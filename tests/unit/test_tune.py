@@ -95,6 +95,27 @@ def test_the_run_budget_stops_the_search_before_a_candidate_that_would_pass_it(t
         ("tp1x1-max-num-seqs=8", "the run budget (7 runs) was spent")]
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), SystemExit(143)])
+def test_an_interrupted_search_returns_what_it_measured_and_its_summary_is_still_written(tmp_path, stop):
+    def interrupted_at_seqs_8(point: Point):
+        if dict(point.settings).get("max-num-seqs") == "8":
+            raise stop
+        return figures(point)
+
+    backend = FakeBackend(interrupted_at_seqs_8)
+    result = search(tmp_path, backend, layouts="1")
+    assert result.interrupted is stop and result.runs == 2
+    assert backend.started == ["tp1x1", "tp1x1-max-num-seqs=4", "tp1x1-max-num-seqs=8"]
+    assert result.stopped == "interrupted while measuring tp1x1-max-num-seqs=8"
+    assert result.winner.point.label == "tp1x1-max-num-seqs=4"
+    summary = json.loads(write_summary(tmp_path / "tune.json", result, model="tiny", load=Load(), budget=BUDGET,
+                                       layouts=parse_grid("1"), settings_axes=AXES, repeats=1, max_runs=None,
+                                       how=serving("/models/tiny")).read_text())
+    assert summary["stopped"] == result.stopped and summary["winner"]["label"] == "tp1x1-max-num-seqs=4"
+    assert [(c["label"], c["status"]) for c in summary["candidates"]] == [
+        ("tp1x1", "dropped"), ("tp1x1-max-num-seqs=4", "winner"), ("tp1x1-max-num-seqs=8", "not measured")]
+
+
 def test_a_candidate_that_fails_to_start_is_recorded_and_the_search_goes_on(tmp_path):
     backend = FakeBackend(figures, failing={"tp1x1-max-num-seqs=4": "the server exited with status 1"})
     result = search(tmp_path, backend, layouts="1")

@@ -133,6 +133,9 @@ def tune(
                             settings_axes=settings_axes, repeats=repeats, max_runs=budget_runs, how=how)
     console.print(f"{result.runs} runs in {out}; the search is in {summary}"
                   + (f"; stopped early: {result.stopped}" if result.stopped else ""))
+    if result.interrupted is not None:
+        console.print(f"{final_line(result, budget)} (so far)", markup=False, highlight=False)
+        raise result.interrupted
     line = final_line(result, budget)
     if result.winner is None:
         raise TpserveError(line)
