@@ -164,18 +164,50 @@ def main() -> None:
               f"{run['load']['concurrency']} in flight, {figures['output_throughput']:,.0f} output tok/s, TTFT "
               f"{figures['median_ttft_ms']:,.0f} ms, TPOT {figures['median_tpot_ms']:.1f} ms, tokens client "
               f"{figures['output_tokens']:,} server {run['server']['generation_tokens']:,.0f}")
+    for line in tune_cli_lines(args.tune_json):
+        print(line)
     if args.plot:
         plot(table, args.plot)
         print(f"\nplot: {args.plot}")
 
 
-# tpserve's fp8 profile as tpserve serve --settings fp8 resolves it for a float16 model (tests/gpu/tune_on_host.py).
-FP8_PROFILE = "--dtype bfloat16 --kv-cache-dtype fp8 --quantization fp8 --max-num-batched-tokens 16384"
+# tpserve's fp8 profile as tpserve serve --settings fp8 resolves it for a float16 model (tests/gpu/tune_on_host.py);
+# until the second one-GPU session (results/20261201b-h200x1-tune) it added --max-num-batched-tokens 16384 too.
+FP8_PROFILE = "--dtype bfloat16 --kv-cache-dtype fp8 --quantization fp8"
+
+
+def tune_cli_lines(paths: list[Path]) -> list[str]:
+    """The ``tpserve tune`` searches the sessions ran (phases with ``tune_cli``): each candidate, then the winner."""
+    lines = []
+    for path in paths:
+        for phase in json.loads(path.read_text())["phases"]:
+            if not phase["phase"].get("tune_cli"):
+                continue
+            name = phase["phase"]["name"]
+            search = path.parent / "tune-cli" / name / "tune.json"
+            lines.append(f"\ntpserve tune ({name}, exit status {phase.get('exit_status')}, {phase.get('wall_s')} s): "
+                         + " ".join(phase["phase"]["tune_cli"]))
+            if not search.is_file():
+                lines.append(f"  no {search.name}: {phase.get('stopped') or 'the search wrote none'}")
+                continue
+            document = json.loads(search.read_text())
+            for candidate in document["candidates"]:
+                figures = (f"{candidate['output_tok_s_per_gpu']:,.0f} output tok/s per GPU, TTFT "
+                           f"{candidate['median_ttft_ms']:,.0f} ms, TPOT {candidate['median_tpot_ms']:.1f} ms"
+                           if candidate.get("output_tok_s_per_gpu") is not None else "not measured")
+                lines.append(f"  {candidate['label']} ({candidate['phase']}): {figures}; {candidate['status']}")
+            ratio = document["ratio_to_defaults"]
+            lines.append(f"  winner: {document['winner']['label'] if document['winner'] else 'none'}"
+                         + (f", {ratio:.2f} × vLLM's defaults" if ratio is not None else "")
+                         + f"; {document['server_starts']} server starts, {document['runs']} runs"
+                         + (f"; stopped: {document['stopped']}" if document["stopped"] else ""))
+    return lines
 
 
 # Flags in a bar's label by what they do, where their own spelling would not fit under a bar.
 SHORT_FLAGS = {"--attention-backend TRITON_ATTN": "Triton attention", "--attention-backend FLASHINFER": "FlashInfer attention",
-               '--attention-config {"disable_flashinfer_q_quantization": true}': "bf16 queries"}
+               '--attention-config {"disable_flashinfer_q_quantization": true}': "bf16 queries",
+               '--attention-config {"flash_attn_max_num_splits_for_cuda_graph": 1}': "one attention split"}
 
 
 def short(settings: str) -> str:

@@ -33,7 +33,9 @@ def main() -> None:
     """Entry point: run the app, turning tpserve's errors into one line and an exit status."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        # Not standalone, the app returns an exit status instead of exiting: 130 after Ctrl-C (the typer this
+        # is built with) or a command's typer.Exit code.
+        status = app(standalone_mode=False)
     except TpserveError as exc:
         if isinstance(exc, ServerError) and exc.log_tail:
             console.print("[dim]last lines of the server log:[/dim]")
@@ -53,3 +55,7 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(status, int) and status:
+        if status == 130:
+            console.print("aborted")
+        sys.exit(status)

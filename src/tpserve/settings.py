@@ -37,20 +37,24 @@ GiB = 1 << 30
 # is measured (docs/performance.md says what to measure next).
 TABLE = MappingProxyType({
     "entries": (),
-    # What the fp8 profile adds, exactly the combination measured: on 2 × H200 (vLLM 0.26.0, Llama-2-7b
-    # shape, 1,000 prompts of 512 in / 256 out, 256 in flight) one TP 1 server with these flags gave 1.28 ×
-    # the output tok/s of one with vLLM's defaults beside it on the other GPU (second session), and 1.50 × the
-    # per-GPU output of one TP 2 server with vLLM's defaults in the third (see MEASURED). The KV cache in fp8
-    # (e4m3, scales 1.0 unless the checkpoint has its own) halves its bytes per token; "quantization": "fp8"
-    # quantizes the 16-bit weights to fp8 as they load. Both change the numerics: outputs differ from the
-    # 16-bit model's (not measured here: no real weights can be loaded on the machines this was built on).
-    # max-num-batched-tokens 16384 (vLLM's 8,192 on these cards) was part of the measured combination.
+    # What the fp8 profile adds: on 2 × H200 (vLLM 0.26.0, Llama-2-7b shape, 1,000 prompts of 512 in / 256 out,
+    # 256 in flight) one TP 1 server with these flags and 16,384 batched tokens gave 1.28 × the output tok/s of
+    # one with vLLM's defaults beside it on the other GPU (second session), and 1.50 × the per-GPU output of one
+    # TP 2 server with vLLM's defaults in the third (see MEASURED). The KV cache in fp8 (e4m3, scales 1.0 unless
+    # the checkpoint has its own) halves its bytes per token; "quantization": "fp8" quantizes the 16-bit weights
+    # to fp8 as they load. Both change the numerics: outputs differ from the 16-bit model's (not measured here:
+    # no real weights can be loaded on the machines this was built on).
+    # The profile added --max-num-batched-tokens 16384 until 2026-12-01: on one H200, vLLM's own 8,192 gave
+    # 1.00 ×, 1.02 × and 1.02 × its output in three side-by-side comparisons over two sessions, with a median TTFT
+    # of 556 against 931 ms, 625 against 1,213 ms and 783 against 1,054 ms (results/20261201-h200x1-tune,
+    # results/20261201b-h200x1-tune), so it was dropped. 70b was measured only with 16,384 (MEASURED says so).
     # vLLM's own attention kernel on Hopper (FlashAttention 3) stays: Triton's and FlashInfer's were slower
-    # with these flags (results/20261130c-h200x2-tune).
+    # with these flags (results/20261130c-h200x2-tune), and one split per sequence changed nothing
+    # (results/20261201b-h200x1-tune).
     "fp8_kv_cache": MappingProxyType({"kv-cache-dtype": "fp8"}),
     "fp8_weights": MappingProxyType({"quantization": "fp8"}),
-    "fp8_batch": MappingProxyType({"max-num-batched-tokens": "16384"}),
-    "fp8_measured_in": "results/20261130c-h200x2-tune, 7b shape; results/20261130b-h200x2-tune, 70b shape",
+    "fp8_measured_in": ("results/20261130c-h200x2-tune and results/20261201b-h200x1-tune, 7b shape; "
+                        "results/20261130b-h200x2-tune, 70b shape"),
 })
 
 # The layouts and profiles measured to serve the most output tok/s per GPU, what `tpserve plan` reports as
@@ -64,17 +68,21 @@ _SESSION = {"min_gpu_memory_gib": 130, "defaults_tensor": 2, "baseline_in": None
 # 1.52 × / 1.30 ×; the one-GPU figures agree within 2 %, the TP 2 baseline rose 13 %).
 _7B = _SESSION | {"parameters_b": (0, 15), "machine": "2 × H200, vLLM 0.26.0, Llama-2-7b shape",
                   "measured_in": "results/20261130c-h200x2-tune", "defaults_output_tok_s_per_gpu": 5317}
+# "measured_with": flags the row was measured with beyond what its profile adds today; "note": what else to know.
+_BATCH_16K = "--max-num-batched-tokens 16384"
 MEASURED = (
     MappingProxyType(_7B | {"what": "most per GPU", "tensor": 1, "replicas": 1, "profile": "fp8",
-                            "output_tok_s_per_gpu": 7965, "ttft_ms": 1044, "tpot_ms": 27.4}),
+                            "output_tok_s_per_gpu": 7965, "ttft_ms": 1044, "tpot_ms": 27.4, "measured_with": _BATCH_16K,
+                            "note": "without it, on one H200 in a later session: 8,070 output tok/s, TTFT p50 625 ms "
+                                    "(1.02 × and 0.52 × the same with it; results/20261201b-h200x1-tune)"}),
     MappingProxyType(_7B | {"what": "on both GPUs", "tensor": 1, "replicas": 2, "profile": "fp8",
-                            "output_tok_s_per_gpu": 7204, "ttft_ms": 676, "tpot_ms": 14.8}),
+                            "output_tok_s_per_gpu": 7204, "ttft_ms": 676, "tpot_ms": 14.8, "measured_with": _BATCH_16K}),
     MappingProxyType(_7B | {"what": "outputs unchanged (no fp8)", "tensor": 1, "replicas": 1, "profile": "vllm",
                             "output_tok_s_per_gpu": 6175, "ttft_ms": 702, "tpot_ms": 38.2}),
     MappingProxyType(_SESSION | {"parameters_b": (15, 80), "machine": "2 × H200, vLLM 0.26.0, Llama-2-70b shape",
                                  "measured_in": "results/20261130b-h200x2-tune",
                                  "what": "most per GPU", "tensor": 2, "replicas": 1, "profile": "fp8",
-                                 "output_tok_s_per_gpu": 1863, "ttft_ms": 4833, "tpot_ms": 49.2,
+                                 "output_tok_s_per_gpu": 1863, "ttft_ms": 4833, "tpot_ms": 49.2, "measured_with": _BATCH_16K,
                                  # 70b with vLLM's defaults did not fit in the second session's device time.
                                  "defaults_output_tok_s_per_gpu": 1268, "baseline_in": "results/20261130-h200x2-tune"}),
 )
@@ -156,7 +164,7 @@ def choose(profile: str, parameters: int | None, gpu_memory_bytes: int | None, t
     entry = None if parameters is None else find_entry(parameters, gpu_memory_bytes, table)
     flags = {} if entry is None else dict(entry.flags)
     if profile == "fp8":
-        flags |= dict(table["fp8_kv_cache"]) | dict(table["fp8_weights"]) | dict(table.get("fp8_batch", {}))
+        flags |= dict(table["fp8_kv_cache"]) | dict(table["fp8_weights"])
     flags = {f"--{name}": value for name, value in flags.items()}
     if entry is not None:
         why = f"{entry.label}: {entry.why} (measured in: {entry.measured_in})"
@@ -187,7 +195,9 @@ def measured_best(parameters: int | None, gpu_memory_bytes: int | None) -> list[
                      f"{row['profile']}: {row['output_tok_s_per_gpu']:,} output tok/s per GPU, TTFT p50 "
                      f"{row['ttft_ms']:,} ms, TPOT p50 {row['tpot_ms']} ms = {ratio:.2f} × vLLM's defaults at "
                      f"TP {row['defaults_tensor']} ({row['defaults_output_tok_s_per_gpu']:,}, {baseline}); "
-                     f"{row['machine']}, {row['workload']} ({row['measured_in']})")
+                     f"{row['machine']}, {row['workload']} ({row['measured_in']})"
+                     + (f"; measured with {row['measured_with']} too, which --settings {row['profile']} no longer "
+                        f"adds" if row.get("measured_with") else "") + (f"; {row['note']}" if row.get("note") else ""))
     return lines
 
 
@@ -204,4 +214,4 @@ def chart_table(table: Mapping = TABLE) -> dict:
     return {"entries": [{"min_parameters_b": entry.min_parameters_b, "max_parameters_b": entry.max_parameters_b,
                          "min_gpu_memory_gib": entry.min_gpu_memory_gib, "flags": dict(entry.flags),
                          "why": entry.why, "measured_in": entry.measured_in} for entry in entries(table)],
-            "fp8": {**table["fp8_kv_cache"], **table["fp8_weights"], **table.get("fp8_batch", {})}}
+            "fp8": {**table["fp8_kv_cache"], **table["fp8_weights"]}}

@@ -39,10 +39,12 @@ def test_with_the_gpu_memory_unknown_nothing_is_added(render):
     assert added_flags(server_args(render, "--set", "vllm.settings=fp8")) == {}
 
 
-def test_a_flag_in_extra_args_wins_in_either_spelling(render):
-    for name in ("max-num-batched-tokens", "max_num_batched_tokens"):
-        args = server_args(render, "--set", "gpu.memoryGiB=140.4", "--set", f"vllm.extraArgs.{name}=4096")
-        assert [arg for arg in args if "batched" in arg] == [f"--{name}=4096"]
+def test_a_flag_in_extra_args_wins_over_the_profiles_in_either_spelling(render):
+    for name in ("kv-cache-dtype", "kv_cache_dtype"):
+        args = server_args(render, "--set", "gpu.memoryGiB=140.4", "--set", "vllm.settings=fp8",
+                           "--set", f"vllm.extraArgs.{name}=auto")
+        assert [arg for arg in args if "cache" in arg] == [f"--{name}=auto"]
+        assert "--quantization=fp8" in args  # the profile's other flag stays
 
 
 def test_leader_and_workers_get_the_profiles_flags_before_their_multinode_flags(render):

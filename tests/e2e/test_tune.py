@@ -1,8 +1,14 @@
 """``tpserve tune`` end to end on the real vLLM server (CPU): two candidates, the chat preset with a small file."""
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from tests.conftest import tpserve
+from tests.conftest import REPO, tpserve
 from tests.e2e.conftest import CACHE
 from tpserve.server import cpu_env
 
@@ -45,3 +51,43 @@ def test_tune_measures_vllms_defaults_beside_a_setting_and_names_the_winner(tiny
     for run in (defaults, four):
         assert run["endpoint"] == "/v1/chat/completions" and run["completed"] == 6 and run["max_concurrency"] == 3
         assert run["token_check"]["status"] == "ok" and run["workload"]["prompt_set"] == f"file {chat}"
+
+
+def test_an_interrupted_tune_stops_its_server_and_keeps_what_it_measured(tiny_model, tmp_path, port):
+    """Ctrl-C while the second candidate's server starts: that server is stopped, tune.json is written with the
+    first candidate measured and the second not, and tune exits 130."""
+    out = tmp_path / "tune"
+    argv = [sys.executable, "-m", "tpserve", "tune", str(tiny_model), "--served-model-name", "tiny", "--tensor", "1",
+            "--vllm", "max-num-seqs=default,4", "--num-requests", "4", "--concurrency", "2", "--max-tokens", "4",
+            "--dummy-weights", "--serve-arg=--max-model-len=512", "--base-port", str(port), "--health-timeout", "900",
+            "--out", str(out)]
+    with subprocess.Popen(argv, cwd=REPO, env=cpu_env(CACHE), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as tune:
+        second = out / "logs" / "tp1x1-max-num-seqs=4-replica0.log"
+        while not second.exists() and tune.poll() is None:  # the first candidate measured, the second starting
+            time.sleep(0.5)
+        assert tune.poll() is None, tune.stderr.read()[-3000:]
+        tune.send_signal(signal.SIGINT)
+        stdout, stderr = tune.communicate(timeout=300)
+    assert tune.returncode == 130, stdout[-2000:] + stderr[-3000:]
+    summary = json.loads((out / "tune.json").read_text())
+    assert summary["stopped"] == "interrupted while measuring tp1x1-max-num-seqs=4"
+    assert [(c["label"], c["status"]) for c in summary["candidates"]] == [
+        ("tp1x1", "winner"), ("tp1x1-max-num-seqs=4", "not measured")]
+    assert (out / "tiny-tp1x1-run1.json").is_file()
+    assert "(so far)" in stderr
+    # The second candidate's server is gone: no process serves on its port, nothing listens there.
+    assert [argv for argv in command_lines() if "--port" in argv and str(port) in argv] == []
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def command_lines() -> list[list[str]]:
+    """Every running process's argv (those that exit while they are read are skipped)."""
+    lines = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(path.read_bytes().decode(errors="replace").split("\0"))
+        except OSError:
+            continue
+    return lines

@@ -32,11 +32,13 @@ FLASHINFER = ["--attention-backend", "FLASHINFER", "--attention-config", '{"disa
 # FlashAttention 3 splits a decoding sequence's context over up to 32 thread blocks under CUDA graphs (vLLM's
 # bound); one split leaves 256 sequences × 32 heads = 8,192 blocks, plenty for 132 SMs, and no combine kernel.
 SPLITS_1 = ["--attention-config", '{"flash_attn_max_num_splits_for_cuda_graph": 1}']
-# `tpserve tune` on one GPU (one_gpu_phases): its coordinate search over the axes the issue names that no session
-# had run through the product's own search, under a loose latency budget.
-TUNE_ONE_GPU = ("--serve-arg=--dtype=bfloat16", "--vllm", "kv-cache-dtype=default,fp8", "--vllm", "quantization=default,fp8",
-                "--vllm", "max-num-batched-tokens=default,16384", "--vllm", "cudagraph-mode=default,PIECEWISE",
-                "--max-ttft-ms", "5000", "--max-tpot-ms", "60", "--budget-runs", "5")
+# `tpserve tune` on one GPU (one_gpu_phases), under a loose latency budget: the second one-GPU session ran the first
+# (results/20261201b-h200x1-tune); the second covers the issue's axes that no session has run.
+TUNE_ONE_GPU = ("--serve-arg=--dtype=bfloat16", "--vllm", "kv-cache-dtype=default,fp8", "--vllm",
+                "quantization=default,fp8", "--vllm", "max-num-batched-tokens=default,16384", "--vllm",
+                "cudagraph-mode=default,PIECEWISE", "--max-ttft-ms", "5000", "--max-tpot-ms", "60", "--budget-runs", "5")
+TUNE_ONE_GPU_REST = ("--vllm", "gpu-memory-utilization=default,0.95", "--vllm", "max-num-seqs=default,256", "--vllm",
+                     "async-scheduling=default,off", "--max-ttft-ms", "5000", "--max-tpot-ms", "60", "--budget-runs", "4")
 # A replica's settings resolved when its phase starts: the one-GPU settings of the same shape that gave the most
 # output per GPU so far in this session (each-full runs, median over runs and clients).
 BEST = ("@best-one-gpu",)
@@ -104,33 +106,35 @@ def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
         return one_gpu_phases()
     # Extra rounds of a phase are run only while the later phases' minimum still fits. The first phases are the
     # next session's (predictions in docs/performance.md); the earlier sessions' follow, all optional.
-    fp8 = tuple(FP8 + BIG_BATCH)  # tpserve's fp8 profile, as tpserve serve --settings fp8 resolves it
+    fp8 = tuple(FP8)  # tpserve's fp8 profile, as tpserve serve --settings fp8 resolves it
+    fp8_16k = tuple(FP8 + BIG_BATCH)  # the fp8 profile until 2026-12-01 (results/20261201b-h200x1-tune)
     return [
         # The issue's baseline, profiled once: where TP 2's step time goes, its all-reduces included.
         Phase("7b-tp2-vllm-defaults", "llama-2-7b", 2, ((),), 1, 2, 270, 80, profile=PROFILE_STEPS, extra_s=60),
-        # FlashAttention 3 with one split per sequence against vLLM's bound of 32, and vLLM's 8,192 batched tokens
-        # against the profile's 16,384 (the one-GPU session: the same output, TTFT 556 against 931 ms), each on
-        # one GPU with the whole load, side by side.
-        Phase("7b-tp1-pair-fp8-vs-fp8-splits1", "llama-2-7b", 1, (fp8, fp8 + tuple(SPLITS_1)), 1, 2, 170, 100,
+        # The best one-GPU settings, each GPU with the whole load, side by side with the profile's former 16,384
+        # batched tokens: the goal's ratio against the baseline above, in the same session.
+        Phase("7b-tp1-pair-fp8-vs-fp8-batch16k", "llama-2-7b", 1, (fp8, fp8_16k), 1, 3, 170, 100,
               modes=("each-full",)),
-        Phase("7b-tp1-pair-fp8-vs-fp8-batch8k", "llama-2-7b", 1, (fp8, tuple(FP8)), 1, 2, 170, 100,
-              modes=("each-full",)),
+        # 70b with defaults, then with the fp8 profile, in one session: its only comparison so far spans two.
+        Phase("70b-tp2-vllm-defaults", "llama-2-70b", 2, ((),), 1, 1, 330, 120, clients=("loadtest",)),
+        Phase("70b-tp2-fp8", "llama-2-70b", 2, (fp8,), 1, 1, 330, 100, clients=("loadtest",),
+              fallback=(tuple(KV_FP8),)),
         Phase("7b-tp1x2-best", "llama-2-7b", 1, (BEST, BEST), 1, 2, 170, 170, modes=("shared", "each-full"),
               optional=True),
-        # 70b with defaults, then with the fp8 profile, in one session: its only comparison so far spans two.
-        Phase("70b-tp2-vllm-defaults", "llama-2-70b", 2, ((),), 1, 1, 330, 120, clients=("loadtest",),
+        Phase("70b-tp2-fp8-batch16k", "llama-2-70b", 2, (fp8_16k,), 1, 1, 330, 100, clients=("loadtest",),
               optional=True),
-        Phase("70b-tp2-fp8-batch16k", "llama-2-70b", 2, (fp8,), 1, 1, 330, 100, clients=("loadtest",),
-              fallback=(tuple(KV_FP8 + BIG_BATCH),), optional=True),
+        # The second one-GPU session (results/20261201b-h200x1-tune): one split changed nothing (1.005 ×).
+        Phase("7b-tp1-pair-fp8-vs-fp8-splits1", "llama-2-7b", 1, (fp8, fp8 + tuple(SPLITS_1)), 1, 1, 170, 100,
+              modes=("each-full",), optional=True),
         Phase("7b-tp1-pair-kvfp8-vs-wfp8", "llama-2-7b", 1, (tuple(KV_FP8), tuple(W_FP8)), 1, 1, 150, 100,
               modes=("each-full",), optional=True),
-        # The one-GPU session measured these alone (results/20261201-h200x1-tune): no change from either.
+        # The first one-GPU session measured these alone (results/20261201-h200x1-tune): no change from either.
         Phase("7b-tp1-pair-fp8-vs-fp8-block128", "llama-2-7b", 1, (fp8, fp8 + tuple(BLOCK_128)), 1, 1, 170, 100,
               modes=("each-full",), optional=True),
-        Phase("7b-tp1-pair-fp8-batch8k-vs-batch32k", "llama-2-7b", 1, (tuple(FP8), tuple(FP8 + BATCH_32K)), 1, 1,
+        Phase("7b-tp1-pair-fp8-vs-fp8-batch32k", "llama-2-7b", 1, (fp8, tuple(FP8 + BATCH_32K)), 1, 1,
               170, 100, modes=("each-full",), optional=True),
         # The third session's (results/20261130c-h200x2-tune): Triton's and FlashInfer's attention were both
-        # slower than vLLM's FlashAttention 3.
+        # slower than vLLM's FlashAttention 3 (with 16,384 batched tokens then).
         Phase("7b-tp1-pair-fp8-vs-fp8-triton", "llama-2-7b", 1, (fp8, fp8 + tuple(TRITON)), 1, 2, 170, 100,
               modes=("each-full",), optional=True),
         Phase("7b-tp1-pair-defaults-vs-triton", "llama-2-7b", 1, ((), tuple(TRITON)), 1, 1, 170, 100,
@@ -142,7 +146,7 @@ def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
         Phase("7b-tp1-pair-fp8-flashinfer-vs-best", "llama-2-7b", 1, (fp8 + tuple(FLASHINFER), fp8), 1, 1, 150, 100,
               modes=("each-full",), optional=True),
         # Earlier sessions' phases (results/20261130b-h200x2-tune).
-        Phase("7b-tp1x2-fp8-batch16k", "llama-2-7b", 1, (fp8,) * 2, 1, 3, 150, 170,
+        Phase("7b-tp1x2-fp8-batch16k", "llama-2-7b", 1, (fp8_16k,) * 2, 1, 3, 150, 170,
               modes=("shared", "each-full"), optional=True),
         Phase("7b-tp1-pair-defaults-vs-fp8", "llama-2-7b", 1, ((), fp8), 1, 2, 150, 100, modes=("each-full",),
               optional=True),
@@ -154,33 +158,30 @@ def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
 def one_gpu_phases() -> list[Phase]:
     """A host with one GPU: each setting alone on it, one after another, all with the whole throughput load.
 
-    The first phase is the reference (tpserve's fp8 profile, the best one-GPU settings measured so far); each
-    later one changes one thing in it, or takes one of its parts alone. Predictions in docs/performance.md.
-    The TP 2 baseline needs two GPUs, so a one-GPU session compares with the reference and with vLLM's
-    defaults on the same GPU. The one-GPU sessions ran earlier versions of this list (each results folder's
-    ``tune.json`` holds every phase as it ran: results/20261201-h200x1-tune/call3, results/20261201b-h200x1-tune).
+    The first phase is the reference (tpserve's fp8 profile, the best one-GPU settings measured so far), run
+    for up to 3 rounds of the two clients (the issue's instrument) while the later phases still fit; each later
+    one changes one thing in it, or takes one of its parts alone. Predictions in docs/performance.md. The TP 2
+    baseline needs two GPUs, so a one-GPU session compares with the reference and with vLLM's defaults on the
+    same GPU. The one-GPU sessions ran earlier versions of this list (each results folder's ``tune.json`` holds
+    every phase as it ran: results/20261201-h200x1-tune/call3, results/20261201b-h200x1-tune/call3).
     """
-    fp8 = tuple(FP8 + BIG_BATCH)
+    fp8 = tuple(FP8)
     one = {"min_rounds": 1, "max_rounds": 1, "start_s": 130, "round_s": 100}
     profiled = {"profile": PROFILE_STEPS, "extra_s": 60}
     return [
-        # The reference, one round; profiled and with the chat workload in the first one-GPU session.
-        Phase("7b-tp1-fp8", "llama-2-7b", 1, (fp8,), 1, 1, 230, 100),
-        # The first one-GPU session (results/20261201-h200x1-tune) found attention 82 % of a decoding step: does
-        # FlashAttention 3's splitting of each sequence's context cost it?
-        Phase("7b-tp1-fp8-splits1", "llama-2-7b", 1, (fp8 + tuple(SPLITS_1),), **one, **profiled),
-        # tpserve tune itself on a GPU, for the first time: from vLLM's defaults (in bfloat16, which FlashAttention
-        # 3 needs to read an fp8 KV cache), the fp8 KV cache, then fp8 weights, then 16,384 batched tokens
-        # against vLLM's 8,192, then CUDA graphs for the pieces between attention only (vLLM's default captures
-        # the whole decode step too): five candidates, one load-test run each.
-        Phase("7b-tp1-tpserve-tune", "llama-2-7b", 1, ((),), 1, 1, 780, 0, tune_cli=TUNE_ONE_GPU),
-        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), **one, **profiled, optional=True),
-        Phase("7b-tp1-fp8-batch8k", "llama-2-7b", 1, (tuple(FP8),), **one, optional=True),
-        Phase("7b-tp1-fp8-again", "llama-2-7b", 1, (fp8,), **one, optional=True),
+        Phase("7b-tp1-fp8", "llama-2-7b", 1, (fp8,), 1, 3, 230, 100),
+        # No bfloat16 KV cache was profiled yet: do its decode steps split like the fp8 cache's (attention 82 %)?
+        Phase("7b-tp1-vllm-defaults", "llama-2-7b", 1, ((),), **one, **profiled),
+        # tpserve tune over the issue's axes no session has run, from vLLM's defaults: the KV cache's memory (0.95
+        # against vLLM's 0.9), max-num-seqs 256 (the load's own) and asynchronous scheduling off.
+        Phase("7b-tp1-tpserve-tune-rest", "llama-2-7b", 1, ((),), 1, 1, 620, 0, tune_cli=TUNE_ONE_GPU_REST),
+        Phase("7b-tp1-fp8-batch16k", "llama-2-7b", 1, (tuple(FP8 + BIG_BATCH),), **one, optional=True),
+        Phase("7b-tp1-fp8-splits1", "llama-2-7b", 1, (fp8 + tuple(SPLITS_1),), **one, optional=True),
         Phase("7b-tp1-fp8-batch32k", "llama-2-7b", 1, (tuple(FP8 + BATCH_32K),), **one, optional=True),
-        Phase("7b-tp1-kvfp8-batch16k", "llama-2-7b", 1, (tuple(KV_FP8 + BIG_BATCH),), **one, optional=True),
-        Phase("7b-tp1-wfp8-batch16k", "llama-2-7b", 1, (tuple(W_FP8 + BIG_BATCH),), **one, optional=True),
+        Phase("7b-tp1-kvfp8", "llama-2-7b", 1, (tuple(KV_FP8),), **one, optional=True),
+        Phase("7b-tp1-wfp8", "llama-2-7b", 1, (tuple(W_FP8),), **one, optional=True),
         Phase("7b-tp1-fp8-block128", "llama-2-7b", 1, (fp8 + tuple(BLOCK_128),), **one, optional=True),
+        Phase("7b-tp1-tpserve-tune", "llama-2-7b", 1, ((),), 1, 1, 780, 0, tune_cli=TUNE_ONE_GPU, optional=True),
     ]
 
 

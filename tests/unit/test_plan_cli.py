@@ -105,8 +105,7 @@ def test_plan_json_carries_the_profile_and_a_command_per_layout_that_fits(env):
                    "--gpus-per-node", "2", "--json", env=env)
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
-    assert document["settings"]["flags"] == {"--kv-cache-dtype": "fp8", "--quantization": "fp8",
-                                             "--max-num-batched-tokens": "16384"}
+    assert document["settings"]["flags"] == {"--kv-cache-dtype": "fp8", "--quantization": "fp8"}
     assert [item["layout"] for item in document["recommendations"]] == ["TP 1", "TP 2"]
     assert document["recommendations"][0]["serve_command"] == (
         "tpserve serve --model meta-llama/Llama-2-7b-chat-hf -tp 1 --max-model-len 4096 --settings fp8")
@@ -136,6 +135,7 @@ def test_plan_reports_the_measured_best_layouts_and_profiles_for_the_size_on_tho
     big = tpserve("plan", "llama-2-70b", "--gpu", "h200", "--gpus-per-node", "2", "--json", env=env)
     (line,) = json.loads(big.stdout)["measured"]
     assert "1,863 output tok/s per GPU" in line and "(1,268, measured in another session, " in line
+    assert line.endswith("; measured with --max-num-batched-tokens 16384 too, which --settings fp8 no longer adds")
     # Nothing was measured on smaller cards: nothing is claimed.
     other = tpserve("plan", "llama-2-7b", "--gpu", "a100-80gb", "--json", env=env)
     assert json.loads(other.stdout)["measured"] == []
@@ -154,6 +154,7 @@ def test_the_measured_figures_plan_reports_are_the_committed_sessions_medians():
         shape = "llama-2-7b" if row["parameters_b"][1] == 15 else "llama-2-70b"
         layout = f"TP {row['tensor']}" if row["replicas"] == 1 else f"{row['replicas']} × TP {row['tensor']}"
         settings = "vLLM defaults" if row["profile"] == "vllm" else FP8_PROFILE
+        settings += f" {row['measured_with']}" if row.get("measured_with") else ""
         (point,) = [p for p in measured.values() if (p["shape"], p["layout"], p["settings"]) == (shape, layout, settings)]
         (base,) = [p for p in baseline.values() if p["shape"] == shape and p["settings"] == "vLLM defaults"
                    and p["layout"] == f"TP {row['defaults_tensor']}"]

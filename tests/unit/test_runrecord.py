@@ -86,7 +86,7 @@ COMMITTED = [path for path in committed_results("results/*.json")
 
 
 def test_the_committed_results_hold_run_records_of_every_shape():
-    assert len(COMMITTED) == 126
+    assert len(COMMITTED) == 144
     assert {runrecord.load(path).provenance.command for path in COMMITTED} == {"demo", "sweep", "gpu test",
                                                                                 "loadtest"}
 

@@ -29,8 +29,9 @@ TABLE = {
 }
 
 
-# The fp8 profile as shipped: the combination measured on 2 × H200 (results/20261130-h200x2-tune).
-FP8 = {"--kv-cache-dtype": "fp8", "--quantization": "fp8", "--max-num-batched-tokens": "16384"}
+# The fp8 profile as shipped: the combination measured on H200s (results/20261130c-h200x2-tune), without the
+# 16,384 batched tokens it had until results/20261201b-h200x1-tune.
+FP8 = {"--kv-cache-dtype": "fp8", "--quantization": "fp8"}
 
 
 @pytest.mark.parametrize(("billions", "gib", "why"), [
@@ -52,8 +53,8 @@ def test_the_shipped_table_has_no_tuned_entry_until_one_is_measured_and_fp8_is_t
     assert tuned.reason == "settings tuned, no tuned settings for 6.7 B parameters on GPUs of 140.4 GiB"
     fp8 = settings.choose("fp8", int(6.7e9), int(H200 * GiB))
     assert fp8.flags == FP8
-    assert fp8.reason.endswith("change the outputs (measured in: results/20261130c-h200x2-tune, 7b shape; "
-                               "results/20261130b-h200x2-tune, 70b shape)")
+    assert fp8.reason.endswith("change the outputs (measured in: results/20261130c-h200x2-tune and "
+                               "results/20261201b-h200x1-tune, 7b shape; results/20261130b-h200x2-tune, 70b shape)")
 
 
 def test_on_cpu_no_profile_adds_a_flag():

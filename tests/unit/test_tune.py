@@ -172,3 +172,18 @@ def test_bad_tune_options_are_one_line_errors(tmp_path, args, message):
     done = tpserve("tune", str(tmp_path), "--out", str(tmp_path / "out"), *args)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("status, printed", [(130, "aborted\n"), (3, ""), (None, "")])
+def test_the_exit_status_the_app_returns_is_tpserves_own(monkeypatch, capsys, status, printed):
+    """Not standalone, typer returns 130 after Ctrl-C (and a typer.Exit's code) instead of exiting with it."""
+    from tpserve import cli
+
+    monkeypatch.setattr(cli, "app", lambda standalone_mode: status)
+    if status is None:
+        cli.main()
+    else:
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        assert exited.value.code == status
+    assert capsys.readouterr().err == printed

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from benchmarks.tune_summary import baseline, instrument, load_runs, points, short, summarize
+from benchmarks.tune_summary import baseline, instrument, load_runs, points, short, summarize, tune_cli_lines
 from tests.gpu.tune_on_host import Session, profiler_flags
 from tests.gpu.tune_phases import THROUGHPUT, Phase, kv_bytes_per_token, one_gpu_phases, phases
 
-FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8", "--max-num-batched-tokens", "16384"]
+FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8"]  # the fp8 profile
 
 
 def run(phase, client, output, round_=1, mode="shared", replica=None, concurrency=256):
@@ -72,6 +72,9 @@ def test_bars_name_the_fp8_profile_and_what_a_point_adds_to_it():
                                  '{"disable_flashinfer_q_quantization": true}'])) == (
         "fp8\n+ FlashInfer attention\n+ bf16 queries")
     assert short("--attention-backend TRITON_ATTN --block-size 128") == "Triton attention\nblock-size 128"
+    assert short(" ".join(FP8 + ["--max-num-batched-tokens", "16384", "--attention-config",
+                                 '{"flash_attn_max_num_splits_for_cuda_graph": 1}'])) == (
+        "fp8\n+ max-num-batched-tokens 16384\n+ one attention split")
 
 
 def test_a_phase_refuses_unknown_modes_and_a_shared_load_over_different_settings():
@@ -95,20 +98,57 @@ def test_a_profiled_run_and_a_named_workload_stay_out_of_the_points(tmp_path):
     assert [r["ratios"] for r in instrument(rows).values()] == [[8000 / 7900]]
 
 
-def test_a_one_gpu_host_runs_each_setting_alone_and_profiles_the_first():
+def test_a_one_gpu_host_runs_each_setting_alone_after_the_fp8_reference():
     one = phases(False, gpus=1)
     assert one == one_gpu_phases()
     assert all(p.tensor == 1 and p.replicas == 1 for p in one)
-    assert one[0].settings == (tuple(FP8),) and one[0].profile and "chat" in one[0].workloads
-    assert len({p.settings for p in one if not p.name.endswith("-again")}) == len(one) - 1
+    assert one[0].settings == (tuple(FP8),) and one[0].max_rounds >= 3 and not one[0].optional
+    served = [p for p in one if not p.tune_cli]
+    assert len({p.settings for p in served}) == len(served)
+    assert [p.name for p in one if p.profile] == ["7b-tp1-vllm-defaults"]
+    assert any(p.tune_cli and not p.optional for p in one)
     assert phases(False, gpus=2) != one
     with pytest.raises(ValueError, match="one-server phase"):
         Phase("x", "llama-2-7b", 1, ((), ()), modes=("each-full",), profile=(1, 2))
+    with pytest.raises(ValueError, match="tpserve tune phase"):
+        Phase("x", "llama-2-7b", 1, ((),), profile=(1, 2), tune_cli=("--vllm", "max-num-seqs=8"))
+
+
+def test_a_two_gpu_host_measures_the_goal_and_70b_in_one_session_first():
+    two = [p for p in phases(False, gpus=2) if not p.optional]
+    assert [(p.name, p.tensor, p.settings) for p in two] == [
+        ("7b-tp2-vllm-defaults", 2, ((),)), ("7b-tp1-pair-fp8-vs-fp8-batch16k", 1,
+                                             (tuple(FP8), (*FP8, "--max-num-batched-tokens", "16384"))),
+        ("70b-tp2-vllm-defaults", 2, ((),)), ("70b-tp2-fp8", 2, (tuple(FP8),))]
+
+
+def test_the_session_lists_each_tpserve_tune_search_it_ran_with_its_candidates(tmp_path):
+    argv = ("--vllm", "kv-cache-dtype=default,fp8", "--budget-runs", "2")
+    (tmp_path / "tune.json").write_text(json.dumps({"phases": [
+        {"phase": {"name": "t", "tune_cli": list(argv)}, "exit_status": 0, "wall_s": 300.0},
+        {"phase": {"name": "gone", "tune_cli": list(argv)}, "exit_status": 143, "wall_s": 60.0, "stopped": "out of time"},
+        {"phase": {"name": "served", "tune_cli": []}, "startup_s": 100}]}))
+    search = tmp_path / "tune-cli" / "t"
+    search.mkdir(parents=True)
+    search.joinpath("tune.json").write_text(json.dumps({
+        "candidates": [{"label": "tp1x1", "phase": "layouts", "status": "dropped", "output_tok_s_per_gpu": 6000.0,
+                        "median_ttft_ms": 800.0, "median_tpot_ms": 37.5},
+                       {"label": "tp1x1-kv-cache-dtype=fp8", "phase": "axis kv-cache-dtype", "status": "winner",
+                        "output_tok_s_per_gpu": 7000.0, "median_ttft_ms": 790.0, "median_tpot_ms": 32.0}],
+        "winner": {"label": "tp1x1-kv-cache-dtype=fp8"}, "ratio_to_defaults": 7000 / 6000, "server_starts": 2,
+        "runs": 2, "stopped": ""}))
+    assert tune_cli_lines([tmp_path / "tune.json"]) == [
+        "\ntpserve tune (t, exit status 0, 300.0 s): " + " ".join(argv),
+        "  tp1x1 (layouts): 6,000 output tok/s per GPU, TTFT 800 ms, TPOT 37.5 ms; dropped",
+        "  tp1x1-kv-cache-dtype=fp8 (axis kv-cache-dtype): 7,000 output tok/s per GPU, TTFT 790 ms, TPOT 32.0 ms; winner",
+        "  winner: tp1x1-kv-cache-dtype=fp8, 1.17 × vLLM's defaults; 2 server starts, 2 runs",
+        "\ntpserve tune (gone, exit status 143, 60.0 s): " + " ".join(argv),
+        "  no tune.json: out of time"]
 
 
 def test_the_profiler_waits_for_its_window_and_knows_the_cache_size(tmp_path):
     session = Session(tmp_path, 0.0, cpu=False, load=THROUGHPUT)
-    phase = one_gpu_phases()[0]
+    phase = next(p for p in one_gpu_phases() if p.profile)
     flags = profiler_flags(session, phase)
     assert flags[0] == "--profiler-config"
     config = json.loads(flags[1])
@@ -119,5 +159,5 @@ def test_the_profiler_waits_for_its_window_and_knows_the_cache_size(tmp_path):
     assert config["torch_profiler_dir"] == str((tmp_path / "profile" / phase.name).resolve())
     assert profiler_flags(session, next(p for p in one_gpu_phases() if not p.profile)) == []
     # Llama-2-7b: 32 layers × (K + V) × 32 heads × 128 values, one byte each in fp8, two in bfloat16
-    assert kv_bytes_per_token(phase) == 32 * 2 * 32 * 128
-    assert kv_bytes_per_token(Phase("d", "llama-2-7b", 1, ((),))) == 32 * 2 * 32 * 128 * 2
+    assert kv_bytes_per_token(Phase("f", "llama-2-7b", 1, (tuple(FP8),))) == 32 * 2 * 32 * 128
+    assert kv_bytes_per_token(phase) == 32 * 2 * 32 * 128 * 2

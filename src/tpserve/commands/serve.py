@@ -46,7 +46,7 @@ def serve(
         envvar="TPSERVE_SETTINGS",
         help="vLLM settings profile: tuned (measured per model size and GPU memory, outputs unchanged; none "
              "measured yet, so nothing today), fp8 (tuned plus the measured fp8 combination: fp8 KV cache and "
-             "weights, 16384 batched tokens, bfloat16; changes outputs) or vllm (vLLM's own defaults). A flag "
+             "weights, bfloat16; changes outputs) or vllm (vLLM's own defaults). A flag "
              "you give wins. docs/settings.md.")] = "tuned",
     dry_run: Annotated[bool, typer.Option(help="Check everything, then print the vLLM command instead of running it.")] = False,
 ) -> None:
