@@ -20,9 +20,10 @@ at least once before dropping any, i.e. at least as many starts as the grid.
 
 ``default`` is added to an axis that lacks it, so vLLM's defaults are always a candidate. ``max_runs``
 caps the runs; the search stops before a candidate that would pass it. Interrupted (Ctrl-C, SIGTERM), it
-stops the candidate's servers and returns what it measured, so that ``tune.json`` is still written. Every run is a run record
-(:func:`tpserve.sweep.measure_point`, the sweep's own machinery); ``tune.json`` holds every candidate,
-its runs, why it was dropped, and the winner as a ``tpserve serve`` command line.
+stops the candidate's servers and returns what it measured, so that ``tune.json`` is still written.
+Every run is a run record (:func:`tpserve.sweep.measure_point`, the sweep's own machinery);
+``tune.json`` holds every candidate, its runs, why it was dropped, and the winner as a ``tpserve serve``
+command line.
 """
 
 from __future__ import annotations
