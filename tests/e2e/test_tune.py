@@ -61,8 +61,16 @@ def test_an_interrupted_tune_stops_its_server_and_keeps_what_it_measured(tiny_mo
             "--vllm", "max-num-seqs=default,4", "--num-requests", "4", "--concurrency", "2", "--max-tokens", "4",
             "--dummy-weights", "--serve-arg=--max-model-len=512", "--base-port", str(port), "--health-timeout", "900",
             "--out", str(out)]
-    with subprocess.Popen(argv, cwd=REPO, env=cpu_env(CACHE), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as tune:
+    # A job started in the background by a non-interactive shell (CI's, say) inherits SIGINT ignored, and Python
+    # then leaves it ignored. While tune is spawned this process catches SIGINT instead; a caught signal is reset
+    # to its default in the new program, so tune gets SIGINT as Ctrl-C in a terminal gives it.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        tune = subprocess.Popen(argv, cwd=REPO, env=cpu_env(CACHE), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    with tune:
         second = out / "logs" / "tp1x1-max-num-seqs=4-replica0.log"
         while not second.exists() and tune.poll() is None:  # the first candidate measured, the second starting
             time.sleep(0.5)
