@@ -108,12 +108,18 @@ def test_a_load_test_without_the_right_key_says_so_in_one_line_and_starts_no_use
     assert counters(keyed_server) == before and not (tmp_path / "run.json").exists()
 
 
+# Output tokens a request of the SIGTERM test: 8 back-to-back users run in waves, and SIGTERM must land inside one.
+# At 128 a wave took 0.4 s on an idle CPU and once ended just as SIGTERM came: the next wave's requests, sent
+# milliseconds before it, were refused with the rest and none was left to drain. 1,024 make a wave ~8 × longer.
+LONG = 1024
+
+
 def test_sigterm_mid_load_drains_the_requests_in_flight_and_refuses_new_ones(keyed_server, tmp_path):
     records, log = tmp_path / "records.jsonl", tmp_path / "loadtest.log"
     before = counters(keyed_server)
     with log.open("w") as output:  # a file, not a pipe left unread while the test waits: a full one stops Locust
         loadtest = subprocess.Popen(
-            loadtest_command(keyed_server.url, users=8, num_requests=200, max_tokens=128, run_time_s=600,
+            loadtest_command(keyed_server.url, users=8, num_requests=200, max_tokens=LONG, run_time_s=600,
                              results_json=tmp_path / "run.json", records_jsonl=records),
             stdout=output, stderr=subprocess.STDOUT, env=_env(API_KEY))
     # Mid-load: the load test still runs (8 users sending back to back) and the server is working on it.
@@ -136,7 +142,7 @@ def test_sigterm_mid_load_drains_the_requests_in_flight_and_refuses_new_ones(key
     in_flight = [line for line in lines if line["send_time"] < term < line["finish_time"]]
     drained = [line for line in in_flight if not line["error"]]
     sent_after = [line for line in lines if line["send_time"] > term]
-    assert all(line["completion_tokens"] == 128 for line in drained) and drained
+    assert all(line["completion_tokens"] == LONG for line in drained) and drained
     assert all(line["error"] for line in in_flight if line not in drained)
     assert all(line["error"] for line in sent_after)
     refusals = sorted({line["error"][:70] for line in lines if line["error"]})
