@@ -42,9 +42,8 @@ def main() -> None:
             console.print(exc.log_tail, markup=False, highlight=False, end="")
         console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
+    except typer.Abort:  # a typer that raises after Ctrl-C instead of returning 130
+        status = 130
     except typer.Exit:
         raise
     except Exception as exc:  # usage errors arrive here in non-standalone mode; newer typer bundles its click

@@ -137,8 +137,7 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
     machine = describe_machine()
     start = tuple((axis.key, axes.DEFAULT) for axis in settings_axes)
     seen: dict[Point, Candidate] = {}
-    state = {"runs": 0, "starts": 0, "stopped": ""}
-    interruptions: list[BaseException] = []
+    state = {"runs": 0, "starts": 0, "stopped": "", "interrupted": None}
 
     def measured(point: Point, phase: str) -> Candidate | None:
         """POINT's candidate, measured now unless it already was; None once the run budget is spent."""
@@ -155,7 +154,7 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
                                    machine=machine, progress=progress, context={"tune_phase": phase})
         except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C or SIGTERM: the backend stopped the servers
             state["stopped"] = candidate.reason = f"interrupted while measuring {point.label}"
-            interruptions.append(stop)
+            state["interrupted"] = stop
             return None
         state["runs"] += len(result.runs)
         candidate.runs = [path.name for path in result.runs]
@@ -205,7 +204,7 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
         winner.status, winner.reason = "winner", "the most output tok/s per GPU within the budget"
     defaults = seen.get(replace(winner.point if winner else layouts[0], settings=start))
     return TuneResult(list(seen.values()), winner, defaults, state["starts"], state["runs"], state["stopped"],
-                      interruptions[0] if interruptions else None)
+                      state["interrupted"])
 
 
 def serve_line(model: str, point: Point, serve_args: Sequence[str] = ()) -> str:

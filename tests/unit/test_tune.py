@@ -187,3 +187,17 @@ def test_the_exit_status_the_app_returns_is_tpserves_own(monkeypatch, capsys, st
             cli.main()
         assert exited.value.code == status
     assert capsys.readouterr().err == printed
+
+
+def test_a_typer_that_raises_abort_after_ctrl_c_exits_130_too(monkeypatch, capsys):
+    import typer
+
+    from tpserve import cli
+
+    def aborted(standalone_mode):
+        raise typer.Abort()
+
+    monkeypatch.setattr(cli, "app", aborted)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 130 and capsys.readouterr().err == "aborted\n"
