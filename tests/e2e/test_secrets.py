@@ -109,8 +109,9 @@ def test_a_load_test_without_the_right_key_says_so_in_one_line_and_starts_no_use
 
 
 # Output tokens a request of the SIGTERM test: 8 back-to-back users run in waves, and SIGTERM must land inside one.
-# At 128 a wave took 0.4 s on an idle CPU and once ended just as SIGTERM came: the next wave's requests, sent
-# milliseconds before it, were refused with the rest and none was left to drain. 1,024 make a wave ~8 × longer.
+# At 128 a wave took 0.4 s in one CI run on the 2-core CPU box and ended just as SIGTERM came: the next wave's
+# requests, sent milliseconds before it, were refused with the rest and none was left to drain. 1,024 tokens make
+# a wave 8 × as many decoding steps.
 LONG = 1024
 
 

@@ -6,7 +6,7 @@
 #   tests/gpu/tune_on_host.sh PARTS_DIR OUT_DIR wait SECONDS [TAR]  wait until it is done or SECONDS pass,
 #                                                                   then pack OUT_DIR into TAR (profile traces
 #                                                                   into profile-traces.tar beside it)
-# Sourcing host_env.sh takes 15-40 s (it imports vLLM), so a call of the device tool's 600 s holds wait 540 at most.
+# Sourcing host_env.sh imports vLLM first: `wait 585` passed a device call's 600 s (2026-12-01), `wait 540` fit.
 set -euo pipefail
 usage="usage: tune_on_host.sh PARTS_DIR OUT_DIR start DEADLINE_S | wait SECONDS [TAR]"
 parts=${1:?$usage}
