@@ -25,7 +25,7 @@ from tests.hubfake import HubFake
 from tests.pod.model import REPO_ID, tiny_llama_files
 
 sys.path.insert(0, str(REPO / "tools" / "cluster"))
-import versions  # noqa: E402  (tools/cluster/versions.py: the cluster's addresses)
+import versions
 
 CLUSTER_TOOL = REPO / "tools" / "cluster"
 WORK = versions.CACHE / "test"
@@ -37,6 +37,10 @@ FULLNAME = f"{RELEASE}-vllm"
 # Generous bounds for a busy 2-core CI box; every wait returns as soon as its condition holds.
 ROLLOUT_TIMEOUT = "20m"
 ROLLOUT_TIMEOUT_S = 1200
+SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=server"
+# The README's line for the token Secret, as written there (the hub stand-in takes any token).
+README_TOKEN = "hf_..."
+TOKEN_LINE = f"kubectl create secret generic hf-token --from-literal=token={README_TOKEN}"
 
 
 def pytest_collection_modifyitems(items):
@@ -162,6 +166,7 @@ def hub(cluster, tmp_path_factory):
     """The hub stand-in with the tiny Llama, on the node's address (made by tools/cluster): pods reach it
     there, and nothing else does."""
     fake = HubFake(versions.NODE_IP).start()
+    fake.valid_tokens.add(README_TOKEN)
     files = tiny_llama_files(tmp_path_factory.mktemp("tiny-llama"))
     fake.sha = fake.publish(REPO_ID, files)
     fake.files = files
@@ -171,12 +176,15 @@ def hub(cluster, tmp_path_factory):
 
 def cpu_values(hub: HubFake, revision: str | None = None) -> str:
     """The values a CPU cluster needs besides values-cpu.yaml (docs/cluster-test.md names each): the tiny
-    model and its heads, and the hub stand-in's address for the init container."""
+    model and its heads, the hub stand-in's address for the init container, CPU requests that fit 2 cores."""
     return " ".join([
         "-f charts/vllm/values-cpu.yaml",
         f"--set model.name={REPO_ID}", f"--set model.revision={revision or hub.sha}",
         "--set model.attentionHeads=4", "--set model.kvHeads=4",
         f"--set fetch.extraEnv.HF_ENDPOINT={hub.url}",
+        # Requests, not limits: the node has 2 cores, and values-cpu.yaml's 2 would leave none for the helm test
+        # pod or a second release. vLLM still uses both cores (no CPU limit is set).
+        "--set resources.cpu=500m", "--set fetch.resources.cpu=500m",
     ])
 
 
@@ -192,3 +200,21 @@ def wait_ready_pod(shell: Shell, selector: str, timeout_s: float = ROLLOUT_TIMEO
                 return pod
         return None
     return wait_until(ready, f"a Ready pod with {selector}", timeout_s, poll_s=1)
+
+
+@pytest.fixture(scope="session")
+def installed(shell: Shell, hub) -> dict:
+    """The user's first steps: a namespace that enforces the restricted Pod Security Standard, the token
+    Secret, `helm install --wait`. The server pod as the API server has it, once Ready."""
+    shell.run("kubectl label namespace default pod-security.kubernetes.io/enforce=restricted "
+              "pod-security.kubernetes.io/enforce-version=latest --overwrite")
+    shell.run(TOKEN_LINE)
+    hub.requests.clear()
+    start = time.monotonic()
+    done = shell.run(f"helm install {RELEASE} charts/vllm {cpu_values(hub)} --wait --timeout {ROLLOUT_TIMEOUT}",
+                     timeout=1500, check=False)
+    REPORT.time("helm install --wait (fetch, vLLM start, Ready)", start)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n" + shell.run(
+        f"kubectl describe pods -l {SELECTOR}; kubectl get events", check=False).stdout[-4000:]
+    pod = wait_ready_pod(shell, SELECTOR)
+    return {"pod": pod, "install": done, "hub_requests": list(hub.requests)}

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from tests.cluster.conftest import (FULLNAME, RELEASE, REPORT, ROLLOUT_TIMEOUT, Shell, cpu_values,
-                                    wait_ready_pod)
+from tests.cluster.conftest import FULLNAME, README_TOKEN, RELEASE, REPORT
 from tests.conftest import wait_until
 from tests.pod.model import REPO_ID
 
-SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=server"
 LOCAL = "http://localhost:8000"
 # The README's lines, as written there.
-TOKEN_LINE = "kubectl create secret generic hf-token --from-literal=token=hf_..."
 FORWARD_LINE = f"kubectl port-forward svc/{FULLNAME} 8000:8000"
 LOCUST_LINE = f"locust -f loadtest/prompts.py --headless -u 8 -r 8 --host {LOCAL}"
 
@@ -44,24 +42,6 @@ def server_counters(text: str) -> dict[str, float]:
     return totals
 
 
-@pytest.fixture(scope="module")
-def installed(shell: Shell, hub) -> dict:
-    """The user's first steps: a namespace that enforces the restricted Pod Security Standard, the token
-    Secret, `helm install --wait`. The server pod as the API server has it, once Ready."""
-    shell.run("kubectl label namespace default pod-security.kubernetes.io/enforce=restricted "
-              "pod-security.kubernetes.io/enforce-version=latest --overwrite")
-    shell.run(TOKEN_LINE)
-    hub.requests.clear()
-    start = time.monotonic()
-    done = shell.run(f"helm install {RELEASE} charts/vllm {cpu_values(hub)} --wait --timeout {ROLLOUT_TIMEOUT}",
-                     timeout=1500, check=False)
-    REPORT.time("helm install --wait (fetch, vLLM start, Ready)", start)
-    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n" + shell.run(
-        f"kubectl describe pods -l {SELECTOR}; kubectl get events", check=False).stdout[-4000:]
-    pod = wait_ready_pod(shell, SELECTOR)
-    return {"pod": pod, "install": done, "hub_requests": list(hub.requests)}
-
-
 def test_the_namespace_enforces_restricted_and_the_server_pod_was_admitted(installed, shell):
     labels = shell.kubectl_json("get", "namespace", "default")["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -81,6 +61,7 @@ def test_the_init_container_fetched_the_model_from_the_hub_into_the_claim(instal
     downloaded = sorted(request.path.rsplit("/", 1)[-1] for request in installed["hub_requests"]
                         if request.method == "GET" and "/resolve/" in request.path)
     assert downloaded == sorted(hub.files), "every file fetched from the hub stand-in once"
+    assert {request.token for request in installed["hub_requests"]} == {README_TOKEN}, "with the Secret's token"
     claim = shell.kubectl_json("get", "pvc", f"{FULLNAME}-cache")
     assert claim["status"]["phase"] == "Bound"
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -130,7 +111,7 @@ def test_helm_test_passes_with_client_tokens_equal_to_the_servers(helm_test):
 @pytest.fixture(scope="module")
 def forwarded(installed, shell):
     """`kubectl port-forward svc/llama70b-vllm 8000:8000`, running until the module ends."""
-    forward = shell.popen(FORWARD_LINE, stdout=open("/dev/null", "w"), stderr=open("/dev/null", "w"))
+    forward = shell.popen(FORWARD_LINE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: forward.poll() is not None or http_get(f"{LOCAL}/health")[0] == 200,
                    "the port-forward to answer /health", 120, poll_s=0.5)

@@ -61,7 +61,7 @@ def command_load(args) -> int:
 def command_status(_args) -> int:
     for name in node.ORDER:
         pid = node.running(name)
-        print(f"{name}: {'running, pid %d' % pid if pid else 'not running'}")
+        print(f"{name}: {f'running, pid {pid}' if pid else 'not running'}")
     print(f"logs: {LOGS}")
     return 0 if all(node.running(name) for name in node.ORDER) else 1
 

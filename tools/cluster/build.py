@@ -95,8 +95,8 @@ def build_all() -> dict[str, Path]:
     folders = {}
     for component in COMPONENTS:
         folders[component], seconds = build(component)
-        print(f"{component}: {'built in %.0f s' % seconds if seconds is not None else 'cached'} "
-              f"({folders[component]})", flush=True)
+        what = "cached" if seconds is None else f"built in {seconds:.0f} s"
+        print(f"{component}: {what} ({folders[component]})", flush=True)
     return folders
 
 

@@ -10,8 +10,22 @@ import json
 from pathlib import Path
 
 import yaml
-from versions import (API_PORT, BRIDGE, CLUSTER_DOMAIN, CNI_BIN_DIR, COREDNS_IMAGE, DNS_SERVICE_IP, NODE_IP, NODE_NAME,
-                      NODE_POD_CIDR, PAUSE_IMAGE, POD_CIDR, POD_GATEWAY, RUN, STATE)
+from versions import (
+    API_PORT,
+    BRIDGE,
+    CLUSTER_DOMAIN,
+    CNI_BIN_DIR,
+    COREDNS_IMAGE,
+    DNS_SERVICE_IP,
+    NODE_IP,
+    NODE_NAME,
+    NODE_POD_CIDR,
+    PAUSE_IMAGE,
+    POD_CIDR,
+    POD_GATEWAY,
+    RUN,
+    STATE,
+)
 
 PKI = STATE / "pki"
 CONTAINERD_SOCKET = RUN / "containerd" / "containerd.sock"
@@ -119,6 +133,8 @@ def kubelet_yaml() -> str:
         "oomScoreAdj": 0,
         "clusterDNS": [DNS_SERVICE_IP], "clusterDomain": CLUSTER_DOMAIN,
         "resolvConf": str(EMPTY_RESOLV_CONF),
+        # Container logs inside the cluster's state folder (the default is /var/log/pods), so `down` removes them.
+        "podLogsDir": str(STATE / "pod-logs"),
         "podCIDR": NODE_POD_CIDR, "maxPods": 40,
         # The images were imported, not pulled: they cannot come back once collected, so no image GC.
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
@@ -126,6 +142,8 @@ def kubelet_yaml() -> str:
         "evictionHard": {"memory.available": "200Mi", "nodefs.available": "1%", "imagefs.available": "1%",
                          "nodefs.inodesFree": "1%"},
         "serializeImagePulls": False,
+        # Its iptables chains serve kube-proxy's iptables mode; this node runs the nftables mode.
+        "makeIPTablesUtilChains": False,
         "shutdownGracePeriod": "0s",
     }, sort_keys=False)
 

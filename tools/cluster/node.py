@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from versions import (BRIDGE, CLUSTER_RANGE, LOGS, NODE_INTERFACE, NODE_IP, POD_CIDR, RUN, STATE)
+from versions import BRIDGE, CLUSTER_RANGE, LOGS, NODE_INTERFACE, NODE_IP, POD_CIDR, RUN, STATE
 
 PIDS = RUN / "pids"
 MADE = RUN / "made.json"
@@ -25,6 +25,10 @@ KUBE_PROXY_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
 # Pod traffic crosses the host's IP layer (pod -> Service -> pod on the same bridge): forwarding on, and
 # bridged packets through nftables so kube-proxy's NAT applies to them.
 SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
+# Folders the parts write outside STATE and RUN whatever they are told: containerd's shim sockets and runc's
+# state, libcni's result cache, the kubelet's device-plugin socket and its container-log links. `up` records
+# what was in them; `down` removes what was not.
+HOST_PATHS = (Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/lib/kubelet"), Path("/var/log/containers"))
 # Start order; `down` stops them in reverse.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet",
          "kube-proxy")
@@ -70,7 +74,8 @@ def setup_network() -> None:
     """The node's address on an interface of its own, forwarding for the pods, and the guard table: pod traffic
     may go only to addresses inside the cluster's range (this machine's own interfaces answer the rest)."""
     old = {key: (Path("/proc/sys") / key).read_text().strip() for key in SYSCTLS}
-    _record(sysctls=old, interfaces=[NODE_INTERFACE, BRIDGE], tables=[list(GUARD_TABLE)])
+    _record(sysctls=old, interfaces=[NODE_INTERFACE, BRIDGE], tables=[list(GUARD_TABLE)],
+            tables_before=nft_tables(), host_paths_before={str(path): _tree(path) for path in HOST_PATHS})
     if sh("ip", "link", "show", NODE_INTERFACE, check=False).returncode != 0:
         # This machine kind's kernel has no dummy driver: a bridge with no ports is the same local interface.
         sh("ip", "link", "add", NODE_INTERFACE, "type", "bridge")
@@ -95,6 +100,25 @@ table {family} {name} {{
         (Path("/proc/sys") / key).write_text(value)
 
 
+def nft_tables() -> list[list[str]]:
+    """[family, name] of every nftables table there is now."""
+    listing = sh("nft", "list", "tables").stdout.split("\n")
+    return [line.split()[1:3] for line in listing if line.startswith("table ")]
+
+
+def _kube_tables_made_since(before: list[list[str]]) -> list[list[str]]:
+    """Tables that appeared since up and hold a chain of Kubernetes' (KUBE-*): iptables-nft's, made by a
+    part that talked iptables. Tables that were there before are left alone."""
+    made = []
+    for family, name in nft_tables():
+        if [family, name] in before:
+            continue
+        listing = sh("nft", "list", "table", family, name, check=False).stdout
+        if "chain KUBE-" in listing:
+            made.append([family, name])
+    return made
+
+
 def teardown_network(made: dict) -> list[str]:
     undone = []
     for key, value in made.get("sysctls", {}).items():
@@ -103,7 +127,8 @@ def teardown_network(made: dict) -> list[str]:
             undone.append(f"sysctl {key}={value}")
         except OSError as error:
             undone.append(f"sysctl {key}: {error}")
-    for family, name in [*made.get("tables", []), *KUBE_PROXY_TABLES]:
+    kube_tables = _kube_tables_made_since(made["tables_before"]) if "tables_before" in made else []
+    for family, name in [*made.get("tables", []), *KUBE_PROXY_TABLES, *kube_tables]:
         if sh("nft", "delete", "table", family, name, check=False).returncode == 0:
             undone.append(f"nftables table {family} {name}")
     for interface in made.get("interfaces", []):
@@ -231,6 +256,35 @@ def remove_kubepods_cgroups() -> list[str]:
     return removed
 
 
+def _tree(root: Path) -> list[str] | None:
+    """Every path under ROOT, relative; None when ROOT does not exist."""
+    if not root.exists():
+        return None
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+def remove_host_paths(before: dict[str, list[str] | None]) -> list[str]:
+    removed = []
+    for root, listing in before.items():
+        root_path = Path(root)
+        if not root_path.exists():
+            continue
+        if listing is None:
+            shutil.rmtree(root_path)
+            removed.append(f"folder {root_path}")
+            continue
+        for relative in sorted(set(_tree(root_path)) - set(listing), key=len):
+            path = root_path / relative
+            if not path.exists() and not path.is_symlink():
+                continue  # inside a folder removed already
+            if path.is_symlink() or path.is_file() or path.is_socket():
+                path.unlink(missing_ok=True)
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            removed.append(f"{'link' if path.is_symlink() else 'path'} {path}")
+    return removed
+
+
 def down() -> list[str]:
     """Undo everything up did; a list of what was undone. Safe to run when nothing is up."""
     made = json.loads(MADE.read_text()) if MADE.is_file() else {}
@@ -238,6 +292,7 @@ def down() -> list[str]:
     undone += unmount_under((STATE, RUN))
     undone += remove_kubepods_cgroups()
     undone += teardown_network(made)
+    undone += remove_host_paths(made.get("host_paths_before", {}))
     for folder in (STATE, RUN):
         if folder.exists():
             shutil.rmtree(folder)

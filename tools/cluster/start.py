@@ -17,8 +17,22 @@ import node
 import pki
 from configs import CONTAINERD_SOCKET, KUBELET_DIR, PKI
 from node import ClusterError, start, wait_until
-from versions import (API_PORT, CNI_BIN_DIR, DNS_SERVICE_IP, ETCD_CLIENT, ETCD_PEER, KUBECONFIG, LOGS,
-                      NODE_IP, NODE_NAME, POD_CIDR, REPO, RUN, SERVICE_CIDR, STATE)
+from versions import (
+    API_PORT,
+    CNI_BIN_DIR,
+    DNS_SERVICE_IP,
+    ETCD_CLIENT,
+    ETCD_PEER,
+    KUBECONFIG,
+    LOGS,
+    NODE_IP,
+    NODE_NAME,
+    POD_CIDR,
+    REPO,
+    RUN,
+    SERVICE_CIDR,
+    STATE,
+)
 
 # Generous: the CI box is busy, and a condition met early returns early.
 PART_TIMEOUT_S = 180
@@ -143,6 +157,8 @@ def up(folders: dict[str, Path], pv_count: int, pv_size: str) -> dict[str, float
         f"--kubelet-client-key={PKI / 'apiserver-kubelet-client.key'}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={PKI / 'sa.pub'}", f"--service-account-signing-key-file={PKI / 'sa.key'}",
+        # The kubelet by its address: its node name would be looked up in the machine's resolver.
+        "--kubelet-preferred-address-types=InternalIP",
         "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true", "--profiling=false", "--anonymous-auth=true"])
     _waited("kube-apiserver", lambda: _https_ok(f"https://{NODE_IP}:{API_PORT}/readyz"))
