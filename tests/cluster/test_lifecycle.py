@@ -2,7 +2,7 @@
 back from the claim, an upgrade rolls out under load, a stalled engine is restarted by the kubelet's liveness
 probe, a wrong revision stops at the init container, and a reinstall after `helm uninstall` reuses the claim.
 
-Runs after test_user_path.py (file order) on the release it installed. Requests go from this machine to the
+Runs after test_install.py (file order) on the release test_install.py installed. Requests go from this machine to the
 Service's ClusterIP, which kube-proxy routes to whichever pod serves: they outlive a pod, a port-forward would not.
 """
 

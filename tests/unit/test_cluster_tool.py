@@ -1,0 +1,144 @@
+"""tools/cluster without starting anything: the pins, the node's configuration, the certificates, the cache key.
+
+The cluster itself runs in tests/cluster (`make cluster-test`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shutil
+import sys
+import tomllib
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools" / "cluster"))
+import build
+import configs
+import node
+import pki
+import versions
+
+CLUSTER_RANGE = ipaddress.ip_network(versions.CLUSTER_RANGE)
+
+
+def go_mod(component: str) -> str:
+    return (versions.GO_MODULES / component / "go.mod").read_text()
+
+
+@pytest.mark.parametrize("component", [name for name, (module, _, _) in versions.COMPONENTS.items() if module])
+def test_each_go_module_requires_the_version_pinned_in_versions_py(component):
+    module, version, _ = versions.COMPONENTS[component]
+    assert re.search(rf"^require {re.escape(module)} {re.escape(version)}$", go_mod(component), re.MULTILINE), component
+    assert (versions.GO_MODULES / component / "go.sum").is_file()
+
+
+def test_every_kubernetes_staging_module_is_replaced_by_its_release_of_the_same_minor():
+    text = go_mod("kubernetes")
+    replaces = dict(re.findall(r"^replace (k8s\.io/\S+) => k8s\.io/\S+ (v\S+)$", text, re.MULTILINE))
+    assert replaces and set(replaces.values()) == {versions.KUBERNETES_STAGING}
+    assert versions.KUBERNETES_STAGING == "v0.37.2" and versions.KUBERNETES.startswith("v1.37.")
+    required = set(re.findall(r"^\s+(k8s\.io/[\w-]+) v0\.0\.0$", text, re.MULTILINE))
+    assert required <= set(replaces), f"staging modules without a replace: {sorted(required - set(replaces))}"
+
+
+def test_every_address_of_the_cluster_is_inside_the_benchmarking_range():
+    for address in (versions.NODE_IP, versions.POD_GATEWAY, versions.API_SERVICE_IP, versions.DNS_SERVICE_IP):
+        assert ipaddress.ip_address(address) in CLUSTER_RANGE, address
+    for network in (versions.POD_CIDR, versions.NODE_POD_CIDR, versions.SERVICE_CIDR):
+        assert ipaddress.ip_network(network).subnet_of(CLUSTER_RANGE), network
+    assert not ipaddress.ip_network(versions.POD_CIDR).overlaps(ipaddress.ip_network(versions.SERVICE_CIDR))
+
+
+def test_the_kubelet_fits_this_machine_kind_and_gives_pods_no_upstream_resolver():
+    kubelet = yaml.safe_load(configs.kubelet_yaml())
+    assert (kubelet["cgroupDriver"], kubelet["failCgroupV1"], kubelet["failSwapOn"], kubelet["oomScoreAdj"]) == (
+        "cgroupfs", False, False, 0)
+    assert kubelet["resolvConf"] == str(configs.EMPTY_RESOLV_CONF)
+    assert kubelet["clusterDNS"] == [versions.DNS_SERVICE_IP]
+    assert kubelet["podLogsDir"].startswith(str(versions.STATE))
+    assert kubelet["makeIPTablesUtilChains"] is False
+    assert kubelet["authentication"]["anonymous"]["enabled"] is False
+
+
+def test_containerd_restricts_oom_score_adj_and_pins_the_locally_built_sandbox_image():
+    config = tomllib.loads(configs.containerd_toml())
+    runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["restrict_oom_score_adj"] is True and runtime["netns_mounts_under_state_dir"] is True
+    assert config["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == versions.PAUSE_IMAGE
+    assert config["root"].startswith(str(versions.STATE)) and config["state"].startswith(str(versions.RUN))
+
+
+def test_pod_traffic_is_not_masqueraded_and_cluster_dns_has_no_forwarder():
+    (bridge,) = json.loads(configs.cni_conflist())["plugins"]
+    assert bridge["ipMasq"] is False and bridge["ipam"]["ranges"] == [[{"subnet": versions.NODE_POD_CIDR,
+                                                                        "gateway": versions.POD_GATEWAY}]]
+    assert "forward" not in configs.COREFILE
+    proxy = yaml.safe_load(configs.kube_proxy_yaml())
+    assert proxy["mode"] == "nftables" and proxy["nodePortAddresses"] == [f"{versions.NODE_IP}/32"]
+
+
+def test_the_addons_make_a_default_storage_class_and_local_volumes_pinned_to_the_node():
+    objects = configs.addons(3, "10Gi")
+    (storage_class,) = [o for o in objects if o["kind"] == "StorageClass"]
+    assert storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    volumes = [o for o in objects if o["kind"] == "PersistentVolume"]
+    assert [v["spec"]["local"]["path"] for v in volumes] == [str(configs.VOLUMES / f"pv-{i}") for i in range(3)]
+    (dns,) = [o for o in objects if o["kind"] == "Service"]
+    assert dns["spec"]["clusterIP"] == versions.DNS_SERVICE_IP
+
+
+def test_the_certificates_name_the_identities_the_default_rbac_binds(tmp_path):
+    pki.make_pki(tmp_path)
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    server = x509.load_pem_x509_certificate((tmp_path / "apiserver.crt").read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} >= {versions.NODE_IP,
+                                                                              versions.API_SERVICE_IP}
+    assert ExtendedKeyUsageOID.SERVER_AUTH in server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    kubelet = x509.load_pem_x509_certificate((tmp_path / "kubelet.crt").read_bytes())
+    kubelet.verify_directly_issued_by(ca)
+    assert kubelet.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == f"system:node:{versions.NODE_NAME}"
+    assert kubelet.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:nodes"
+    assert oct((tmp_path / "ca.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_build_key_changes_with_the_module_and_not_otherwise(tmp_path, monkeypatch):
+    shutil.copytree(versions.GO_MODULES / "pause", tmp_path / "pause")
+    monkeypatch.setattr(build, "GO_MODULES", tmp_path)
+    before = build.build_key("pause")
+    assert build.build_key("pause") == before
+    (tmp_path / "pause" / "main.go").write_text((tmp_path / "pause" / "main.go").read_text() + "\n// changed\n")
+    assert build.build_key("pause") != before
+
+
+def test_kubernetes_binaries_carry_the_pinned_version_for_kubectl_version_and_helms_kube_version_check():
+    flags = build._ldflags("kubernetes")
+    assert f"k8s.io/component-base/version.gitVersion={versions.KUBERNETES}" in flags
+    assert "k8s.io/component-base/version.gitMinor=37" in flags
+
+
+def test_a_wait_that_times_out_names_what_it_waited_for_and_the_log(tmp_path):
+    log = tmp_path / "etcd.log"
+    log.write_text("first\nlast line of the log\n")
+    with pytest.raises(node.ClusterError, match=r"(?s)waiting for etcd to serve; see .*etcd.log.*last line"):
+        node.wait_until("etcd to serve", lambda: False, 0.1, log)
+
+
+def test_down_removes_only_what_appeared_in_the_host_folders_since_up(tmp_path):
+    kept, made = tmp_path / "kept", tmp_path / "made"
+    (kept / "old").mkdir(parents=True)
+    before = {str(kept): node._tree(kept), str(made): node._tree(made)}
+    (kept / "new" / "deep").mkdir(parents=True)
+    (kept / "new.sock").write_text("")
+    (made / "x").mkdir(parents=True)
+    removed = node.remove_host_paths(before)
+    assert sorted(p.name for p in kept.iterdir()) == ["old"] and not made.exists()
+    assert f"folder {made}" in removed
