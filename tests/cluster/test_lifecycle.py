@@ -9,6 +9,7 @@ Service's ClusterIP, which kube-proxy routes to whichever pod serves: they outli
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 import time
 from dataclasses import dataclass
@@ -139,7 +140,7 @@ def test_a_stopped_engine_is_restarted_by_the_liveness_probe_and_serves_again(ur
     pod = wait_ready_pod(shell, SELECTOR)
     name, restarts = pod["metadata"]["name"], server_status(pod)["restartCount"]
     exec_ = f"kubectl exec {name} -c vllm -- "
-    (engine,) = shell.run(exec_ + f"python3 -c {json.dumps(ENGINE_PIDS)}").stdout.split()
+    (engine,) = shell.run(exec_ + f"python3 -c {shlex.quote(ENGINE_PIDS)}").stdout.split()
     # Requests must be running when the engine stops: an idle stopped engine is not a stall.
     outcomes = [Outcome() for _ in range(4)]
     events = [threading.Event() for _ in outcomes]
