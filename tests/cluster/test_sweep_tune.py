@@ -20,15 +20,19 @@ from tests.pod.model import REPO_ID
 LOAD = "--tensor 1 --replicas 1 --repeats 1 --num-requests 16 --max-tokens 32 --concurrency 4"
 
 
-def chart_options(hub) -> str:
-    """The CPU values as the sweep takes them (-f and --set, as helm does)."""
-    return cpu_values(hub)
+def search_on_kubernetes(shell, hub, command: str, release: str, axis: str, out) -> None:
+    """`tpserve COMMAND` on the cluster with the CPU values (-f and --set, as helm takes them), timed."""
+    start = time.monotonic()
+    done = shell.run(f"tpserve {command} {REPO_ID} --on kubernetes --release {release} --namespace default "
+                     f"--chart charts/vllm {cpu_values(hub)} {LOAD} --vllm {axis} --out {shlex.quote(str(out))}",
+                     timeout=3600, check=False)
+    REPORT.time(f"tpserve {command} --on kubernetes (2 server starts)", start)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 def records(folder) -> list[dict]:
-    found = [json.loads(path.read_text()) for path in sorted(folder.rglob("*.json"))
-             if path.name not in ("tune.json", "sweep.json")]
-    return [record for record in found if "output_throughput" in record or "failure" in record]
+    """The run records a search wrote (NAME-LABEL-runN.json), one per measured run."""
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("*-run*.json"))]
 
 
 @pytest.fixture
@@ -48,14 +52,10 @@ def release(shell):
 
 def test_sweep_on_kubernetes_measures_two_points_and_report_reads_them(shell, hub, tmp_path, release, installed):
     out = tmp_path / "sweep"
-    start = time.monotonic()
-    done = shell.run(f"tpserve sweep {REPO_ID} --on kubernetes --release {release('sweep')} --namespace default "
-                     f"--chart charts/vllm {chart_options(hub)} {LOAD} --vllm max-num-seqs=default,32 "
-                     f"--out {shlex.quote(str(out))}", timeout=3600, check=False)
-    REPORT.time("tpserve sweep --on kubernetes (2 points)", start)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    search_on_kubernetes(shell, hub, "sweep", release("sweep"), "max-num-seqs=default,32", out)
     runs = records(out)
     assert len(runs) == 2, [path.name for path in out.rglob("*.json")]
+    assert json.loads((out / "failures.json").read_text()) == []
     for run in runs:
         assert (run["completed"], run["failed"]) == (16, 0), run.get("failure")
         assert run["token_check"]["status"] == "ok"
@@ -69,12 +69,7 @@ def test_sweep_on_kubernetes_measures_two_points_and_report_reads_them(shell, hu
 def test_tune_on_kubernetes_compares_two_candidates_and_names_the_helm_line_of_the_winner(
         shell, hub, tmp_path, release, installed):
     out = tmp_path / "tune"
-    start = time.monotonic()
-    done = shell.run(f"tpserve tune {REPO_ID} --on kubernetes --release {release('tune')} --namespace default "
-                     f"--chart charts/vllm {chart_options(hub)} {LOAD} --vllm max-num-seqs=32 "
-                     f"--out {shlex.quote(str(out))}", timeout=3600, check=False)
-    REPORT.time("tpserve tune --on kubernetes (2 candidates)", start)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    search_on_kubernetes(shell, hub, "tune", release("tune"), "max-num-seqs=32", out)
     summary = json.loads((out / "tune.json").read_text())
     assert len(summary["candidates"]) == 2, summary["candidates"]
     assert summary["winner"]["deploy"].startswith("helm upgrade --install tune charts/vllm --namespace default")
