@@ -82,6 +82,13 @@ def _lookup(given: dict, dotted: str):
     return node
 
 
+def served_name(model: str, values: Sequence[Path], sets: Sequence[str]) -> str:
+    """The name the release serves the model under, as the chart decides it (model.servedName, else
+    model.name) from VALUES files then --set items; MODEL where they set neither."""
+    given = given_values(values, sets)
+    return str(_lookup(given, "model.servedName") or _lookup(given, "model.name") or model)
+
+
 def name_overrides(values: Sequence[Path], sets: Sequence[str]) -> dict[str, str]:
     """nameOverride and fullnameOverride as helm resolves them from VALUES files then --set items (later
     wins), as keyword arguments of ``fullname``."""

@@ -291,3 +291,21 @@ def test_the_sweep_waits_for_the_deployment_the_name_overrides_give(tmp_path):
         with pytest.raises(ServerNotHealthyError, match="stop here"), backend(Point(1)):
             pass
         assert asked[-1] == expected
+
+
+@pytest.mark.parametrize("values_text, sets, expected", [
+    ("", ["model.name=tpserve-test/tiny-llama"], "tpserve-test/tiny-llama"),
+    ("model:\n  name: org/from-file\n", [], "org/from-file"),
+    ("model:\n  name: org/x\n  servedName: short\n", [], "short"),
+    ("", [], "meta-llama/Llama-2-7b-chat-hf"),
+])
+def test_the_load_on_kubernetes_asks_for_the_name_the_chart_serves_under(tmp_path, values_text, sets, expected):
+    """Found on the real cluster: the load asked for the folder-style name 'tiny-llama' while the release
+    served 'tpserve-test/tiny-llama' (model.name), and every point failed."""
+    from tpserve.commands import served_name_for
+
+    values = tmp_path / "v.yaml"
+    values.write_text(values_text)
+    assert served_name_for("kubernetes", "meta-llama/Llama-2-7b-chat-hf", "", [values], sets) == expected
+    assert served_name_for("kubernetes", "m", "given", [values], sets) == "given"
+    assert served_name_for("local", "/models/llama-2-7b", "", [], []) == "llama-2-7b"

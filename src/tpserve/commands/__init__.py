@@ -83,6 +83,18 @@ LoadInCluster = Annotated[int, typer.Option(
          "workers (docs/loadtest-in-cluster.md); 0 runs Locust here, through kubectl port-forward.")]
 
 
+def served_name_for(on: str, model: str, served_model_name: str, values, sets) -> str:
+    """What the load test asks for: --served-model-name; else on Kubernetes the name the chart serves under
+    (model.servedName or model.name of the values), locally the model folder's name."""
+    if served_model_name:
+        return served_model_name
+    if on == "kubernetes":
+        from tpserve.kube import served_name
+
+        return served_name(model, values or [], sets or [])
+    return Path(model).name
+
+
 def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Path, base_port: int,
                 health_timeout: float, serve_args: list[str], vllm_args: list[str], release: str, chart: Path,
                 namespace: str, values: list[Path], sets: list[str], load_in_cluster: int):

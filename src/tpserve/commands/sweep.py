@@ -27,6 +27,7 @@ from tpserve.commands import (
     backend_for,
     console,
     load_for,
+    served_name_for,
 )
 from tpserve.errors import TpserveError
 
@@ -87,7 +88,7 @@ def sweep(
     fixed_vllm_args = ["--load-format", "dummy"] if dummy_weights else []
     settings_axes = parse_axes(vllm or [], [*(serve_arg or []), *fixed_vllm_args])
     points = with_settings(parse_grid(tensor, replicas), settings_axes)
-    name = served_model_name or Path(model).name
+    name = served_name_for(on, model, served_model_name, values, set_)
     out = out or Path("results") / f"{stamp()}-sweep"
     backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
                           base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],

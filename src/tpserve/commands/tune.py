@@ -27,6 +27,7 @@ from tpserve.commands import (
     backend_for,
     console,
     load_for,
+    served_name_for,
 )
 from tpserve.errors import ConfigError, TpserveError
 
@@ -105,7 +106,7 @@ def tune(
     if not settings_axes:
         raise ConfigError("tune needs at least one setting to try: add --vllm KEY=V1,V2 (e.g. max-num-seqs=256,512)")
     layouts = parse_grid(tensor, replicas)
-    name = served_model_name or Path(model).name
+    name = served_name_for(on, model, served_model_name, values, set_)
     out = out or Path("results") / f"{stamp()}-tune"
     backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
                           base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
