@@ -245,6 +245,9 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
     (:mod:`tpserve.kubeload`, through LOAD_APIS, a :class:`tpserve.kubeload.Apis`); nothing is forwarded.
     """
 
+    # The chart requests no GPU when gpu.resource is set empty (values-cpu.yaml): its servers run on CPUs.
+    device = "CPU" if _lookup(given_values(values, sets), "gpu.resource") == "" else "GPU"
+
     @contextmanager
     def start(point: Point) -> Iterator[Servers]:
         argv = helm_argv(release, chart, namespace, point, values, sets, helm)
@@ -254,7 +257,7 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
         api = apps_api or _apps_api()
         name = fullname(release, **name_overrides(values, sets))
         wait_rolled_out(api, name, namespace, timeout_s)
-        layout = Layout(model, f"GPU (Kubernetes release {namespace}/{release})", point.tensor,
+        layout = Layout(model, f"{device} (Kubernetes release {namespace}/{release})", point.tensor,
                         replicas=point.replicas, vllm_flags=point_flags(point))
         if in_cluster is not None:
             template = [helm, "template", release, str(chart), "--namespace", namespace,

@@ -181,10 +181,15 @@ class PointResult:
     failure: dict | None = None
 
 
+def file_stem(name: str) -> str:
+    """NAME as one file name: a served name such as org/model holds a slash (the hub cache's -- for it)."""
+    return name.replace("/", "--")
+
+
 def measure_point(point: Point, backend: Backend, *, name: str, model: str, load: Load, repeats: int, out: Path,
                   machine: dict, progress: Callable[[str, int], None], context: dict | None = None) -> PointResult:
     """Start POINT's servers once and measure them REPEATS times; each run is written as
-    ``NAME-LABEL-runN.json`` (CONTEXT adds to its context). A failure is returned, never raised."""
+    ``NAME-LABEL-runN.json``, a slash in NAME written as ``--`` (CONTEXT adds to its context). A failure is returned, never raised."""
     result = PointResult()
     started = time.monotonic()
     try:
@@ -196,7 +201,8 @@ def measure_point(point: Point, backend: Backend, *, name: str, model: str, load
                 record = replace(record, layout=servers.layout,
                                  provenance=replace(record.provenance, command="sweep", machine=machine),
                                  context={"name": name, "repeat": repeat + 1, "repeats": repeats, **(context or {})})
-                result.runs.append(runrecord.write(out / f"{name}-{point.label}-run{repeat + 1}.json", record))
+                result.runs.append(runrecord.write(out / f"{file_stem(name)}-{point.label}-run{repeat + 1}.json",
+                                                   record))
                 result.records.append(record)
                 progress(f"{point.label} run {repeat + 1}/{repeats}: {record.metrics.output_throughput:.1f} "
                          f"output tok/s, {record.metrics.completed}/{record.metrics.num_prompts} ok", 1)

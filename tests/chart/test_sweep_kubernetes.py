@@ -309,3 +309,9 @@ def test_the_load_on_kubernetes_asks_for_the_name_the_chart_serves_under(tmp_pat
     assert served_name_for("kubernetes", "meta-llama/Llama-2-7b-chat-hf", "", [values], sets) == expected
     assert served_name_for("kubernetes", "m", "given", [values], sets) == "given"
     assert served_name_for("local", "/models/llama-2-7b", "", [], []) == "llama-2-7b"
+
+
+def test_a_served_name_with_a_slash_names_one_record_file_not_a_folder():
+    from tpserve.sweep import file_stem
+
+    assert file_stem("tpserve-test/tiny-llama") == "tpserve-test--tiny-llama" and file_stem("tiny") == "tiny"

@@ -31,7 +31,7 @@ def search_on_kubernetes(shell, hub, command: str, release: str, axis: str, out)
 
 
 def records(folder) -> list[dict]:
-    """The run records a search wrote (NAME-LABEL-runN.json), one per measured run."""
+    """The run records a search wrote (NAME-LABEL-runN.json, the served name's slash as --), one per run."""
     return [json.loads(path.read_text()) for path in sorted(folder.glob("*-run*.json"))]
 
 
@@ -54,15 +54,18 @@ def test_sweep_on_kubernetes_measures_two_points_and_report_reads_them(shell, hu
     out = tmp_path / "sweep"
     search_on_kubernetes(shell, hub, "sweep", release("sweep"), "max-num-seqs=default,32", out)
     runs = records(out)
-    assert len(runs) == 2, [path.name for path in out.rglob("*.json")]
+    assert len(runs) == 2, [str(path.relative_to(out)) for path in out.rglob("*.json")]
+    assert {path.name for path in out.glob("*-run*.json")} == {"tpserve-test--tiny-llama-tp1x1-run1.json",
+                                                               "tpserve-test--tiny-llama-tp1x1-max-num-seqs=32-run1.json"}
     assert json.loads((out / "failures.json").read_text()) == []
     for run in runs:
         assert (run["completed"], run["failed"]) == (16, 0), run.get("failure")
         assert run["token_check"]["status"] == "ok"
     flags = sorted(json.dumps(run.get("layout", {}).get("vllm_flags", {}), sort_keys=True) for run in runs)
     assert any("max-num-seqs" in flag for flag in flags), flags
-    report = shell.run(f"tpserve report {shlex.quote(str(out))}")
-    assert "Kubernetes release default/sweep" in report.stdout or "sweep" in report.stdout, report.stdout
+    report = shell.run(f"tpserve report {shlex.quote(str(out))}").stdout
+    rows = [line for line in report.splitlines() if line.startswith(f"| {REPO_ID} | CPU (Kubernetes release default/sweep)")]
+    assert len(rows) == 2 and sum("--max-num-seqs=32" in row for row in rows) == 1, report
     REPORT.facts["sweep on kubernetes: output tok/s per point"] = [round(run["output_throughput"], 1) for run in runs]
 
 
