@@ -189,7 +189,8 @@ def file_stem(name: str) -> str:
 def measure_point(point: Point, backend: Backend, *, name: str, model: str, load: Load, repeats: int, out: Path,
                   machine: dict, progress: Callable[[str, int], None], context: dict | None = None) -> PointResult:
     """Start POINT's servers once and measure them REPEATS times; each run is written as
-    ``NAME-LABEL-runN.json``, a slash in NAME written as ``--`` (CONTEXT adds to its context). A failure is returned, never raised."""
+    ``NAME-LABEL-runN.json``, a slash in NAME written as ``--`` (CONTEXT adds to its context). A failure is
+    returned, never raised."""
     result = PointResult()
     started = time.monotonic()
     try:

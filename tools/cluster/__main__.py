@@ -21,7 +21,6 @@ import time
 
 import build
 import node
-import pki  # noqa: F401  (needs cryptography: run with the project's virtualenv)
 import start
 from versions import CACHE, COMPONENTS, KUBECONFIG, LOGS
 

@@ -6,6 +6,7 @@ is not systemd, cgroups v1, no CAP_SYS_RESOURCE) or from the network rule (nothi
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -114,7 +115,6 @@ def admin_kubeconfig() -> str:
 
 
 def _b64(path: Path) -> str:
-    import base64
     return base64.b64encode(path.read_bytes()).decode()
 
 

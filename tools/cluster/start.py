@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import ssl
@@ -20,7 +21,6 @@ from node import ClusterError, start, wait_until
 from versions import (
     API_PORT,
     CNI_BIN_DIR,
-    DNS_SERVICE_IP,
     ETCD_CLIENT,
     ETCD_PEER,
     KUBECONFIG,
@@ -58,7 +58,9 @@ def preflight() -> None:
         raise ClusterError("cannot start the cluster: " + "; ".join(problems))
 
 
+@functools.cache
 def kubectl_path() -> Path:
+    """The pinned kubectl (tools/k8s_tools.py verifies its sha256), found once per run."""
     done = subprocess.run([sys.executable, str(K8S_TOOLS)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ClusterError(f"tools/k8s_tools.py failed: {done.stderr.strip()}")
@@ -73,9 +75,7 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subproc
     return done
 
 
-def _https_ok(url: str) -> bool:
-    context = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
-    context.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+def _answers_200(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, context=context, timeout=5) as response:
             return response.status == 200
@@ -83,12 +83,19 @@ def _https_ok(url: str) -> bool:
         return False
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
+def _as_admin() -> ssl.SSLContext:
+    """The API server's TLS: the cluster's CA, the admin's client certificate."""
+    context = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
+    context.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+    return context
+
+
+def _unverified() -> ssl.SSLContext:
+    """The controllers' own healthz: self-signed serving certificates, /healthz open to all."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def write_files() -> None:
@@ -143,7 +150,7 @@ def up(folders: dict[str, Path], pv_count: int, pv_size: str) -> dict[str, float
                    "--listen-peer-urls", ETCD_PEER, "--initial-advertise-peer-urls", ETCD_PEER,
                    "--initial-cluster", f"{NODE_NAME}={ETCD_PEER}", "--listen-metrics-urls", "http://127.0.0.1:23810",
                    "--quota-backend-bytes", str(2 * 2**30)])
-    _waited("etcd", lambda: _http_ok(f"{ETCD_CLIENT}/health"))
+    _waited("etcd", lambda: _answers_200(f"{ETCD_CLIENT}/health"))
     steps["etcd"] = time.monotonic() - mark
 
     mark = time.monotonic()
@@ -161,7 +168,7 @@ def up(folders: dict[str, Path], pv_count: int, pv_size: str) -> dict[str, float
         "--kubelet-preferred-address-types=InternalIP",
         "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true", "--profiling=false", "--anonymous-auth=true"])
-    _waited("kube-apiserver", lambda: _https_ok(f"https://{NODE_IP}:{API_PORT}/readyz"))
+    _waited("kube-apiserver", lambda: _answers_200(f"https://{NODE_IP}:{API_PORT}/readyz", _as_admin()))
     steps["kube-apiserver"] = time.monotonic() - mark
 
     mark = time.monotonic()
@@ -180,9 +187,8 @@ def up(folders: dict[str, Path], pv_count: int, pv_size: str) -> dict[str, float
         f"--authentication-kubeconfig={kubeconfig['kube-scheduler']}",
         f"--authorization-kubeconfig={kubeconfig['kube-scheduler']}",
         "--bind-address=127.0.0.1", "--leader-elect=false"])
-    _waited("kube-controller-manager", lambda: _https_ok("https://127.0.0.1:10257/healthz") or
-            _insecure_ok("https://127.0.0.1:10257/healthz"))
-    _waited("kube-scheduler", lambda: _insecure_ok("https://127.0.0.1:10259/healthz"))
+    _waited("kube-controller-manager", lambda: _answers_200("https://127.0.0.1:10257/healthz", _unverified()))
+    _waited("kube-scheduler", lambda: _answers_200("https://127.0.0.1:10259/healthz", _unverified()))
     steps["kube-controller-manager, kube-scheduler"] = time.monotonic() - mark
 
     mark = time.monotonic()
@@ -215,20 +221,7 @@ def up(folders: dict[str, Path], pv_count: int, pv_size: str) -> dict[str, float
         volume.chmod(0o777)
     kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns", f"--timeout={PART_TIMEOUT_S}s")
     steps["cluster DNS, storage"] = time.monotonic() - mark
-    assert DNS_SERVICE_IP
     return steps
-
-
-def _insecure_ok(url: str) -> bool:
-    """The controllers' own healthz: self-signed serving certificates, /healthz open to all."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def apply(objects: list[dict]) -> None:
