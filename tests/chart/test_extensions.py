@@ -136,6 +136,13 @@ def test_a_mount_on_the_root_is_refused(render_error):
     {"extraVolumes": {"Bad_Name": {"emptyDir": {}}}},
     {"securityContext": {"runAsUsr": 1}},
     {"podSecurityContext": {"privileged": True}},
+    {"podSecurityContext": {"seLinuxOptions": {"typ": "container_t"}}},
+    {"securityContext": {"appArmorProfile": {"type": "unconfined"}}},
+    {"securityContext": {"procMount": "unmasked"}},
+    {"securityContext": {"windowsOptions": {"hostProcess": True}}},
+    {"hostNetwork": True},
+    {"hostPID": True},
+    {"hostIPC": True},
 ])
 def test_the_schema_refuses_malformed_extension_values(tools, tmp_path, value):
     path = tmp_path / "v.yaml"
@@ -183,3 +190,56 @@ def test_security_overrides_that_break_the_chart_guarantees_are_refused_all_at_o
         ("securityContext.capabilities.add SYS_ADMIN is not one the chart allows: only IPC_LOCK (NCCL's memory "
         "registration over InfiniBand/RDMA) and SYS_PTRACE (py-spy on a stuck worker)")]
     assert "9 problem(s)" in stderr
+
+
+def test_group_zero_unmasked_proc_privileged_selinux_unsafe_sysctls_and_unconfined_apparmor_are_refused(
+        render_error):
+    stderr = render_error("--set", "podSecurityContext.runAsGroup=0", "--set", "podSecurityContext.fsGroup=0",
+                          "--set", "podSecurityContext.supplementalGroups={44,0}",
+                          "--set", "podSecurityContext.seLinuxOptions.type=spc_t",
+                          "--set", "podSecurityContext.sysctls[0].name=kernel.msgmax",
+                          "--set-string", "podSecurityContext.sysctls[0].value=65536",
+                          "--set", "podSecurityContext.sysctls[1].name=net.ipv4.ip_local_port_range",
+                          "--set-string", "podSecurityContext.sysctls[1].value=1024 65535",
+                          "--set", "securityContext.runAsGroup=0", "--set", "securityContext.procMount=Unmasked",
+                          "--set", "securityContext.seLinuxOptions.type=container_runtime_t",
+                          "--set", "securityContext.seLinuxOptions.user=system_u",
+                          "--set", "securityContext.appArmorProfile.type=Unconfined")
+    baseline = "container_t, container_init_t, container_kvm_t or container_engine_t"
+    assert problems(stderr) == [
+        ("podSecurityContext.runAsGroup=0 runs in the root group, which may write what an image leaves "
+         "group-writable: the image's group is 2000, keep it"),
+        (f"podSecurityContext.seLinuxOptions.type=spc_t is not a confined container type: use {baseline} "
+         "(the types Kubernetes' baseline Pod Security Standard allows), or leave it to the runtime"),
+        ("securityContext.runAsGroup=0 runs in the root group, which may write what an image leaves "
+         "group-writable: the image's group is 2000, keep it"),
+        (f"securityContext.seLinuxOptions.type=container_runtime_t is not a confined container type: use "
+         f"{baseline} (the types Kubernetes' baseline Pod Security Standard allows), or leave it to the runtime"),
+        ("securityContext.seLinuxOptions.user may not be set (Kubernetes' baseline Pod Security Standard): "
+         "remove it; type and level are enough"),
+        ("securityContext.appArmorProfile.type=Unconfined lifts AppArmor's confinement: keep RuntimeDefault or use "
+         "a Localhost profile"),
+        ("podSecurityContext.fsGroup=0 gives the root group the pod's volumes: the image's group is 2000, keep it"),
+        ("podSecurityContext.supplementalGroups holds 0, the root group: list only the groups of the volumes "
+         "you share"),
+        ("podSecurityContext.sysctls kernel.msgmax is not a safe sysctl (kernel.shm_rmid_forced, "
+         "net.ipv4.ip_local_port_range, net.ipv4.ip_local_reserved_ports, net.ipv4.ip_unprivileged_port_start, "
+         "net.ipv4.ping_group_range, net.ipv4.tcp_fin_timeout, net.ipv4.tcp_keepalive_intvl, "
+         "net.ipv4.tcp_keepalive_probes, net.ipv4.tcp_keepalive_time, net.ipv4.tcp_syncookies): the others reach "
+         "beyond the pod, or need the kubelet's --allowed-unsafe-sysctls; remove it"),
+        ("securityContext.procMount=Unmasked shows the container the /proc paths the runtime masks: remove it "
+         "(Default)")]
+
+
+def test_the_confined_selinux_types_safe_sysctls_and_non_root_groups_are_accepted(render):
+    deployment = render("llama70b", "--set", "podSecurityContext.seLinuxOptions.type=container_t",
+                        "--set", "podSecurityContext.seLinuxOptions.level=s0:c123\\,c456",
+                        "--set", "podSecurityContext.sysctls[0].name=net.ipv4.tcp_keepalive_time",
+                        "--set-string", "podSecurityContext.sysctls[0].value=600",
+                        "--set", "podSecurityContext.supplementalGroups={44}",
+                        "--set", "securityContext.procMount=Default",
+                        "--set", "securityContext.appArmorProfile.type=RuntimeDefault")["Deployment"]
+    context = pod_spec(deployment)["securityContext"]
+    assert context["seLinuxOptions"] == {"type": "container_t", "level": "s0:c123,c456"}
+    assert context["sysctls"] == [{"name": "net.ipv4.tcp_keepalive_time", "value": "600"}]
+    assert container(deployment)["securityContext"]["procMount"] == "Default"
