@@ -29,6 +29,22 @@ GPU_MEMORY_UTILIZATION = 0.92
 # default 8,192 batched tokens; TP=1 and vocabularies of 128k-152k (whose sampler profiles fp32 logits
 # for up to 1,024 sequences) take more. 2 GiB covers those; CUDA graphs come out of the other 8%.
 ACTIVATION_RESERVE_BYTES = 2 * GiB
+# vLLM 0.26.0 quantizes a 16-bit checkpoint to fp8 (--quantization fp8, no fp8 checkpoint) one module at a time
+# as it loads, not after loading the whole model: Fp8Config.get_quant_method gives every LinearBase layer (q/k/v,
+# o, gate/up, down; the experts of a layer as one FusedMoE module) Fp8PerTensorOnlineLinearMethod, whose
+# create_weights puts the 16-bit weight on the meta device (layers/quantization/online/fp8.py); the loader's
+# wrapper (model_loader/reload/layerwise.py, initialize_online_processing) buffers a module's shards, and once
+# all arrived materializes that module in 16 bits, quantizes it and frees the 16-bit copy. Embeddings, lm_head
+# (VocabParallelEmbedding, not LinearBase) and norms stay 16-bit. --load-format dummy takes the same path
+# (model_loader/dummy_loader.py: _process_online_quant_layer, one module at a time). So loading peaks at the
+# fp8 weights plus the largest module's shard in 16 bits. Older releases held the whole 16-bit model first
+# (vllm-project/vllm#32773 on 0.13/0.14; #31914 moved the weights to meta); 0.32.0 keeps the 0.26 path. Memory freed after loading does not shrink
+# the KV cache (vLLM resets its peak before profiling), but the peak must fit beside the CUDA context.
+LOAD_QUANTIZATION_NOTE = "vLLM quantizes the 16-bit checkpoint one module at a time"
+# What the CUDA context (and NCCL at TP > 1) holds before the weights load: vLLM 0.26.0 found 139.29 of the
+# H200's 139.80 GiB free at TP 1 (0.51 GiB taken) and 138.27-138.38 at TP 2 and 4 (up to 1.53 GiB taken;
+# results/20261126-h200x4-sweep/*/logs, "Free memory on device"). 2 GiB covers both.
+LOAD_RESERVE_BYTES = 2 * GiB
 # vLLM allocates the KV cache in blocks of 16 tokens: its capacity is a whole number of blocks.
 KV_BLOCK_TOKENS = 16
 DEFAULT_GPUS_PER_NODE = 8
@@ -59,6 +75,8 @@ class ModelSize:
     weight_bytes: int
     kv_cache_dtype: str
     kv_cache_bytes_per_token: int
+    # True when vLLM turns 16-bit checkpoint weights into fp8 as it loads them (LOAD_QUANTIZATION_NOTE).
+    quantized_at_load: bool
     layers: int
     attention_heads: int
     kv_heads: int
@@ -79,6 +97,7 @@ class Layout:
     gpus: int
     nodes: int
     weight_bytes_per_gpu: int
+    load_peak_bytes_per_gpu: int
     kv_cache_bytes_per_gpu: int
     kv_cache_tokens: int
     max_sequences: int
@@ -102,6 +121,7 @@ class Plan:
     context_tokens: int
     gpu_memory_utilization: float
     activation_reserve_bytes: int
+    load_reserve_bytes: int
     size: ModelSize
     valid_tensor_parallel_sizes: tuple[int, ...]
     invalid_tensor_parallel_sizes: tuple[int, ...]
@@ -127,6 +147,7 @@ class Plan:
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "usable_bytes_per_gpu": self.usable_bytes_per_gpu,
             "activation_reserve_bytes": self.activation_reserve_bytes,
+            "load_reserve_bytes": self.load_reserve_bytes,
             **asdict(self.size),
             "valid_tensor_parallel_sizes": list(self.valid_tensor_parallel_sizes),
             "invalid_tensor_parallel_sizes": list(self.invalid_tensor_parallel_sizes),
@@ -219,10 +240,29 @@ def head_dim(config: Mapping) -> int:
 
 def weight_bytes(config: Mapping, dtype: str) -> int:
     """Bytes of all weights. fp8 and int8 quantize the layers' linear weights only: embeddings, lm_head and
-    norms stay 16-bit, as in vLLM's fp8 quantization and published fp8 checkpoints."""
+    norms stay 16-bit, as in vLLM's fp8 quantization (LinearBase layers only) and published fp8 checkpoints.
+    The per-tensor scales (4 bytes per module) are left out."""
     parts, width = _parts(config), WEIGHT_DTYPES[weight_dtype(config, dtype)]
     sixteen_bit = parts.embedding + parts.lm_head + parts.final_norm + parts.layers * parts.layer_norms
     return parts.layers * parts.layer_linear * width + sixteen_bit * 2
+
+
+def quantized_at_load(config: Mapping, dtype: str) -> bool:
+    """fp8 weights from a checkpoint without a quantization_config: vLLM quantizes them as it loads."""
+    return weight_dtype(config, dtype) == "fp8" and not config.get("quantization_config")
+
+
+def largest_module_parameters(config: Mapping, tensor: int) -> int:
+    """Parameters per GPU of the largest module vLLM quantizes at once: q/k/v, o, gate/up or down of a
+    layer, or all experts of a mixture-of-experts layer (one FusedMoE module)."""
+    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    _, kv_heads = attention_heads(dict(config))
+    dim, intermediate = head_dim(config), int(config["intermediate_size"])
+    qkv = hidden * dim * (heads // tensor + 2 * max(1, kv_heads // tensor)) if heads >= tensor else 0
+    mlp = 2 * hidden * intermediate
+    if config.get("num_local_experts"):
+        mlp = int(config["num_local_experts"]) * 3 * hidden * intermediate
+    return max(qkv, -(-mlp // tensor))
 
 
 def kv_cache_bytes_per_token(config: Mapping, kv_dtype: str = "auto") -> int:
@@ -239,6 +279,7 @@ def model_size(config: Mapping, dtype: str = "auto", kv_dtype: str = "auto") -> 
         parameters=parameter_count(dict(config)), weight_dtype=dtype,
         weight_bytes=weight_bytes(config, dtype),
         kv_cache_dtype=kv_dtype, kv_cache_bytes_per_token=kv_cache_bytes_per_token(config, kv_dtype),
+        quantized_at_load=quantized_at_load(config, dtype),
         layers=int(config["num_hidden_layers"]), attention_heads=heads, kv_heads=kv_heads,
         head_dim=head_dim(config), max_position_embeddings=None if positions is None else int(positions))
 
@@ -253,8 +294,10 @@ def stage_layers(layers: int, pipeline: int) -> list[int]:
 
 def layout(config: Mapping, gpu: GpuKind, tensor: int, pipeline: int, *, context: int, dtype: str = "auto",
            kv_dtype: str = "auto", gpus_per_node: int = DEFAULT_GPUS_PER_NODE,
-           utilization: float = GPU_MEMORY_UTILIZATION, reserve: int = ACTIVATION_RESERVE_BYTES) -> Layout:
-    """What TENSOR × PIPELINE GPUs of GPU leave for the KV cache, and whether vLLM would start."""
+           utilization: float = GPU_MEMORY_UTILIZATION, reserve: int = ACTIVATION_RESERVE_BYTES,
+           load_reserve: int = LOAD_RESERVE_BYTES) -> Layout:
+    """What TENSOR × PIPELINE GPUs of GPU leave for the KV cache, and whether vLLM would start: the weights
+    fit in what vLLM may use, their load peak beside the CUDA context, and one sequence in the KV cache."""
     dtype, kv_dtype = weight_dtype(config, dtype), _kv_dtype(kv_dtype)
     parts, width = _parts(config), WEIGHT_DTYPES[dtype]
     _, kv_heads = attention_heads(dict(config))
@@ -274,11 +317,18 @@ def layout(config: Mapping, gpu: GpuKind, tensor: int, pipeline: int, *, context
         kv_per_token = 2 * layers * kv_heads_per_gpu * dim * KV_DTYPES[kv_dtype]
         kv.append((free // kv_per_token // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS, free))
     heaviest, (tokens, kv_bytes) = max(weights), min(kv)
+    module = largest_module_parameters(config, tensor) * 2 if quantized_at_load(config, dtype) else 0
+    peak, free_at_load = heaviest + module, gpu.memory_bytes - load_reserve
     reason = ""
     where = f"each {gpu.label} ({utilization:g} × {gib(gpu.memory_bytes)})"
     if heaviest > usable:
         reason = (f"the weights need {gib(heaviest)} per GPU, more than the {gib(usable)} vLLM may use of "
                   f"{where}")
+    elif peak > free_at_load:
+        reason = (f"the fp8 weights fit ({gib(heaviest)} per GPU) but loading peaks at {gib(peak)} while "
+                  f"quantizing ({LOAD_QUANTIZATION_NOTE}, {gib(module)} of it in 16 bits at once), more than "
+                  f"the {gib(free_at_load)} free on each {gpu.label} ({gib(gpu.memory_bytes)} less "
+                  f"{gib(load_reserve)} for the CUDA context): use more GPUs or an fp8 checkpoint")
     elif heaviest + reserve >= usable:
         reason = (f"the weights ({gib(heaviest)} per GPU) and {gib(reserve)} for activations fill the "
                   f"{gib(usable)} vLLM may use of {where}, leaving nothing for the KV cache")
@@ -287,13 +337,15 @@ def layout(config: Mapping, gpu: GpuKind, tensor: int, pipeline: int, *, context
                   "refuses to start: lower --context or use more GPUs")
     return Layout(tensor_parallel=tensor, pipeline_parallel=pipeline, gpus=tensor * pipeline,
                   nodes=-(-tensor * pipeline // gpus_per_node), weight_bytes_per_gpu=heaviest,
+                  load_peak_bytes_per_gpu=peak,
                   kv_cache_bytes_per_gpu=kv_bytes, kv_cache_tokens=tokens, max_sequences=tokens // context,
                   fits=not reason, reason=reason)
 
 
 def make_plan(source: ModelSource, gpu: GpuKind, *, gpus_per_node: int = DEFAULT_GPUS_PER_NODE,
               context: int | None = None, dtype: str = "auto", kv_dtype: str = "auto",
-              utilization: float = GPU_MEMORY_UTILIZATION, reserve: int = ACTIVATION_RESERVE_BYTES) -> Plan:
+              utilization: float = GPU_MEMORY_UTILIZATION, reserve: int = ACTIVATION_RESERVE_BYTES,
+              load_reserve: int = LOAD_RESERVE_BYTES) -> Plan:
     """Each tensor-parallel size that splits the heads within one node; when none fits, pipeline stages
     across nodes at the largest of them, up to the first number of nodes that fits."""
     config = source.config
@@ -308,7 +360,8 @@ def make_plan(source: ModelSource, gpu: GpuKind, *, gpus_per_node: int = DEFAULT
         raise ConfigError(f"{source.name} has {size.attention_heads} attention heads and {size.kv_heads} KV "
                           f"heads: no tensor-parallel size up to {gpus_per_node} splits them")
     settings = {"context": context, "dtype": size.weight_dtype, "kv_dtype": size.kv_cache_dtype,
-                "gpus_per_node": gpus_per_node, "utilization": utilization, "reserve": reserve}
+                "gpus_per_node": gpus_per_node, "utilization": utilization, "reserve": reserve,
+                "load_reserve": load_reserve}
     layouts = [layout(config, gpu, tensor, 1, **settings) for tensor in valid]
     if not any(item.fits for item in layouts):
         tensor, tried = valid[-1], []
@@ -320,7 +373,7 @@ def make_plan(source: ModelSource, gpu: GpuKind, *, gpus_per_node: int = DEFAULT
     return Plan(
         model=source.name, model_origin=source.origin, gpu=gpu, gpus_per_node=gpus_per_node,
         context_tokens=context, gpu_memory_utilization=utilization, activation_reserve_bytes=reserve,
-        size=size,
+        load_reserve_bytes=load_reserve, size=size,
         valid_tensor_parallel_sizes=tuple(valid),
         invalid_tensor_parallel_sizes=tuple(n for n in range(1, gpus_per_node + 1) if n not in valid),
         layouts=tuple(layouts), notes=_notes(config, size))
@@ -349,7 +402,7 @@ def _notes(config: Mapping, size: ModelSize) -> tuple[str, ...]:
                      "keeps only that window's KV cache, so longer sequences need less than counted here")
     if size.weight_dtype in ("fp8", "int8"):
         notes.append(f"{size.weight_dtype} counts the layers' linear weights at one byte and the embeddings, "
-                     "lm_head and norms at two, as quantized checkpoints keep them")
+                     "lm_head and norms at two, as vLLM's fp8 quantization and quantized checkpoints keep them")
     return tuple(notes)
 
 

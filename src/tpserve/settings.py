@@ -178,6 +178,14 @@ def choose(profile: str, parameters: int | None, gpu_memory_bytes: int | None, t
     return Choice(profile, flags, f"settings {profile}, {why}{fp8}")
 
 
+def sized_dtypes(flags: Mapping[str, str]) -> tuple[str, str]:
+    """The weight and KV-cache dtypes (``tpserve plan``'s --dtype and --kv-dtype) that a profile's FLAGS
+    make vLLM hold: fp8 for ``--quantization fp8`` and an fp8 ``--kv-cache-dtype``, else "auto"."""
+    weights = "fp8" if flags.get("--quantization") == "fp8" else "auto"
+    kv_cache = "fp8" if flags.get("--kv-cache-dtype", "").startswith("fp8") else "auto"
+    return weights, kv_cache
+
+
 def measured_best(parameters: int | None, gpu_memory_bytes: int | None) -> list[str]:
     """What :data:`MEASURED` holds for a model of PARAMETERS on GPUs of GPU_MEMORY_BYTES, one line each."""
     lines = []

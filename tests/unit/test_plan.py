@@ -1,5 +1,6 @@
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -240,3 +241,66 @@ def test_a_config_tpserve_cannot_count_is_refused_by_model_type():
     source = ModelSource("gpt2", "test", {"model_type": "gpt2", "num_attention_heads": 12})
     with pytest.raises(ModelConfigError, match="cannot count the parameters of model_type 'gpt2'"):
         make_plan(source, GPUS["h100"], context=1024)
+
+
+def test_fp8_weights_of_the_7b_shape_put_its_linear_layers_at_one_byte():
+    """Llama-2-7b: linear weights 32 * (4 * 4096² + 3 * 4096 * 11008) = 6,476,005,376 at one byte; embeddings
+    and lm_head 2 * 131,072,000, norms 32 * 8,192 + 4,096, together 262,410,240 at two bytes."""
+    assert weight_bytes(LLAMA_2_7B, "fp8") == 6_476_005_376 + 2 * 262_410_240 == 7_000_825_856
+
+
+@pytest.mark.parametrize("name, tensor, linear_parameters", [
+    ("llama-2-7b", 1, 2 * 4096 * 11008),   # gate_up_proj, larger than qkv_proj's 3 * 4096²
+    ("llama-2-70b", 1, 2 * 8192 * 28672),
+    ("llama-2-70b", 4, 2 * 8192 * 28672 // 4),
+    ("mixtral-8x7b", 2, 8 * 3 * 4096 * 14336 // 2),  # the experts of a layer are one module
+])
+def test_quantizing_at_load_peaks_at_the_fp8_weights_plus_the_largest_module_in_16_bits(name, tensor,
+                                                                                         linear_parameters):
+    """vLLM 0.26.0 quantizes a 16-bit checkpoint one module at a time: the module being quantized is held
+    in 16 bits beside the fp8 weights already loaded (LOAD_QUANTIZATION_NOTE)."""
+    item = layout(MODELS[name].config, GPUS["h200"], tensor, 1, context=4096, dtype="fp8", kv_dtype="fp8")
+    assert item.load_peak_bytes_per_gpu == item.weight_bytes_per_gpu + 2 * linear_parameters
+
+
+def test_a_checkpoint_already_in_fp8_loads_without_a_peak():
+    config = {**LLAMA_2_70B, "quantization_config": {"quant_method": "fp8"}}
+    item = layout(config, GPUS["h200"], 1, 1, context=4096, dtype="fp8")
+    assert item.load_peak_bytes_per_gpu == item.weight_bytes_per_gpu
+
+
+def test_16_bit_weights_load_without_a_peak_above_the_weights():
+    item = layout(LLAMA_2_70B, GPUS["h200"], 2, 1, context=4096)
+    assert item.load_peak_bytes_per_gpu == item.weight_bytes_per_gpu == 137_953_296_384 // 2
+
+
+def test_llama_2_70b_in_fp8_fits_one_h200_with_405_600_kv_tokens():
+    """0.92 × 150,114,140,160 = 138,105,008,947 bytes usable; less 69,502,255,104 of fp8 weights and the
+    2 GiB reserve leaves 66,455,270,195 for the KV cache; at 163,840 bytes a token (fp8) that is 405,611
+    tokens, 405,600 in whole blocks: 99 sequences of 4,096. Loading peaks at 69,502,255,104 + 2 × 469,762,048
+    = 70,441,779,200 bytes, far below the card's total."""
+    item = by_tensor(plan_for("llama-2-70b", "h200", dtype="fp8", kv_dtype="fp8"))[1]
+    assert (item.weight_bytes_per_gpu, item.load_peak_bytes_per_gpu) == (69_502_255_104, 70_441_779_200)
+    assert item.kv_cache_bytes_per_gpu == 66_455_270_195
+    assert (item.kv_cache_tokens, item.max_sequences, item.fits) == (405_600, 99, True)
+
+
+def test_llama_2_70b_in_fp8_fits_one_h100_with_40_064_kv_tokens():
+    """0.92 × 85,017,493,504 = 78,216,094,023 usable; less the fp8 weights and 2 GiB: 6,566,355,271 bytes,
+    40,077 tokens of 163,840 bytes, 40,064 in whole blocks: 9 sequences of 4,096."""
+    item = by_tensor(plan_for("llama-2-70b", "h100", dtype="fp8", kv_dtype="fp8"))[1]
+    assert item.kv_cache_bytes_per_gpu == 6_566_355_271
+    assert (item.kv_cache_tokens, item.max_sequences, item.fits) == (40_064, 9, True)
+
+
+def test_a_layout_whose_fp8_weights_fit_but_whose_load_peak_does_not_is_refused_for_that_reason():
+    """A 67 GiB card at utilization 0.99: 66.33 GiB usable holds the 64.73 GiB of fp8 weights, but loading
+    peaks at 65.60 GiB, more than the 65.00 GiB left once the CUDA context's 2 GiB are taken."""
+    card = replace(GPUS["h100"], name="test", label="test-67GiB", memory_bytes=67 * GiB)
+    item = layout(LLAMA_2_70B, card, 1, 1, context=4096, dtype="fp8", kv_dtype="fp8", utilization=0.99)
+    assert not item.fits
+    assert item.reason == (
+        "the fp8 weights fit (64.73 GiB per GPU) but loading peaks at 65.60 GiB while quantizing (vLLM "
+        "quantizes the 16-bit checkpoint one module at a time, 0.88 GiB of it in 16 bits at once), more than "
+        "the 65.00 GiB free on each test-67GiB (67.00 GiB less 2.00 GiB for the CUDA context): use more GPUs "
+        "or an fp8 checkpoint")

@@ -161,3 +161,33 @@ def test_the_measured_figures_plan_reports_are_the_committed_sessions_medians():
         assert row["output_tok_s_per_gpu"] == round(point["output_tok_s_per_gpu"])
         assert (row["ttft_ms"], row["tpot_ms"]) == (round(point["median_ttft_ms"]), round(point["median_tpot_ms"], 1))
         assert row["defaults_output_tok_s_per_gpu"] == round(base["output_tok_s_per_gpu"])
+
+
+def test_plan_with_the_fp8_profile_sizes_fp8_weights_and_kv_cache_and_fits_70b_on_one_h200(env):
+    done = tpserve("plan", "llama-2-70b", "--gpu", "h200", "--settings", "fp8", env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert ("68,976,648,192 parameters: 64.73 GiB of fp8 weights (69,502,255,104 bytes), quantized from 16 bits "
+            "as vLLM loads them: loading peaks 0.88 GiB above them per GPU at TP 1") in out
+    assert "KV cache: 163,840 bytes per token in fp8, 0.62 GiB per 4,096-token sequence" in out
+    assert "sized for --settings fp8: --dtype fp8 --kv-dtype fp8" in out
+    assert re.search(r"TP 1\s+│\s+1 │\s+1 │\s+64\.73 │\s+65\.60 │\s+61\.89 │\s+405,600 │\s+99 │ yes", out)
+    assert ("minimum: 1 × H200-141GB at TP 1 (1 node): 405,600 tokens of KV cache, 99 sequences of 4,096 "
+            "tokens at once") in out
+    assert "  TP 1: tpserve serve --model meta-llama/Llama-2-70b-hf -tp 1 --max-model-len 4096 --settings fp8\n" in out
+
+
+def test_plan_with_the_fp8_profile_fits_70b_on_one_h100_too(env):
+    document = json.loads(tpserve("plan", "llama-2-70b", "--gpu", "h100", "--settings", "fp8", "--json",
+                                  env=env).stdout)
+    assert (document["weight_dtype"], document["kv_cache_dtype"], document["quantized_at_load"]) == (
+        "fp8", "fp8", True)
+    assert (document["minimum"]["name"], document["minimum"]["kv_cache_tokens"]) == ("TP 1", 40_064)
+
+
+def test_a_dtype_given_on_the_command_line_wins_over_the_profiles(env):
+    done = tpserve("plan", "llama-2-70b", "--gpu", "h200", "--settings", "fp8", "--dtype", "fp16", "--json",
+                   env=env)
+    document = json.loads(done.stdout)
+    assert (document["weight_dtype"], document["kv_cache_dtype"]) == ("fp16", "fp8")
+    assert document["minimum"]["name"] == "TP 2"

@@ -192,3 +192,13 @@ def test_no_gpu_lines_mean_no_gpu_class():
 
     assert smallest_gpu_memory("", None) is None
     assert smallest_gpu_memory("No devices were found\n", None) is None
+
+
+@pytest.mark.parametrize("flags, dtypes", [
+    (FP8, ("fp8", "fp8")),
+    ({}, ("auto", "auto")),
+    ({"--kv-cache-dtype": "fp8_e4m3"}, ("auto", "fp8")),
+    ({"--quantization": "fp8", "--max-num-seqs": "512"}, ("fp8", "auto")),
+])
+def test_the_dtypes_a_plan_sizes_follow_the_profiles_flags(flags, dtypes):
+    assert settings.sized_dtypes(flags) == dtypes

@@ -26,8 +26,12 @@ def plan(
     gpus_per_node: Annotated[int, typer.Option(help="GPUs in a node; tensor parallel stays in one.")] = 8,
     context: Annotated[int | None, typer.Option(
         help="Tokens per sequence, vLLM's --max-model-len (default: the model's maximum, as vLLM).")] = None,
-    dtype: Annotated[str, typer.Option(help="Weights: auto (the config's), fp16, bf16, fp8, int8.")] = "auto",
-    kv_dtype: Annotated[str, typer.Option(help="KV cache: auto (16-bit, vLLM's), fp16, bf16, fp8.")] = "auto",
+    dtype: Annotated[str, typer.Option(
+        help="Weights: auto (the settings profile's: fp8 under --settings fp8; else the config's), fp16, bf16, "
+             "fp8, int8.")] = "auto",
+    kv_dtype: Annotated[str, typer.Option(
+        help="KV cache: auto (the profile's: fp8 under --settings fp8; else 16-bit, vLLM's), fp16, bf16, "
+             "fp8.")] = "auto",
     gpu_memory_utilization: Annotated[float | None, typer.Option(
         help="Fraction of each GPU vLLM may use (default: 0.92, vLLM 0.26's).")] = None,
     revision: Revision = "main",
@@ -41,21 +45,25 @@ def plan(
     Shows the weights, the KV cache per token, the tensor-parallel sizes that split the heads, the
     fewest GPUs that fit (pipeline stages across nodes when one node is not enough), and per layout
     the KV-cache tokens and concurrent sequences at the context length; for each layout that fits, the
-    settings profile's flags and the `tpserve serve` command and chart values that serve it. docs/plan.md
-    has the memory model. Example:
+    settings profile's flags and the `tpserve serve` command and chart values that serve it. The profile's
+    flags size the plan too: --settings fp8 counts fp8 weights (and their peak while vLLM quantizes them at
+    load) and an fp8 KV cache. docs/plan.md has the memory model. Example:
 
-        tpserve plan llama-2-70b --gpu a100-40gb --context 4096
+        tpserve plan llama-2-70b --gpu h200 --settings fp8
     """
     from tpserve.catalog import gpu_kind
+    from tpserve.modelconfig import parameter_count
     from tpserve.plan import GPU_MEMORY_UTILIZATION, find_model_config, make_plan
-    from tpserve.recommend import recommend, settings_choice
+    from tpserve.recommend import recommend
+    from tpserve.settings import choose, measured_best, sized_dtypes
 
-    source = find_model_config(model, cache_dir or default_cache_dir(), revision)
-    result = make_plan(source, gpu_kind(gpu), gpus_per_node=gpus_per_node, context=context, dtype=dtype,
-                       kv_dtype=kv_dtype,
+    source, kind = find_model_config(model, cache_dir or default_cache_dir(), revision), gpu_kind(gpu)
+    choice = choose(settings, parameter_count(dict(source.config)), kind.memory_bytes)
+    profile_dtype, profile_kv_dtype = sized_dtypes(choice.flags)
+    result = make_plan(source, kind, gpus_per_node=gpus_per_node, context=context,
+                       dtype=profile_dtype if dtype == "auto" else dtype,
+                       kv_dtype=profile_kv_dtype if kv_dtype == "auto" else kv_dtype,
                        utilization=GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None else gpu_memory_utilization)
-    choice = settings_choice(result, settings)
-    from tpserve.settings import measured_best
 
     recommendations = recommend(result, source.serve_model or source.name, settings)
     measured = measured_best(result.size.parameters, result.gpu.memory_bytes)
@@ -67,6 +75,9 @@ def plan(
     else:
         console = Console(soft_wrap=True)
         print_plan(result, console)
+        if (profile_dtype, profile_kv_dtype) != ("auto", "auto"):
+            console.print(f"sized for --settings {settings}: --dtype {profile_dtype} --kv-dtype {profile_kv_dtype}"
+                          " (a --dtype or --kv-dtype given here wins)", highlight=False)
         print_recommendations(choice, recommendations, console)
         for line in measured:
             console.print(line, highlight=False, markup=False)
@@ -92,9 +103,15 @@ def print_plan(plan: Plan, console: Console) -> None:
                   f"{plan.gpus_per_node} per node, context {context:,} tokens")
     heads = (f"{size.attention_heads} attention heads and {size.kv_heads} KV heads: tensor parallel {valid} "
              + (f"split them evenly, {invalid} cannot" if invalid else "split them evenly"))
+    weights = (f"{size.parameters:,} parameters: {gib(size.weight_bytes)} of {size.weight_dtype} weights "
+               f"({size.weight_bytes:,} bytes)")
+    if size.quantized_at_load:
+        first = plan.layouts[0]
+        weights += (f", quantized from 16 bits as vLLM loads them: loading peaks "
+                    f"{gib(first.load_peak_bytes_per_gpu - first.weight_bytes_per_gpu)} above them per GPU at "
+                    f"{first.name}")
     lines = [
-        (f"{size.parameters:,} parameters: {gib(size.weight_bytes)} of {size.weight_dtype} weights "
-         f"({size.weight_bytes:,} bytes)"),
+        weights,
         (f"KV cache: {size.kv_cache_bytes_per_token:,} bytes per token in {kv_dtype}, "
          f"{gib(size.kv_cache_bytes_per_token * context)} per {context:,}-token sequence"),
         heads,
@@ -105,12 +122,16 @@ def print_plan(plan: Plan, console: Console) -> None:
     for line in lines:
         console.print(f"  {line}", highlight=False)
     caption = f"weights and KV cache in GiB per GPU; seqs: sequences of {context:,} tokens at once"
+    peak = ("load peak",) if size.quantized_at_load else ()
+    if peak:
+        caption = caption.replace("per GPU;", "per GPU (load peak: while vLLM quantizes to fp8);")
     table = Table(caption=caption)
-    for title in ("layout", "GPUs", "nodes", "weights", "KV cache", "KV tokens", "seqs", "fits"):
+    for title in ("layout", "GPUs", "nodes", "weights", *peak, "KV cache", "KV tokens", "seqs", "fits"):
         table.add_column(title, justify="left" if title in ("layout", "fits") else "right")
     for item in plan.layouts:
+        loading = (f"{item.load_peak_bytes_per_gpu / GiB:.2f}",) if peak else ()
         table.add_row(item.name, str(item.gpus), str(item.nodes), f"{item.weight_bytes_per_gpu / GiB:.2f}",
-                      f"{item.kv_cache_bytes_per_gpu / GiB:.2f}", f"{item.kv_cache_tokens:,}",
+                      *loading, f"{item.kv_cache_bytes_per_gpu / GiB:.2f}", f"{item.kv_cache_tokens:,}",
                       f"{item.max_sequences:,}", "yes" if item.fits else "[red]no[/red]")
     console.print(table)
     minimum = plan.minimum
