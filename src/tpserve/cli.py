@@ -11,6 +11,7 @@ import sys
 import typer
 
 from tpserve.commands import console, demo, fetch, loadtest_results, plan, report, serve, shapes, sweep, tune
+from tpserve.commands import startup as startup_command
 from tpserve.errors import ServerError, TpserveError
 
 app = typer.Typer(
@@ -20,7 +21,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(context_settings=serve.CONTEXT)(serve.serve)
-for command in (fetch.fetch, plan.plan, shapes.shapes, demo.demo, sweep.sweep, tune.tune, report.report):
+for command in (fetch.fetch, plan.plan, shapes.shapes, demo.demo, sweep.sweep, tune.tune, report.report,
+                startup_command.startup):
     app.command()(command)
 app.command("loadtest-results")(loadtest_results.loadtest_results)
 
