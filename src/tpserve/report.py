@@ -3,7 +3,7 @@
 Reads run records of every schema version (single runs, ``tpserve sweep`` runs, GPU test runs),
 refuses to compare runs of different workloads, groups repeats of one layout, and answers which
 layout serves the most tokens per GPU — overall, within a latency budget, and per dollar when GPU
-prices are given.
+prices are given; then how far each layout is from its card's roofline (:mod:`tpserve.roofline`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tpserve import roofline
 from tpserve.errors import ConfigError
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import RunRecord
@@ -42,6 +43,11 @@ class Row:
     @property
     def devices(self) -> int:
         return self.tensor * self.pipeline * self.replicas
+
+    @property
+    def key(self) -> tuple:
+        """The :func:`layout_key` of the runs in this row."""
+        return (self.model, self.device, self.tensor, self.replicas, self.pipeline, self.flags)
 
     @property
     def split(self) -> str:
@@ -124,6 +130,13 @@ def check_same_workload(runs: Sequence[tuple[Path, RunRecord]]) -> dict:
     return reference
 
 
+def layout_key(record: RunRecord) -> tuple:
+    """What makes runs repeats of one row: model, device, TP, replicas, PP and vLLM flags."""
+    layout = record.layout
+    return (record.model_id, layout.device_kind, layout.tensor_parallel_size, layout.replicas,
+            layout.pipeline_parallel_size, tuple(sorted(layout.vllm_flags.items())))
+
+
 def rows(runs: Sequence[tuple[Path, RunRecord]]) -> list[Row]:
     """One row per layout and vLLM settings (the layout's ``vllm_flags``), over its repeats.
 
@@ -131,10 +144,7 @@ def rows(runs: Sequence[tuple[Path, RunRecord]]) -> list[Row]:
     """
     groups: dict[tuple, list[RunRecord]] = {}
     for _, record in runs:
-        layout = record.layout
-        key = (record.model_id, layout.device_kind, layout.tensor_parallel_size, layout.replicas,
-               layout.pipeline_parallel_size, tuple(sorted(layout.vllm_flags.items())))
-        groups.setdefault(key, []).append(record)
+        groups.setdefault(layout_key(record), []).append(record)
     table = []
     for (model, device, tensor, replicas, pipeline, flags), records in groups.items():
         tok_s = [r.metrics.output_throughput for r in records]
@@ -220,6 +230,77 @@ def answers(table: Sequence[Row], prices: dict[str, float], ttft_budget_ms: floa
             cost, cheapest = min(costed, key=lambda item: item[0])
             out.append(f"- Cheapest per output token: {name(cheapest)}, ${cost:,.3f} per million.")
     return out
+
+
+def limits_files(paths: Iterable[Path]) -> list[Path]:
+    """The ``benchmarks/gpu_limits.py`` results (``gpu-limits.json``) anywhere under the folders among PATHS."""
+    return [file for path in map(Path, paths) if path.is_dir() for file in sorted(path.rglob(roofline.LIMITS_FILE))]
+
+
+ROOFLINE_INTRO = (
+    "Roofline: output tok/s against the decode bound (the bytes a step reads at the card's memory bandwidth, or "
+    "its FLOPs, whichever takes longer, at the run's measured batch and mean context) and input tok/s against the "
+    "prefill bound (the card's dense tensor throughput), as a share of the datasheet limits and of the limits "
+    "benchmarks/gpu_limits.py measured on the card (docs/performance.md, \"Roofline\").")
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    values = list(values)
+    return None if None in values else statistics.fmean(values)
+
+
+def _percent(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{fraction:.1%}"
+
+
+def roofline_markdown(runs: Sequence[tuple[Path, RunRecord]], table: Sequence[Row],
+                      measured: dict[str, roofline.Limits]) -> str:
+    """Each row's runs against their card's limits (:mod:`tpserve.roofline`), averaged over its repeats; a
+    line saying why for rows without one (a CPU, a card without datasheet figures)."""
+    found: dict[tuple, list] = {}
+    for _, record in runs:
+        found.setdefault(layout_key(record), []).append(roofline.roofline(record, measured))
+    settings = len({row.flags for row in table}) > 1
+    lines, missing, cards = [], [], {}
+    for row in table:
+        results = [r for r in found[row.key] if isinstance(r, roofline.Roofline)]
+        name = f"{row.model} on {row.devices} × {row.device} (TP {row.split})" + (
+            f" with {row.settings_beside(table[0])}" if settings and row.settings_beside(table[0]) != "—" else "")
+        if len(results) < len(found[row.key]):
+            reason = next(r.reason for r in found[row.key] if isinstance(r, roofline.NoRoofline))
+            missing.append(f"- No roofline for {name}: {reason}.")
+            continue
+        first = results[0]
+        cards[first.spec.label] = (row.device, first.spec, measured.get(row.device.lower()))
+        lines.append(
+            f"| {row.model} | {row.device} | {row.devices} ({row.split}) | "
+            + (f"{row.settings_beside(table[0])} | " if settings else "")
+            + f"{first.served.dtypes} | {_mean(r.decode_batch for r in results):,.1f} | "
+            f"{_mean(r.mean_context for r in results):,.0f} | "
+            f"{_mean(r.datasheet.decode_tok_s for r in results):,.0f} ({first.datasheet.decode_limit}) | "
+            f"{_percent(_mean(r.decode_fraction(r.datasheet) for r in results))} | "
+            f"{_percent(_mean(r.decode_fraction(r.measured) for r in results))} | "
+            f"{_mean(r.datasheet.prefill_tok_s for r in results):,.0f} | "
+            f"{_percent(_mean(r.prefill_fraction(r.datasheet) for r in results))} | "
+            f"{_percent(_mean(r.prefill_fraction(r.measured) for r in results))} |")
+    out = [ROOFLINE_INTRO if lines else "Roofline: none of these runs has one.", ""]
+    if lines:
+        head = ("| model | device | GPUs (TP × replicas) | " + ("vLLM settings (vs first row) | " if settings else "")
+                + "weights / KV / matmul | decode batch | mean context | decode bound tok/s (datasheet) | "
+                "decode % of datasheet | decode % of measured | prefill bound tok/s (datasheet) | "
+                "prefill % of datasheet | prefill % of measured |")
+        out += [head, "|" + "---|" * head.count(" | ") + "---|", *lines, ""]
+    for label, (device, spec, limits) in cards.items():
+        fp8 = f", {spec.fp8_tflops:,g} fp8" if spec.fp8_tflops is not None else ", no fp8 tensor cores"
+        line = (f"- {label} ({device}): datasheet {spec.memory_gb_s:,g} GB/s, {spec.bf16_tflops:,g} TFLOPS bf16{fp8} "
+                f"({spec.source})")
+        if limits:
+            tflops = ", ".join(f"{value:,.1f} {dtype}" for dtype, value in sorted(limits.tflops.items()))
+            line += f"; measured {limits.memory_gb_s:,.0f} GB/s, TFLOPS {tflops or 'none'} ({limits.source})"
+        else:
+            line += f"; not measured (no {roofline.LIMITS_FILE} for it among the reported paths)"
+        out.append(line + ".")
+    return "\n".join(out + missing) + "\n"
 
 
 def plot(table: Sequence[Row], path: Path) -> Path:
