@@ -467,7 +467,7 @@ def test_the_helm_test_pod_runs_the_charts_client_with_the_serving_image_by_defa
                             "--requests", "16", "--concurrency", "4", "--max-tokens", "32", "--run-time", "10m"]
     env = env_of(load)
     assert {name: var.get("value") for name, var in env.items() if "value" in var} == {
-        "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
+        "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "NVIDIA_VISIBLE_DEVICES": "void"}
     assert env["TPSERVE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "keys", "key": "api-key",
                                                                    "optional": False}
     assert mounts_of(load)["/opt/tpserve-chart/check"] == {"name": "check-code",
@@ -491,7 +491,7 @@ def test_the_helm_test_pod_runs_tpserves_load_test_image_with_runner_locust(rend
     env = env_of(load)
     assert {name: var.get("value") for name, var in env.items() if "value" in var} == {
         "HOME": "/tmp", "TPSERVE_MODEL": "meta-llama/Llama-2-70b-chat-hf", "TPSERVE_NUM_REQUESTS": "16",
-        "TPSERVE_MAX_TOKENS": "32", "TPSERVE_MAX_ERROR_RATE": "0"}
+        "TPSERVE_MAX_TOKENS": "32", "TPSERVE_MAX_ERROR_RATE": "0", "NVIDIA_VISIBLE_DEVICES": "void"}
     assert env["TPSERVE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "keys", "key": "api-key",
                                                                    "optional": False}
     assert [volume["name"] for volume in pod["spec"]["volumes"]] == ["tmp", "results"]

@@ -68,13 +68,20 @@ fails on running requests whose token counters stop (probes.stallSeconds). Input
     requests:
       cpu: {{ $root.Values.resources.cpu | quote }}
       memory: {{ $root.Values.resources.memory | quote }}
+      ephemeral-storage: {{ include "vllm.ephemeralStorage" $root | quote }}
       {{- with $root.Values.gpu.resource }}
       {{ . }}: {{ $gpus }}
+      {{- end }}
+      {{- with include "vllm.extraResources" $root }}
+      {{- . | nindent 6 }}
       {{- end }}
     limits:
       memory: {{ $root.Values.resources.memory | quote }}
       {{- with $root.Values.gpu.resource }}
       {{ . }}: {{ $gpus }}
+      {{- end }}
+      {{- with include "vllm.extraResources" $root }}
+      {{- . | nindent 6 }}
       {{- end }}
   securityContext:
     {{- include "vllm.securityContext" $root | nindent 4 }}

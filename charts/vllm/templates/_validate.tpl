@@ -18,6 +18,8 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- $problems = concat $problems (include "vllm.gatewayProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.settingProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.sizeProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.resourceProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.testProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.extensionProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.loadtestProblems" . | fromYamlArray) -}}
 {{- if $problems -}}
