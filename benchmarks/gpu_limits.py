@@ -108,6 +108,8 @@ def matmuls(kernel: Callable[..., dict], device: torch.device, sizes: tuple[int,
     """KERNEL at each size; the best median over sizes is the figure the report uses."""
     try:
         runs = [kernel(device, size, warmup, iterations) for size in sizes]
+    except torch.cuda.OutOfMemoryError:
+        raise
     except (RuntimeError, TypeError, AttributeError, NotImplementedError) as exc:
         return {"available": False, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
     return {"available": True, "sizes": runs, "tflops": max(run["tflops"]["median"] for run in runs)}
@@ -116,9 +118,10 @@ def matmuls(kernel: Callable[..., dict], device: torch.device, sizes: tuple[int,
 def describe(device: torch.device) -> dict:
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
+        free, total = torch.cuda.mem_get_info(device)
         return {"device": torch.cuda.get_device_name(device), "device_type": "cuda",
-                "capability": f"{major}.{minor}", "cuda": torch.version.cuda,
-                "memory_bytes": torch.cuda.get_device_properties(device).total_memory}
+                "capability": f"{major}.{minor}", "cuda": torch.version.cuda, "memory_bytes": total,
+                "free_bytes_at_start": free}
     return {"device": f"CPU ({platform.processor() or platform.machine()})", "device_type": "cpu",
             "threads": torch.get_num_threads()}
 
@@ -163,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_limits: --iterations must be at least 1 and --warmup at least 0, got {iterations} and "
               f"{warmup}", file=sys.stderr)
         return 2
-    result = measure(device, sizes, warmup, iterations)
+    try:
+        result = measure(device, sizes, warmup, iterations)
+    except torch.cuda.OutOfMemoryError:
+        print("gpu_limits: out of GPU memory (the copy alone holds two 4 GiB buffers): run it while no server holds the GPU",
+              file=sys.stderr)
+        return 2
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
