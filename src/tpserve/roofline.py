@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 
 from tpserve import plan
-from tpserve.errors import ConfigError
+from tpserve.errors import ConfigError, ModelConfigError
 from tpserve.gpuspecs import GpuSpec, spec_for
 from tpserve.modelconfig import attention_heads, parameter_count
 from tpserve.workload.runrecord import RunRecord
@@ -151,7 +151,7 @@ def served(record: RunRecord) -> Served | NoRoofline:
         try:
             source = plan.find_model_config(name)
             break
-        except ConfigError:
+        except (ConfigError, ModelConfigError):
             continue
     if source is None:
         return NoRoofline(f"tpserve cannot find the config.json of {layout.model} here (not a folder on this "
@@ -253,19 +253,25 @@ def roofline(record: RunRecord, measured: Mapping[str, Limits] | None = None) ->
     what = served(record)
     if isinstance(what, NoRoofline):
         return what
+    if what.matmul_dtype == "fp8" and spec.fp8_tflops is None:
+        what = replace(what, matmul_dtype="bf16")  # fp8 weights, multiplied in 16 bits (Marlin on Ampere)
     metrics = record.metrics
-    if not metrics.completed or metrics.duration <= 0:
-        return NoRoofline("no request completed")
+    if not metrics.completed or metrics.duration <= 0 or not metrics.total_input_tokens:
+        return NoRoofline("no request completed with a prompt")
     prompt = metrics.total_input_tokens / metrics.completed
     output = metrics.total_output_tokens / metrics.completed
     batch = metrics.request_throughput * (metrics.mean_e2el_ms - metrics.mean_ttft_ms) / 1000 / layout.replicas
     context = prompt + output / 2
     gpus = layout.tensor_parallel_size
+    try:
+        step_bytes = _Shape.of(what).bytes_per_step(batch, context, gpus)
+    except (ConfigError, ModelConfigError) as exc:
+        return NoRoofline(f"tpserve cannot size {layout.model}: {exc}")
     datasheet = bound(what, spec_limits(spec), gpus, batch, context, prompt, layout.replicas)
     if datasheet is None:
         return NoRoofline(f"{spec.label} has no figure for {what.matmul_dtype} matmuls")
     limits = (measured or {}).get(device.lower())
     measured_bound = bound(what, limits, gpus, batch, context, prompt, layout.replicas) if limits else None
-    return Roofline(spec, what, batch, context, _Shape.of(what).bytes_per_step(batch, context, gpus),
+    return Roofline(spec, what, batch, context, step_bytes,
                     metrics.output_throughput, metrics.total_input_tokens / metrics.duration, datasheet,
                     measured_bound, limits.source if limits else "")

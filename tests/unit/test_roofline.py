@@ -158,3 +158,14 @@ def test_a_file_that_is_not_the_benchmarks_json_is_refused_naming_the_fix(tmp_pa
     assert done.returncode == 2
     assert "gpu-limits.json is not a benchmarks/gpu_limits.py result (KeyError" in done.stderr
     assert "pass the JSON that script writes with --out" in done.stderr
+
+
+def test_fp8_weights_on_a_card_without_fp8_tensor_cores_multiply_in_16_bits():
+    record = runrecord.load(FP8)
+    record = replace(record, layout=replace(record.layout, device_kind="NVIDIA A100-SXM4-80GB"))
+    result = roofline.roofline(record)
+    flops = gpuspecs.spec_for("NVIDIA A100-SXM4-80GB").bf16_tflops * 1e12
+    prompt = record.metrics.total_input_tokens / record.metrics.completed
+    assert result.served.dtypes == "fp8 / fp8 / bf16"
+    assert result.datasheet.prefill_tok_s == pytest.approx(flops / (
+        2 * LAYER_PARAMETERS + 2 * EMBEDDING / prompt + 4 * (prompt + 1) / 2 * HIDDEN * LAYERS), rel=1e-12)
