@@ -37,11 +37,16 @@ CHART_VALUES = {"gpu-memory-utilization": "vllm.gpuMemoryUtilization", "max-mode
 
 def fullname(release: str, name_override: str = "", fullname_override: str = "") -> str:
     """The chart's object names for RELEASE (its ``vllm.fullname`` helper, values nameOverride and
-    fullnameOverride included), so the sweep waits for and forwards to the objects helm made."""
+    fullnameOverride included), so the sweep waits for and forwards to the objects helm made. A Service needs a
+    DNS-1035 label, so dots become dashes and a release name that starts with a digit goes after the chart's."""
     if fullname_override:
         return fullname_override[:63].rstrip("-")
     chart = (name_override or CHART_NAME)[:63].rstrip("-")
-    name = release if chart in release else f"{release}-{chart}"
+    release = release.replace(".", "-")
+    if release[:1].isdigit():
+        name = f"{chart}-{release}"
+    else:
+        name = release if chart in release else f"{release}-{chart}"
     return name[:63].rstrip("-")
 
 
@@ -260,8 +265,9 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
         layout = Layout(model, f"{device} (Kubernetes release {namespace}/{release})", point.tensor,
                         replicas=point.replicas, vllm_flags=point_flags(point))
         if in_cluster is not None:
+            # Only the loadtest objects are taken from it; the release's own objects passed the API check at install.
             template = [helm, "template", release, str(chart), "--namespace", namespace,
-                        *_point_values(point, values, sets)]
+                        *_point_values(point, values, sets), "--set", "requireAPIs=false"]
             yield Servers([f"http://{name}.{namespace}.svc"], layout,
                           measure=_in_cluster_measure(in_cluster, template, namespace, point,
                                                       load_apis or kubeload.cluster_apis(), run))

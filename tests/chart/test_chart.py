@@ -58,7 +58,32 @@ def test_selectors_use_only_labels_that_never_change(render):
     assert objects["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"] == selector
     pod_labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
-    assert pod_labels["app.kubernetes.io/version"] == "0.26.0"
+    assert objects["Deployment"]["metadata"]["labels"]["app.kubernetes.io/version"] == "0.26.0"
+
+
+@pytest.mark.parametrize("values", [(), ("--set", "multiNode.enabled=true", "--set", "parallelism.tensor=8",
+                                         "--set", "multiNode.nodes=2")])
+def test_pod_templates_carry_no_version_labels_so_a_chart_only_upgrade_restarts_nothing(render, values):
+    objects = render("llama70b", *values)
+    if "LeaderWorkerSet" in objects:
+        spec = objects["LeaderWorkerSet"]["spec"]["leaderWorkerTemplate"]
+        templates = [spec["leaderTemplate"], spec["workerTemplate"], *spec.get("volumeClaimTemplates", [])]
+    else:
+        templates = [objects["Deployment"]["spec"]["template"]]
+    for template in templates:
+        assert not {"app.kubernetes.io/version", "helm.sh/chart"} & template["metadata"]["labels"].keys()
+
+
+def test_a_new_chart_version_with_the_same_values_leaves_the_pod_template_unchanged(render, tools, tmp_path):
+    copy = tmp_path / "vllm"
+    shutil.copytree(CHART, copy)
+    chart_yaml = copy / "Chart.yaml"
+    chart_yaml.write_text(re.sub(r"(?m)^version: .*$", "version: 9.9.9", chart_yaml.read_text()))
+    done = tools.helm_run("template", "llama70b", str(copy))
+    assert done.returncode == 0, done.stderr
+    bumped = next(o for o in yaml.safe_load_all(done.stdout) if o and o["kind"] == "Deployment")
+    assert bumped["metadata"]["labels"]["helm.sh/chart"] == "vllm-9.9.9"
+    assert bumped["spec"]["template"] == render()["Deployment"]["spec"]["template"]
 
 
 def test_the_test_pod_is_never_selected_by_the_service_or_adopted_by_the_deployment(render):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from tests.cluster.conftest import (
     cpu_values,
     wait_ready_pod,
 )
-from tests.conftest import wait_until
+from tests.conftest import REPO, wait_until
 from tests.pod.model import REPO_ID
 
 SERVED = REPO_ID
@@ -104,6 +105,22 @@ def test_a_deleted_pod_comes_back_ready_from_the_claim_without_the_hub(url, shel
     stream(url, 16, outcome)
     assert (outcome.finish, outcome.tokens) == ("length", 16), outcome
     assert seconds < ROLLOUT_TIMEOUT_S
+
+
+def test_a_chart_only_upgrade_with_the_same_values_leaves_the_server_pod_running(url, shell, tmp_path):
+    before = wait_ready_pod(shell, SELECTOR)
+    chart = tmp_path / "vllm"
+    shutil.copytree(REPO / "charts" / "vllm", chart)
+    chart_yaml = chart / "Chart.yaml"
+    chart_yaml.write_text(re.sub(r"(?m)^version: .*$", "version: 9.9.9", chart_yaml.read_text()))
+    shell.run(f"helm upgrade {RELEASE} {chart} --reuse-values --wait --timeout {ROLLOUT_TIMEOUT}", timeout=1500)
+    assert shell.kubectl_json("get", "deployment", FULLNAME)["metadata"]["labels"]["helm.sh/chart"] == "vllm-9.9.9"
+    after = wait_ready_pod(shell, SELECTOR)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert server_status(after)["restartCount"] == server_status(before)["restartCount"]
+    outcome = Outcome()
+    stream(url, 16, outcome)
+    assert (outcome.finish, outcome.tokens) == ("length", 16), outcome
 
 
 def test_an_upgrade_with_a_changed_vllm_setting_rolls_out_and_requests_in_flight_finish_or_fail_by_name(

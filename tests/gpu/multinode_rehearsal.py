@@ -82,7 +82,8 @@ def expand(text: str, variables: dict[str, str]) -> str:
 
 def render(values_files: list[str], sets: list[str], helm: Path = HELM, release: str = "rehearsal") -> str:
     """`helm template` of the chart with those values, multiNode on."""
-    argv = [str(helm), "template", release, str(CHART), "--set", "multiNode.enabled=true"]
+    argv = [str(helm), "template", release, str(CHART), "--set", "multiNode.enabled=true",
+            "--api-versions", "leaderworkerset.x-k8s.io/v1/LeaderWorkerSet"]
     for path in values_files:
         argv += ["-f", path]
     for assignment in sets:

@@ -4,6 +4,7 @@
     python tools/cluster up               # build if needed, start the node, wait until it serves
     python tools/cluster load IMAGE...    # copy podman images into the node's containerd
     python tools/cluster status
+    python tools/cluster crd API...       # print the path of the CRD YAML serving each group/version/Kind
     python tools/cluster down             # stop and remove everything up made
 
 The parts: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (with Debian's runc and
@@ -20,9 +21,10 @@ import sys
 import time
 
 import build
+import crds
 import node
 import start
-from versions import CACHE, COMPONENTS, KUBECONFIG, LOGS
+from versions import CACHE, COMPONENTS, CRD_MODULES, KUBECONFIG, LOGS
 
 TIMINGS = CACHE / "up-times.json"
 
@@ -65,6 +67,12 @@ def command_status(_args) -> int:
     return 0 if all(node.running(name) for name in node.ORDER) else 1
 
 
+def command_crd(args) -> int:
+    for api in args.apis:
+        print(crds.crd_file(api))
+    return 0
+
+
 def command_down(_args) -> int:
     for line in node.down():
         print(f"removed {line}")
@@ -86,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("images", nargs="+", metavar="IMAGE")
     load.set_defaults(run=command_load)
     commands.add_parser("status", help="which parts run").set_defaults(run=command_status)
+    crd = commands.add_parser("crd", help="download a custom resource's CRD from its pinned module, print its path")
+    crd.add_argument("apis", nargs="+", metavar="API", choices=sorted(CRD_MODULES))
+    crd.set_defaults(run=command_crd)
     commands.add_parser("down", help="stop and remove everything up made").set_defaults(run=command_down)
     args = parser.parse_args(argv)
     try:

@@ -35,6 +35,26 @@ COMPONENTS: dict[str, tuple[str, str, dict[str, str]]] = {
     "pause": ("", "", {"pause": "."}),
 }
 
+# The CRDs of the custom resources the chart renders, each from its project's module at a pinned version (the
+# YAML its release installs), with the module's go.sum hash. The LeaderWorkerSet's module (sigs.k8s.io/lws) is
+# not served by this project's Go module proxy (403 on its version list, 2026-12-06), so it has none here.
+CRD_MODULES: dict[str, tuple[str, str, str, str]] = {
+    "gateway.networking.k8s.io/v1/HTTPRoute": (
+        "sigs.k8s.io/gateway-api", "v1.6.3", "h1:lKpJa5bGlraC/QeACvCpsHLdmO6y0iKfzVl6gzaFEYc=",
+        "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"),
+    "inference.networking.k8s.io/v1/InferencePool": (
+        "sigs.k8s.io/gateway-api-inference-extension", "v1.6.2", "h1:GfTwDiMta9z6vtsZZuYE2xlryUGw+PiCdTJzYePY23M=",
+        "config/crd/bases/inference.networking.k8s.io_inferencepools.yaml"),
+    "monitoring.coreos.com/v1/ServiceMonitor": (
+        "github.com/prometheus-operator/prometheus-operator", "v0.85.0",
+        "h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s=",
+        "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"),
+    # v2.21 needs Go 1.27.4; the CRD's fields the chart uses are the same in v2.20.
+    "keda.sh/v1alpha1/ScaledObject": (
+        "github.com/kedacore/keda/v2", "v2.20.2", "h1:SR60v8uIcelbveS8n/1jcl8tLdBBIbHMxmdOHw8tKqA=",
+        "config/crd/bases/keda.sh_scaledobjects.yaml"),
+}
+
 # Debian's packages the node runs besides the built parts (.ci/run installs them).
 DEBIAN_PACKAGES = ("runc", "containernetworking-plugins", "nftables", "iproute2", "conntrack", "openssl")
 CNI_BIN_DIR = Path("/usr/lib/cni")

@@ -2,23 +2,26 @@
 vllm.name is the chart's name in labels and object names: nameOverride, or the chart name.
 */}}
 {{- define "vllm.name" -}}
-{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- regexReplaceAll "-+$" (.Values.nameOverride | default .Chart.Name | trunc 63) "" -}}
 {{- end -}}
 
 {{/*
 vllm.fullname names every object of a release: fullnameOverride when set; otherwise the release name,
 suffixed with vllm.name unless it already contains it, so `helm install llama70b` gives llama70b-vllm and
-`helm install vllm` gives vllm. tpserve.kube.fullname is the same rule in Python (tests/chart pin them).
+`helm install vllm` gives vllm. Dots of a release name become dashes and a release name that starts with a
+digit comes after vllm.name (`helm install 7b` gives vllm-7b), since Services need a DNS-1035 label;
+vllm.nameProblems refuses what still is not one. tpserve.kube.fullname is the same rule in Python (tests/chart
+pin them).
 */}}
 {{- define "vllm.fullname" -}}
 {{- $name := include "vllm.name" . -}}
-{{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
-{{- else if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
-{{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- $release := replace "." "-" .Release.Name -}}
+{{- $full := .Values.fullnameOverride -}}
+{{- if not $full -}}
+{{- $full = ternary $release (printf "%s-%s" $release $name) (contains $name $release) -}}
+{{- if regexMatch "^[0-9]" $release }}{{ $full = printf "%s-%s" $name $release }}{{ end -}}
 {{- end -}}
+{{- regexReplaceAll "-+$" ($full | trunc 63) "" -}}
 {{- end -}}
 
 {{/*
@@ -26,8 +29,8 @@ vllm.selectorLabels are the labels a release's Service and Deployment select pod
 over a release's life (a Deployment's selector is immutable), so no version goes in here.
 */}}
 {{- define "vllm.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "vllm.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "vllm.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end -}}
 
 {{/*
@@ -36,18 +39,27 @@ Service nor the Deployment's ReplicaSet (which adopts matching orphan pods) ever
 */}}
 {{- define "vllm.testSelectorLabels" -}}
 app.kubernetes.io/name: {{ printf "%s-test" (include "vllm.name" . | trunc 58 | trimSuffix "-") }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end -}}
 
 {{/*
-vllm.labels go on every object and pod: the selector labels plus what identifies the versions.
+vllm.labels go on every object: the pod labels plus what identifies the versions.
 */}}
 {{- define "vllm.labels" -}}
-{{ include "vllm.selectorLabels" . }}
+{{ include "vllm.podLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/*
+vllm.podLabels go on the server's pod templates and claim templates: the selector labels and the role, no
+version. A version label there would change the pod template on every chart upgrade, and a changed template
+restarts every server (minutes of reload, an outage with Recreate) even when nothing it runs changed.
+*/}}
+{{- define "vllm.podLabels" -}}
+{{ include "vllm.selectorLabels" . }}
 app.kubernetes.io/component: server
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end -}}
 
 {{/*
@@ -75,6 +87,19 @@ vllm.image is an image reference from a map of registry, repository, tag and opt
 {{- $name = printf "%s:%s" $name (toString .tag) -}}
 {{- with .digest }}{{ $name = printf "%s@%s" $name . }}{{ end -}}
 {{- $name -}}
+{{- end -}}
+
+{{/*
+vllm.imageProblems: image.digest is empty or sha256:<64 lowercase hex digits>, checked here rather than by a
+schema pattern, whose error would show only the regex.
+*/}}
+{{- define "vllm.imageProblems" -}}
+{{- $problems := list -}}
+{{- $digest := .Values.image.digest | default "" | toString -}}
+{{- if and $digest (not (regexMatch "^sha256:[0-9a-f]{64}$" $digest)) -}}
+{{- $problems = append $problems (printf "image.digest=%s is not an image digest: write sha256: and the 64 lowercase hex digits the registry reports (e.g. `docker buildx imagetools inspect IMAGE:TAG`), or leave it empty to pin by tag only" $digest) -}}
+{{- end -}}
+{{- toYaml $problems -}}
 {{- end -}}
 
 {{/*

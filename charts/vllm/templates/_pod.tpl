@@ -48,7 +48,7 @@ vllm.podMetadata is the pod template's labels and annotations.
 */}}
 {{- define "vllm.podMetadata" -}}
 labels:
-  {{- include "vllm.labels" . | nindent 2 }}
+  {{- include "vllm.podLabels" . | nindent 2 }}
   {{- with .Values.podLabels }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

@@ -10,6 +10,7 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- range $path := splitList "\n" $tokenPaths }}{{ if $path }}
 {{- $problems = append $problems (printf "%s holds what looks like a Hugging Face token: values are stored in the release and shown by `helm get values`; put the token in a Secret and name it in hfToken.secretName" $path) -}}
 {{- end }}{{ end -}}
+{{- $problems = concat $problems (include "vllm.nameProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.modelProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.parallelismProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.multiNodeProblems" . | fromYamlArray) -}}
@@ -18,10 +19,14 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- $problems = concat $problems (include "vllm.gatewayProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.settingProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.sizeProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.imageProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.resourceProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.testProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.extensionProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.loadtestProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.fitProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.apiProblems" . | fromYamlArray) -}}
+{{- $problems = uniq $problems -}}
 {{- if $problems -}}
 {{- fail (printf "\nthe values of chart vllm have %d problem(s); nothing was applied:\n- %s" (len $problems) (join "\n- " $problems)) -}}
 {{- end -}}
