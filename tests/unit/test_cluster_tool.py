@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import shutil
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,6 +23,7 @@ from tests.conftest import REPO
 sys.path.insert(0, str(REPO / "tools" / "cluster"))
 import build
 import configs
+import crds
 import node
 import pki
 import versions
@@ -142,3 +145,28 @@ def test_down_removes_only_what_appeared_in_the_host_folders_since_up(tmp_path):
     removed = node.remove_host_paths(before)
     assert sorted(p.name for p in kept.iterdir()) == ["old"] and not made.exists()
     assert f"folder {made}" in removed
+
+
+def fake_go(tmp_path, monkeypatch, answer: dict) -> Path:
+    """A `go` on PATH that prints ANSWER as `go mod download -json` would, and records its environment."""
+    seen = tmp_path / "env.txt"
+    go = tmp_path / "bin" / "go"
+    go.parent.mkdir()
+    go.write_text(f"#!/bin/sh\nenv > {seen}\ncat <<'EOF'\n{json.dumps(answer)}\nEOF\n")
+    go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{go.parent}:{os.environ['PATH']}")
+    return seen
+
+
+def test_a_crd_comes_from_the_module_cache_with_the_proxy_off_at_its_pinned_path(tmp_path, monkeypatch):
+    api = "gateway.networking.k8s.io/v1/HTTPRoute"
+    _, _, pinned, path = versions.CRD_MODULES[api]
+    seen = fake_go(tmp_path, monkeypatch, {"Dir": str(tmp_path / "module"), "Sum": pinned})
+    assert crds.crd_file(api) == tmp_path / "module" / path
+    assert "GOPROXY=off" in seen.read_text().splitlines()
+
+
+def test_a_crd_module_whose_hash_is_not_the_pinned_one_is_refused(tmp_path, monkeypatch):
+    fake_go(tmp_path, monkeypatch, {"Dir": str(tmp_path), "Sum": "h1:changed="})
+    with pytest.raises(SystemExit, match="hashes to h1:changed=, not the pinned"):
+        crds.crd_file("keda.sh/v1alpha1/ScaledObject")

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import crds
 from versions import CACHE, COMPONENTS, CONTAINERD, COREDNS_IMAGE, GO_MODULES, KUBERNETES, PAUSE_IMAGE
 
 BUILDS = CACHE / "build"
@@ -97,6 +98,7 @@ def build_all() -> dict[str, Path]:
         folders[component], seconds = build(component)
         what = "cached" if seconds is None else f"built in {seconds:.0f} s"
         print(f"{component}: {what} ({folders[component]})", flush=True)
+    crds.download_all()
     return folders
 
 

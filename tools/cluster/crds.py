@@ -2,6 +2,8 @@
 
 ``go mod download`` fetches a module through the Go module proxy and checks it against the checksum
 database; the hash pinned in versions.CRD_MODULES must match what it reports, so a changed upload is refused.
+``tools/cluster build`` downloads them with the parts; afterwards (the cluster test) they are read with the
+proxy off, from the module cache only.
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ from pathlib import Path
 from versions import CRD_MODULES
 
 
-def crd_file(api: str) -> Path:
-    """The CRD YAML that serves API (``group/version/Kind``), downloaded into the Go module cache once."""
+def crd_file(api: str, offline: bool = True) -> Path:
+    """The CRD YAML that serves API (``group/version/Kind``): from the Go module cache, or (OFFLINE false)
+    downloaded into it first."""
     module, version, pinned, path = CRD_MODULES[api]
+    env = {**os.environ, "GOFLAGS": "-mod=mod", **({"GOPROXY": "off"} if offline else {})}
     done = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True,
-                          env={**os.environ, "GOFLAGS": "-mod=mod"}, timeout=600, check=False)
+                          env=env, timeout=600, check=False)
     found = json.loads(done.stdout or "{}")
     if done.returncode != 0 or "Error" in found:
         raise SystemExit(f"go mod download {module}@{version} failed: {found.get('Error') or done.stderr.strip()}")
     if found["Sum"] != pinned:
         raise SystemExit(f"{module}@{version} hashes to {found['Sum']}, not the pinned {pinned}: refusing its CRD")
     return Path(found["Dir"]) / path
+
+
+def download_all() -> None:
+    for api in CRD_MODULES:
+        print(f"{api}: {crd_file(api, offline=False)}", flush=True)
