@@ -142,6 +142,9 @@ class GpuKind:
     memory_bytes: int
     memory_source: str
     aliases: tuple[str, ...] = ()
+    # GPU feature discovery's nvidia.com/gpu.product labels of this card: the chart's gpu.product, by which
+    # its memory fit check (charts/vllm/templates/_fit.tpl) knows the card.
+    products: tuple[str, ...] = ()
 
     @property
     def datasheet_bytes(self) -> int:
@@ -154,16 +157,20 @@ VLLM_LOG = "vLLM 0.26.0's log on this project's H200 host (results/20261126-h200
 PUBLISHED = "total PyTorch reports on this card in public logs; not measured here"
 
 _GPUS = (
-    GpuKind("a10", "A10", 24, 22_722 * MiB, PUBLISHED + " (22.19 GiB, A10G)", ("a10-24gb", "a10g")),
-    GpuKind("l4", "L4", 24, 22_579 * MiB, PUBLISHED + " (22.05 GiB)", ("l4-24gb",)),
-    GpuKind("a100-40gb", "A100-40GB", 40, 40_536 * MiB, PUBLISHED + " (39.59 GiB)", ("a100-40",)),
-    GpuKind("a100-80gb", "A100-80GB", 80, 81_050 * MiB, PUBLISHED + " (79.15 GiB)", ("a100-80",)),
+    GpuKind("a10", "A10", 24, 22_722 * MiB, PUBLISHED + " (22.19 GiB, A10G)", ("a10-24gb", "a10g"),
+            ("NVIDIA-A10", "NVIDIA-A10G")),
+    GpuKind("l4", "L4", 24, 22_579 * MiB, PUBLISHED + " (22.05 GiB)", ("l4-24gb",), ("NVIDIA-L4",)),
+    GpuKind("a100-40gb", "A100-40GB", 40, 40_536 * MiB, PUBLISHED + " (39.59 GiB)", ("a100-40",),
+            ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB")),
+    GpuKind("a100-80gb", "A100-80GB", 80, 81_050 * MiB, PUBLISHED + " (79.15 GiB)", ("a100-80",),
+            ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe")),
     GpuKind("h100", "H100-80GB", 80, 85_017_493_504, MEASURED_HERE + " on an H100 80GB HBM3, 2026-11",
-            ("h100-80gb", "h100-sxm")),
+            ("h100-80gb", "h100-sxm"), ("NVIDIA-H100-80GB-HBM3",)),
     GpuKind("h200", "H200-141GB", 141, 143_160 * MiB, VLLM_LOG + ": 0.92 x total = 128.62 GiB",
-            ("h200-141gb",)),
+            ("h200-141gb",), ("NVIDIA-H200",)),
     GpuKind("b200", "B200-192GB", 192, 182_750 * MiB,
-            "nvidia-smi's 183,359 MiB less a driver reserve like the H200's; an estimate", ("b200-192gb",)),
+            "nvidia-smi's 183,359 MiB less a driver reserve like the H200's; an estimate", ("b200-192gb",),
+            ("NVIDIA-B200",)),
     GpuKind("mi300x", "MI300X-192GB", 192, 205_822_885_888, "ROCm's reported VRAM total; not measured here",
             ("mi300x-192gb",)),
 )

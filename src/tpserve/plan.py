@@ -81,6 +81,8 @@ class ModelSize:
     attention_heads: int
     kv_heads: int
     head_dim: int
+    hidden_size: int
+    vocab_size: int
     max_position_embeddings: int | None
 
 
@@ -281,7 +283,8 @@ def model_size(config: Mapping, dtype: str = "auto", kv_dtype: str = "auto") -> 
         kv_cache_dtype=kv_dtype, kv_cache_bytes_per_token=kv_cache_bytes_per_token(config, kv_dtype),
         quantized_at_load=quantized_at_load(config, dtype),
         layers=int(config["num_hidden_layers"]), attention_heads=heads, kv_heads=kv_heads,
-        head_dim=head_dim(config), max_position_embeddings=None if positions is None else int(positions))
+        head_dim=head_dim(config), hidden_size=int(config["hidden_size"]), vocab_size=int(config["vocab_size"]),
+        max_position_embeddings=None if positions is None else int(positions))
 
 
 def stage_layers(layers: int, pipeline: int) -> list[int]:

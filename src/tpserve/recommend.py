@@ -49,7 +49,10 @@ def _recommend(plan: Plan, layout: Layout, serve_model: str, profile: str) -> Re
         values["vllm.settings"] = profile
     values |= {"model.attentionHeads": str(size.attention_heads), "model.kvHeads": str(size.kv_heads),
                "model.layers": str(size.layers), "model.parameterBillions": f"{size.parameters / 1e9:.2f}",
-               "gpu.memoryGiB": f"{plan.gpu.memory_bytes / GiB:.1f}"}
+               "model.hiddenSize": str(size.hidden_size), "model.vocabSize": str(size.vocab_size)}
+    if plan.gpu.products:
+        values["gpu.product"] = plan.gpu.products[0]
+    values["gpu.memoryGiB"] = f"{plan.gpu.memory_bytes / GiB:.1f}"
     if layout.nodes > 1:
         values |= {"multiNode.enabled": "true", "multiNode.nodes": str(layout.nodes)}
         return Recommendation(layout.name, "", values)

@@ -96,7 +96,8 @@ def test_plan_recommends_the_settings_profile_and_how_to_serve_each_layout_that_
     assert "  TP 2: tpserve serve --model meta-llama/Llama-2-70b-hf -tp 2 --max-model-len 4096\n" in done.stdout
     assert ("chart: --set parallelism.tensor=4 --set parallelism.pipeline=1 --set gpu.perNode=8 --set "
             "vllm.maxModelLen=4096 --set model.attentionHeads=64 --set model.kvHeads=8 --set model.layers=80 "
-            "--set model.parameterBillions=68.98 --set gpu.memoryGiB=139.8\n") in done.stdout
+            "--set model.parameterBillions=68.98 --set model.hiddenSize=8192 --set model.vocabSize=32000 "
+            "--set gpu.product=NVIDIA-H200 --set gpu.memoryGiB=139.8\n") in done.stdout
     assert "TP 1:" not in done.stdout  # does not fit: nothing to serve
 
 
