@@ -159,3 +159,35 @@ def test_notes_say_the_endpoint_picker_is_not_installed_by_the_chart(tools):
     notes = " ".join(tools.helm_run("install", "r", str(CHART), "--dry-run=client", *GATEWAY).stdout.split())
     assert ("the endpoint picker Service vllm-epp:9002 (deployed from the inference extension project; this chart "
             "does not install it)") in notes
+
+
+RESTRICTED = ("--set", "networkPolicy.namespaces.clients=true")
+PICKER_LABELS = ("--set", "gateway.endpointPicker.podLabels.app=vllm-epp")
+
+
+def ingress_sources(policy: dict) -> list[dict]:
+    return [source for rule in policy["spec"]["ingress"] for source in rule.get("from", [])]
+
+
+def test_a_restricted_policy_admits_each_gateways_namespace_and_the_picker_pods(render):
+    objects = render("r", *GATEWAY, "--set", "gateway.parentRefs.local.sectionName=http", *RESTRICTED, *PICKER_LABELS,
+                     "--namespace", "llm")
+    sources = ingress_sources(objects["NetworkPolicy"])
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}} in sources
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "llm"}}} in sources
+    assert {"podSelector": {"matchLabels": {"app": "vllm-epp"}}} in sources
+
+
+def test_a_restricted_policy_with_a_gateway_but_no_picker_labels_is_refused_with_the_fix(render_error):
+    assert ("gateway.enabled=true with networkPolicy.namespaces restricting the sources would shut out the endpoint "
+            "picker, which reads each server's /metrics: set gateway.endpointPicker.podLabels to its pods' labels "
+            "(e.g. --set gateway.endpointPicker.podLabels.app=vllm-epp)") in problems(
+        render_error(*GATEWAY, *RESTRICTED))
+
+
+def test_an_open_policy_needs_no_picker_labels_and_notes_say_what_a_restricted_one_admits(render, tools):
+    assert "from" not in render("r", *GATEWAY)["NetworkPolicy"]["spec"]["ingress"][0]
+    notes = " ".join(tools.helm_run("install", "r", str(CHART), "--dry-run=client", *GATEWAY, *RESTRICTED,
+                                    *PICKER_LABELS).stdout.split())
+    assert ("The NetworkPolicy admits the Gateways' namespaces (gateway) and the endpoint picker's pods "
+            "(app=vllm-epp) on port 8000") in notes

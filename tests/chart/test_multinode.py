@@ -159,13 +159,11 @@ def test_the_service_selects_only_the_leaders_and_the_group_reaches_itself_on_ev
         "app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "llama70b"}}}]} in ingress
 
 
-def test_a_moving_revision_reads_the_folder_then_execs_vllm_serve(render):
-    lws = render("r", *TWO_NODES, "--set", "model.revision=main", "--set", "model.allowMovingRevision=true")[
-        "LeaderWorkerSet"]
-    for template in templates(lws):
-        command = server(template)["command"]
-        assert command == ["/bin/sh", "-c",
-                           'model=$(cat /run/tpserve/model-path) && exec vllm serve --model "$model" "$@"', "vllm"]
+def test_a_moving_revision_is_refused_since_each_pod_of_a_group_would_resolve_it_on_its_own(render_error):
+    assert ("model.allowMovingRevision=true with multiNode.enabled=true: each pod of a group resolves the branch on "
+            "its own, so the ranks of one server could load different commits; pin model.revision to a 40-hex "
+            "commit sha") in problems(render_error(*TWO_NODES, "--set", "model.revision=main",
+                                                   "--set", "model.allowMovingRevision=true"))
 
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -69,6 +69,9 @@ vllm.modelProblems: the model must be a repo id, pinned to a commit unless a mov
 {{- else if and (not (regexMatch "^[0-9a-f]{40}$" $revision)) (not $model.allowMovingRevision) -}}
 {{- $problems = append $problems (printf "model.revision %q is a branch or tag, so a restart could serve other weights: pin a 40-hex commit sha, or set model.allowMovingRevision=true to serve whatever it points to at each start" $revision) -}}
 {{- end -}}
+{{- if and .Values.multiNode.enabled $model.allowMovingRevision -}}
+{{- $problems = append $problems "model.allowMovingRevision=true with multiNode.enabled=true: each pod of a group resolves the branch on its own, so the ranks of one server could load different commits; pin model.revision to a 40-hex commit sha" -}}
+{{- end -}}
 {{- if and .Values.fetch.offline $model.allowMovingRevision -}}
 {{- $problems = append $problems "fetch.offline=true cannot resolve a branch or tag without the hub: pin model.revision to the 40-hex commit the claim was filled with and set model.allowMovingRevision=false" -}}
 {{- end -}}
