@@ -300,7 +300,7 @@ def _in_cluster_measure(in_cluster: InClusterLoad, template_argv: Sequence[str],
         run_name = f"{point.label}-{next(runs)}"
         template = [*template_argv, *(part for item in in_cluster.sets(run_name, seed) for part in ("--set", item))]
         objects = kubeload.render(template, run)
-        record = kubeload.run_in_cluster(objects, namespace, load_apis, timeout_s=in_cluster.run_time_s + 900)
+        record = kubeload.run_in_cluster(objects, namespace, load_apis, timeout_s=in_cluster.deadline_s)
         runrecord.write(work / "master.json", record)
         return record
 

@@ -22,6 +22,8 @@ from tpserve.workload.resultslog import records_from_log
 from tpserve.workload.runrecord import RunRecord
 
 COMPONENTS = ("loadtest-master", "loadtest-worker")
+# The sweep starts a run only once the server has rolled out, so its Jobs wait for /health briefly.
+SERVER_WAIT_S = 300
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,19 @@ class InClusterLoad:
                    max_tokens=load.max_tokens, prompt_set=load.prompt_set, random_input_len=load.random_input_len,
                    warmup_requests=load.warmup_requests, run_time_s=load.run_timeout_s)
 
+    @property
+    def deadline_s(self) -> int:
+        """How long the run's Jobs may take: the wait for the (already rolled out) server, the master's 600 s wait
+        for its workers, and the run itself; tpserve waits as long for the master."""
+        return SERVER_WAIT_S + 600 + self.run_time_s
+
     def sets(self, run: str, seed: int) -> list[str]:
         """The chart values that describe this run (``--set`` items)."""
         values = {"enabled": "true", "run": run, "workers": self.workers, "users": self.users,
                   "numRequests": self.num_requests, "maxTokens": self.max_tokens, "promptSet": self.prompt_set,
                   "randomInputLen": self.random_input_len, "warmupRequests": self.warmup_requests, "seed": seed,
-                  "runTime": f"{self.run_time_s}s"}
+                  "runTime": f"{self.run_time_s}s", "serverWaitSeconds": SERVER_WAIT_S,
+                  "activeDeadlineSeconds": self.deadline_s}
         return [f"loadtest.{key}={value}" for key, value in values.items()]
 
 

@@ -3,7 +3,10 @@ by the real helm: what the objects say, Kubernetes' own schemas, and checkov and
 
 from __future__ import annotations
 
+import http.server
+import socket
 import sys
+import threading
 
 import pytest
 import yaml
@@ -87,6 +90,63 @@ def test_every_loadtest_pod_waits_for_the_server_runs_non_root_read_only_and_is_
         assert key["valueFrom"]["secretKeyRef"] == {"name": "vllm-key", "key": "api-key", "optional": False}
 
 
+def test_every_loadtest_job_has_a_deadline_and_is_cleaned_up_after_a_day_by_default(render_text):
+    for name in (MASTER, WORKER):
+        spec = by_kind_and_name(render_text("llama70b", *ON))["Job", name]["spec"]
+        assert (spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (10800, 86400)
+        wait = pod({"spec": spec})["initContainers"][0]
+        assert wait["command"][-2] == "7200"
+    changed = by_kind_and_name(render_text(
+        "llama70b", *ON, "--set", "loadtest.activeDeadlineSeconds=5000", "--set", "loadtest.ttlSecondsAfterFinished=60",
+        "--set", "loadtest.serverWaitSeconds=600", "--set", "loadtest.runTime=1h"))["Job", MASTER]["spec"]
+    assert (changed["activeDeadlineSeconds"], changed["ttlSecondsAfterFinished"]) == (5000, 60)
+    assert pod({"spec": changed})["initContainers"][0]["command"][-2] == "600"
+
+
+def test_a_deadline_shorter_than_the_wait_and_the_run_is_refused_with_the_sum(render_error):
+    assert problems(render_error(*ON, "--set", "loadtest.activeDeadlineSeconds=3600", "--set",
+                                 "loadtest.serverWaitSeconds=1200", "--set", "loadtest.runTime=1h30m")) == [(
+        "loadtest.activeDeadlineSeconds=3600 would stop the run before it can end: loadtest.serverWaitSeconds=1200, "
+        "the master's wait for its workers (600 s) and loadtest.runTime=1h30m (5400 s) take up to 7200 s; raise it "
+        "above that or shorten them")]
+
+
+def wait_for_server(render_text, url: str, seconds: int):
+    """The master's init container, run here against URL with a wait of SECONDS."""
+    job = by_kind_and_name(render_text("llama70b", *ON, "--set", f"loadtest.serverWaitSeconds={seconds}"))["Job", MASTER]
+    command = pod(job)["initContainers"][0]["command"]
+    assert command[0] == "python3"
+    return run(sys.executable, *command[1:-1], url, timeout=120)
+
+
+def test_the_wait_for_the_server_gives_up_after_its_bound_with_a_clear_message(render_text):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/health"
+        done = wait_for_server(render_text, url, 2)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"the server at {url} did not answer within 2 s (loadtest.serverWaitSeconds): check the release's "
+        "server pods (kubectl get pods -l app.kubernetes.io/instance=llama70b), then run again with another "
+        "loadtest.run")
+
+
+def test_the_wait_for_the_server_ends_as_soon_as_it_answers(render_text):
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        done = wait_for_server(render_text, f"http://127.0.0.1:{server.server_address[1]}/health", 7200)
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+
+
 def test_each_run_gets_its_own_jobs_so_a_new_run_replaces_the_finished_ones(render_text):
     names = {doc["metadata"]["name"] for doc in documents(render_text("llama70b", *ON, "--set", "loadtest.run=tp2x1-3"))
              if doc["kind"] == "Job"}
@@ -105,10 +165,17 @@ def test_fewer_users_or_requests_than_workers_are_refused_with_the_fix(render_er
 @pytest.mark.parametrize("setting, message", [
     ("loadtest.worker=2", "- at '/loadtest': additional properties 'worker' not allowed"),
     ("loadtest.promptSet=file", "- at '/loadtest/promptSet': value must be one of 'builtin', 'random'"),
-    ("loadtest.run=Run_1", "- at '/loadtest/run': 'Run_1' does not match pattern '^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$'"),
 ])
 def test_a_mistyped_or_impossible_loadtest_value_is_refused_by_the_schema(render_error, setting, message):
     assert message in render_error(*ON, "--set", setting)
+
+
+def test_the_documented_set_loadtest_run_2_names_a_new_run(render_text):
+    """helm --set reads 2 as a number; the docs and NOTES write it so."""
+    objects = by_kind_and_name(render_text("llama70b", *ON, "--set", "loadtest.run=2"))
+    assert ("Job", "llama70b-vllm-loadtest-2-master") in objects and ("Job", "llama70b-vllm-loadtest-2-worker") in objects
+    labels = objects["Job", "llama70b-vllm-loadtest-2-master"]["spec"]["template"]["metadata"]["labels"]
+    assert labels["tpserve.io/loadtest-run"] == "2"
 
 
 @pytest.mark.parametrize("kubernetes", [OLDEST_KUBERNETES, NEWEST_KUBERNETES])

@@ -150,6 +150,14 @@ def test_the_run_creates_the_charts_objects_waits_for_the_master_reads_its_recor
     assert args[args.index("--expect-workers") + 1] == "3" and args[args.index("--users") + 1] == "6"
 
 
+def test_the_runs_jobs_end_when_the_sweep_stops_waiting_for_them(helm):
+    jobs = [obj for obj in rendered(helm) if obj["kind"] == "Job"]
+    assert len(jobs) == 2
+    for job in jobs:
+        assert job["spec"]["activeDeadlineSeconds"] == LOAD.deadline_s == 300 + 600 + LOAD.run_time_s
+        assert job["spec"]["template"]["spec"]["initContainers"][0]["command"][-2] == "300"
+
+
 def test_a_failed_master_without_a_record_is_an_error_with_its_last_log_line_and_nothing_is_left(cluster, helm):
     fake, apis, _ = cluster
     fake.job_states = [FAILED]

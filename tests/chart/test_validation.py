@@ -6,13 +6,11 @@ wrong types. Each test asserts the exact line a user sees.
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 from kubernetes.utils import parse_quantity
 
-from tests.chart.conftest import CHART
 from tpserve.preflight import valid_tensor_parallel_sizes
 
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
@@ -58,13 +56,32 @@ def test_the_chart_accepts_exactly_the_sizes_tpserve_preflight_accepts(render_te
             assert "cannot split" in problems(render_error(*args))[0]
 
 
-def test_tp_times_pp_above_the_gpus_of_a_node_is_rejected(render_error):
+def test_tp_times_pp_above_the_gpus_of_a_node_is_rejected_naming_multi_node_as_the_fix(render_error, render):
     assert problems(render_error("--set", "parallelism.pipeline=4")) == [
         ("parallelism.tensor × parallelism.pipeline = 4 × 4 = 16 GPUs, more than gpu.perNode=8: one pod runs on "
-        "one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)")]
+        "one node, so spread the server over 2 nodes with multiNode.enabled=true and multiNode.nodes=2 "
+        "(docs/scale-out.md), lower the parallelism, or raise gpu.perNode if your nodes have more GPUs")]
     assert problems(render_error("--set", "gpu.perNode=2")) == [
         ("parallelism.tensor × parallelism.pipeline = 4 × 1 = 4 GPUs, more than gpu.perNode=2: one pod runs on "
-        "one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)")]
+        "one node, so spread the server over 2 nodes with multiNode.enabled=true and multiNode.nodes=2 "
+        "(docs/scale-out.md), lower the parallelism, or raise gpu.perNode if your nodes have more GPUs")]
+    # The fix the message names renders.
+    assert render("r", "--set", "parallelism.pipeline=4", "--set", "multiNode.enabled=true",
+                  "--set", "multiNode.nodes=2", "--set", "image.tpserve=false")["LeaderWorkerSet"]
+
+
+def test_the_nodes_a_too_big_layout_is_told_to_use_split_its_tensor_groups_evenly(render_error):
+    # 12 GPUs on nodes of 6: 2 pods of 6 would split a tensor group of 4, so 3 pods of 4.
+    assert "spread the server over 3 nodes with multiNode.enabled=true and multiNode.nodes=3" in problems(
+        render_error("--set", "parallelism.tensor=4", "--set", "parallelism.pipeline=3", "--set", "gpu.perNode=6"))[0]
+    assert "spread the server over 3 nodes with multiNode.enabled=true and multiNode.nodes=3" in problems(
+        render_error("--set", "parallelism.tensor=2", "--set", "parallelism.pipeline=6", "--set", "gpu.perNode=5"))[0]
+
+
+def test_the_same_problem_twice_is_listed_once(render_error):
+    stderr = render_error("--set", "securityContext.capabilities.add={NET_RAW,NET_RAW}")
+    assert len(problems(stderr)) == len(set(problems(stderr))) == 1
+    assert HEADER.format(1) in stderr
 
 
 @pytest.mark.parametrize("set_arg, path", [
@@ -189,7 +206,6 @@ def test_an_unknown_value_key_fails_with_the_schema_error(render_error, set_arg,
 @pytest.mark.parametrize("set_arg, message", [
     ("image.tag=latest", "- at '/image/tag': 'not' failed"),
     ("parallelism.tensor=0", "- at '/parallelism/tensor': minimum: got 0, want 1"),
-    ("shm.sizeLimit=lots", "- at '/shm/sizeLimit': 'lots' does not match pattern"),
     ("probes.readinessPath=/", "- at '/probes/readinessPath': value must be one of '/health', '/v1/models'"),
     ("startup.maxLoadSeconds=10", "- at '/startup/maxLoadSeconds': minimum: got 10, want 60"),
 ])
@@ -233,13 +249,31 @@ def test_a_size_below_its_minimum_is_rejected_naming_the_value_and_an_example(re
     ("cache.size", "0"), ("cache.size", "300"), ("cache.size", "300gi"), ("shm.sizeLimit", "16"),
     ("scratch.sizeLimit", "20GB"), ("resources.memory", "96000m"), ("fetch.resources.memory", "4"),
 ])
-def test_a_size_without_a_unit_fails_the_schema_and_the_templates_own_check(render_error, name, value):
-    pattern = json.loads((CHART / "values.schema.json").read_text())["$defs"]["size"]["pattern"]
-    pointer = "/" + name.replace(".", "/")
-    assert f"- at '{pointer}': '{value}' does not match pattern '{pattern}'" in render_error(*size_args(name, value))
-    # Without the schema (helm --skip-schema-validation) the template's rule still refuses it.
-    assert problems(render_error("--skip-schema-validation", *size_args(name, value))) == [
-        size_message(name, value)]
+def test_a_size_without_a_unit_is_refused_with_the_human_line_not_the_schemas_regex(render_error, name, value):
+    stderr = render_error(*size_args(name, value))
+    assert "does not match pattern" not in stderr
+    assert problems(stderr) == [size_message(name, value)]
+
+
+@pytest.mark.parametrize("name, value", [("cache.size", "300"), ("shm.sizeLimit", "16"), ("resources.memory", "1.5")])
+def test_a_size_given_as_a_number_by_set_gets_the_same_human_line(render_error, name, value):
+    others = ("--set", "shm.sizeLimit=512Mi") if name == "resources.memory" else ("--set", "resources.memory=2Ti")
+    assert problems(render_error("--set", f"{name}={value}", *others)) == [size_message(name, value)]
+
+
+def test_the_load_tests_memory_is_checked_as_a_size_too(render_error):
+    assert problems(render_error("--set", "loadtest.resources.memory=1024")) == [
+        ('loadtest.resources.memory "1024" is not a size of at least 256Mi: write a number with a binary (Mi, Gi, Ti) '
+         "or decimal (M, G, T) unit, e.g. loadtest.resources.memory=1Gi; a number without a unit means bytes")]
+
+
+@pytest.mark.parametrize("digest", ["sha256:abc", "abc", "sha256:" + "A" * 64, "sha512:" + "a" * 128])
+def test_an_image_digest_that_is_no_sha256_is_refused_with_a_human_line(render_error, digest):
+    stderr = render_error("--set", f"image.digest={digest}")
+    assert "does not match pattern" not in stderr
+    assert problems(stderr) == [(
+        f"image.digest={digest} is not an image digest: write sha256: and the 64 lowercase hex digits the registry "
+        "reports (e.g. `docker buildx imagetools inspect IMAGE:TAG`), or leave it empty to pin by tag only")]
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))

@@ -4,13 +4,6 @@ NetworkPolicy. tpserve.kubeload picks them out of `helm template` by their compo
 */}}
 
 {{/*
-vllm.loadtestName is the prefix of a run's objects: <fullname>-loadtest-<run>, cut so "-master" fits 63.
-*/}}
-{{- define "vllm.loadtestName" -}}
-{{- printf "%s-loadtest-%s" (include "vllm.fullname" .) (toString .Values.loadtest.run) | trunc 56 | trimSuffix "-" -}}
-{{- end -}}
-
-{{/*
 vllm.loadtestLabels label a run's pods. They carry the test pod's selector labels, so the chart's
 NetworkPolicy admits them to the server as it admits the `helm test` pod, and neither the Service nor the
 Deployment ever selects them. Input: dict "root" $ "role" master|worker.
@@ -46,7 +39,20 @@ checkov.io/skip2: CKV_K8S_9=No Service routes clients to a load-test pod, so rea
 {{- end -}}
 
 {{/*
-vllm.loadtestProblems: settings of loadtest.* that cannot work together.
+vllm.durationSeconds is a duration like 1h30m (the schema's runTime pattern: numbers with s, m or h) in seconds.
+*/}}
+{{- define "vllm.durationSeconds" -}}
+{{- $units := dict "s" 1 "m" 60 "h" 3600 -}}
+{{- $seconds := 0 -}}
+{{- range $part := regexFindAll "[0-9]+[smh]" (toString .) -1 -}}
+{{- $seconds = add $seconds (mul (regexFind "[0-9]+" $part | int) (get $units (regexFind "[smh]$" $part))) -}}
+{{- end -}}
+{{- $seconds -}}
+{{- end -}}
+
+{{/*
+vllm.loadtestProblems: settings of loadtest.* that cannot work together, and a Job deadline that would cut
+the run short (the master waits up to 600 s for its workers, --expect-workers-max-wait).
 */}}
 {{- define "vllm.loadtestProblems" -}}
 {{- $problems := list -}}
@@ -56,6 +62,11 @@ vllm.loadtestProblems: settings of loadtest.* that cannot work together.
 {{- end }}
 {{- if and .enabled (lt (int .numRequests) (int .workers)) }}
 {{- $problems = append $problems (printf "loadtest.numRequests (%d) is below loadtest.workers (%d): each worker sends its share of the requests; send more or use fewer workers" (int .numRequests) (int .workers)) -}}
+{{- end }}
+{{- $runSeconds := int (include "vllm.durationSeconds" .runTime) -}}
+{{- $needed := add (int .serverWaitSeconds) 600 $runSeconds -}}
+{{- if and .enabled (lt (int .activeDeadlineSeconds) $needed) }}
+{{- $problems = append $problems (printf "loadtest.activeDeadlineSeconds=%d would stop the run before it can end: loadtest.serverWaitSeconds=%d, the master's wait for its workers (600 s) and loadtest.runTime=%s (%d s) take up to %d s; raise it above that or shorten them" (int .activeDeadlineSeconds) (int .serverWaitSeconds) .runTime $runSeconds $needed) -}}
 {{- end }}
 {{- end }}
 {{- toYaml $problems -}}

@@ -20,7 +20,8 @@ spec:
   {{- end }}
   initContainers:
     # Locust starts only once the server answers /health: a first install loads the model for a long while,
-    # and the workers give up on a master that is not there within 5 minutes.
+    # and the workers give up on a master that is not there within 5 minutes. The wait ends after
+    # loadtest.serverWaitSeconds with a message naming the server, so a server that never comes up fails the Job.
     - name: wait-for-server
       image: {{ include "vllm.image" $root.Values.tests.image | quote }}
       imagePullPolicy: IfNotPresent
@@ -29,13 +30,22 @@ spec:
         - -c
         - |
           import sys, time, urllib.request
+          release, limit, url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+          deadline = time.monotonic() + limit
           while True:
               try:
-                  urllib.request.urlopen(sys.argv[1], timeout=10).close()
+                  urllib.request.urlopen(url, timeout=10).close()
                   break
               except Exception as exc:
-                  print(f"waiting for {sys.argv[1]}: {exc}", flush=True)
-                  time.sleep(10)
+                  left = deadline - time.monotonic()
+                  if left <= 0:
+                      sys.exit(f"the server at {url} did not answer within {limit} s (loadtest.serverWaitSeconds): "
+                               f"check the release's server pods (kubectl get pods -l app.kubernetes.io/instance={release}), "
+                               "then run again with another loadtest.run")
+                  print(f"waiting for {url}: {exc}", flush=True)
+                  time.sleep(min(10, left))
+        - {{ $root.Release.Name | quote }}
+        - {{ $root.Values.loadtest.serverWaitSeconds | int | toString | quote }}
         - {{ printf "http://%s:%d/health" (include "vllm.fullname" $root) (int $root.Values.service.port) | quote }}
       resources:
         requests:

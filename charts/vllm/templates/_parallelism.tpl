@@ -1,6 +1,7 @@
 {{/*
 vllm.parallelismProblems: TP must split the heads evenly (as vLLM requires), PP must not exceed the layers,
-and TP × PP GPUs must fit on one node (multi-node layouts: vllm.multiNodeProblems). Valid sizes are those of
+and TP × PP GPUs must fit on one node (multi-node layouts: vllm.multiNodeProblems); a layout that does not names
+the fewest nodes vllm.multiNodeProblems would accept. Valid sizes are those of
 tpserve.preflight.valid_tensor_parallel_sizes.
 */}}
 {{- define "vllm.parallelismProblems" -}}
@@ -27,7 +28,12 @@ tpserve.preflight.valid_tensor_parallel_sizes.
 {{- end -}}
 {{- $gpus := mul $tp $pp -}}
 {{- if and (gt $gpus (int .Values.gpu.perNode)) (not .Values.multiNode.enabled) -}}
-{{- $problems = append $problems (printf "parallelism.tensor × parallelism.pipeline = %d × %d = %d GPUs, more than gpu.perNode=%d: one pod runs on one node, so lower the parallelism (or raise gpu.perNode if your nodes have more GPUs)" $tp $pp $gpus (int .Values.gpu.perNode)) -}}
+{{- $nodes := $gpus -}}
+{{- range $n := untilStep (int $gpus) 1 -1 -}}
+{{- $perPod := div $gpus $n -}}
+{{- if and (eq (mod $gpus $n) 0) (le $perPod (int $.Values.gpu.perNode)) (or (eq (mod $tp $perPod) 0) (eq (mod $perPod $tp) 0)) }}{{ $nodes = $n }}{{ end -}}
+{{- end -}}
+{{- $problems = append $problems (printf "parallelism.tensor × parallelism.pipeline = %d × %d = %d GPUs, more than gpu.perNode=%d: one pod runs on one node, so spread the server over %d nodes with multiNode.enabled=true and multiNode.nodes=%d (docs/scale-out.md), lower the parallelism, or raise gpu.perNode if your nodes have more GPUs" $tp $pp $gpus (int .Values.gpu.perNode) $nodes $nodes) -}}
 {{- end -}}
 {{- $sizesValid := and (eq (include "vllm.isSize" .Values.shm.sizeLimit) "true") (eq (include "vllm.isSize" .Values.resources.memory) "true") -}}
 {{- if and $sizesValid (ge (include "vllm.bytes" .Values.shm.sizeLimit | float64) (include "vllm.bytes" .Values.resources.memory | float64)) -}}

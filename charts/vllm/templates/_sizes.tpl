@@ -2,12 +2,13 @@
 vllm.sizeProblems: every size must have a unit (without one Kubernetes reads bytes, so "300" is 300 bytes)
 and be at least its minimum, as Kubernetes reads the quantity (tests pin this to kubernetes.utils.parse_quantity).
 Minimums: cache.size 1Gi, shm.sizeLimit 512Mi (vLLM's CPU backend maps 400 MiB at TP 1), scratch.sizeLimit
-1Gi, resources.memory 4Gi (vLLM itself takes about 3.5 GiB), fetch.resources.memory 1Gi. Each message's
-example is the value's default.
+1Gi, resources.memory 4Gi (vLLM itself takes about 3.5 GiB), fetch.resources.memory 1Gi,
+loadtest.resources.memory 256Mi (one Locust process). Each message's example is the value's default. The schema
+accepts any string or number here, so this one line is what a user reads, not a regex.
 */}}
 {{- define "vllm.sizeProblems" -}}
 {{- $v := .Values -}}
-{{- $sizes := list (list "cache.size" $v.cache.size "1Gi" "300Gi") (list "shm.sizeLimit" $v.shm.sizeLimit "512Mi" "16Gi") (list "scratch.sizeLimit" $v.scratch.sizeLimit "1Gi" "20Gi") (list "resources.memory" $v.resources.memory "4Gi" "96Gi") (list "fetch.resources.memory" $v.fetch.resources.memory "1Gi" "4Gi") -}}
+{{- $sizes := list (list "cache.size" $v.cache.size "1Gi" "300Gi") (list "shm.sizeLimit" $v.shm.sizeLimit "512Mi" "16Gi") (list "scratch.sizeLimit" $v.scratch.sizeLimit "1Gi" "20Gi") (list "resources.memory" $v.resources.memory "4Gi" "96Gi") (list "fetch.resources.memory" $v.fetch.resources.memory "1Gi" "4Gi") (list "loadtest.resources.memory" $v.loadtest.resources.memory "256Mi" "1Gi") -}}
 {{- $problems := list -}}
 {{- range $size := $sizes -}}
 {{- $name := index $size 0 -}}
