@@ -173,3 +173,14 @@ def render_error_for(tools):
         assert done.returncode == 1, done.stdout[-2000:]
         return done.stderr
     return render_error_for
+
+
+def test_the_leaderworkersets_headless_services_never_take_the_name_of_the_charts_service(render_text):
+    """The LeaderWorkerSet controller's shared headless Service is named like the LeaderWorkerSet (lws
+    reconcileHeadlessServices), which is the chart's client Service's name: it would find that name taken and
+    create none, and the pods' <name>-<group>.<name> addresses (LWS_LEADER_ADDRESS) would never resolve. One
+    headless Service per group, named <name>-<group>, avoids it."""
+    documents = [doc for doc in yaml.safe_load_all(render_text("llama70b", *SCALE_OUT)) if doc]
+    (lws,) = [doc for doc in documents if doc["kind"] == "LeaderWorkerSet"]
+    assert lws["spec"]["networkConfig"] == {"subdomainPolicy": "UniquePerReplica"}
+    assert lws["metadata"]["name"] in {doc["metadata"]["name"] for doc in documents if doc["kind"] == "Service"}
