@@ -27,9 +27,10 @@ WIDE_70B = {**MODELS["llama-2-70b"].config, "intermediate_size": 35_712}
 
 def chart_args(config: dict, kind: str, tensor: int, pipeline: int, profile: str,
                utilization: float = plan.GPU_MEMORY_UTILIZATION, context: int = CONTEXT) -> tuple[str, ...]:
-    """The chart values that describe CONFIG on GPUs of KIND, as `tpserve plan` recommends them."""
+    """The chart values that describe CONFIG on GPUs of KIND, as `tpserve plan` recommends them, with the
+    parameters to the last digit. The name is outside the chart's catalog, which holds them to two decimals."""
     size = plan.model_size(config)
-    values = {"model.attentionHeads": size.attention_heads, "model.kvHeads": size.kv_heads,
+    values = {"model.name": "example/shape", "model.attentionHeads": size.attention_heads, "model.kvHeads": size.kv_heads,
               "model.layers": size.layers, "model.parameterBillions": repr(size.parameters / 1e9),
               "model.hiddenSize": size.hidden_size, "model.vocabSize": size.vocab_size,
               "gpu.product": GPUS[kind].products[0], "gpu.memoryGiB": f"{GPUS[kind].memory_bytes / GiB:.1f}",
@@ -157,5 +158,5 @@ def test_every_gpu_product_of_the_catalog_gives_the_chart_its_memory(render_erro
     for kind in GPUS.values():
         for product in kind.products:
             (line,) = problems(render_error("--set", f"gpu.product={product}", "--set", "parallelism.tensor=1",
-                                            "--set", "model.parameterBillions=1000"))
+                                            "--set", "model.name=example/big", "--set", "model.parameterBillions=1000"))
             assert f"on gpu.product={product} ({gib(kind.memory_bytes)} each): " in line
