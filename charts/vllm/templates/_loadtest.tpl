@@ -31,14 +31,6 @@ vllm.loadtestLayout is what the run measures, as the load test's --layout JSON: 
 {{- end -}}
 
 {{/*
-vllm.loadtestJobAnnotations are checkov's waivers, true of the load-test Jobs only.
-*/}}
-{{- define "vllm.loadtestJobAnnotations" -}}
-checkov.io/skip1: CKV_K8S_8=A load-test Job runs to completion; a liveness probe has nothing to restart
-checkov.io/skip2: CKV_K8S_9=No Service routes clients to a load-test pod, so readiness means nothing
-{{- end -}}
-
-{{/*
 vllm.durationSeconds is a duration like 1h30m (the schema's runTime pattern: numbers with s, m or h) in seconds.
 */}}
 {{- define "vllm.durationSeconds" -}}
