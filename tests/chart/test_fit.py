@@ -107,10 +107,10 @@ def test_a_context_the_kv_cache_cannot_hold_is_refused_as_plan_refuses_it(tools,
 
 def test_a_70b_on_four_24_gb_gpus_is_refused_with_the_numbers_and_the_layout_that_fits(render_error):
     assert problems(render_error("--set", "gpu.product=NVIDIA-A10G")) == [
-        "parallelism.tensor=4 × parallelism.pipeline=1 does not fit the model (model.parameterBillions=68.98, "
+        ("parallelism.tensor=4 × parallelism.pipeline=1 does not fit the model (model.parameterBillions=68.98, "
         "16-bit weights and a 16-bit KV cache) on gpu.product=NVIDIA-A10G (22.19 GiB each): the weights need "
         "32.12 GiB per GPU, more than the 20.41 GiB vLLM may use of each (0.92 × 22.19 GiB); layouts that fit: "
-        "parallelism.tensor=8 with parallelism.pipeline=1"]
+        "parallelism.tensor=8 with parallelism.pipeline=1")]
 
 
 def test_with_four_gpus_per_node_the_fix_is_pipeline_stages_over_nodes(render_error):
@@ -149,9 +149,9 @@ def test_shape_values_that_cannot_hold_the_parameters_are_refused_naming_them(re
     """A 7b's parameter count with the default 70b's hidden size: stale defaults, not a model."""
     assert problems(render_error("-f", str(CHART / "ci" / "7b-tp1-values.yaml"), "--set", "model.hiddenSize=8192",
                                  "--set", "gpu.product=NVIDIA-H100-80GB-HBM3")) == [
-        "model.parameterBillions=6.74 is too few parameters for model.hiddenSize=8192, model.vocabSize=32000, "
+        ("model.parameterBillions=6.74 is too few parameters for model.hiddenSize=8192, model.vocabSize=32000, "
         "model.attentionHeads=32 and model.layers=32 (their attention and embeddings alone take more): set all "
-        "of them from the model's config.json (`tpserve plan MODEL --gpu KIND` prints them)"]
+        "of them from the model's config.json (`tpserve plan MODEL --gpu KIND` prints them)")]
 
 
 def test_every_gpu_product_of_the_catalog_gives_the_chart_its_memory(render_error):
