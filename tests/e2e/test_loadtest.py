@@ -4,6 +4,8 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import REPO, free_port, run
 from tests.e2e.conftest import MODEL_NAME, counters, get_json
 from tpserve.commandlines import loadtest_command, loadtest_worker_command
@@ -44,6 +46,21 @@ def test_a_load_test_aimed_at_the_wrong_model_stops_before_sending_naming_both(v
                   "--model", "meta-llama/Llama-2-70b-chat-hf")
     assert done.returncode == 2
     assert (f"serves ['{MODEL_NAME}'], not 'meta-llama/Llama-2-70b-chat-hf'") in done.stderr
+    assert counters(vllm_server) == before
+    assert not (tmp_path / "run.json").exists()
+
+
+@pytest.mark.parametrize("input_len, max_tokens", [(5000, 16), (2000, 100)])
+def test_random_prompts_beyond_the_servers_context_stop_before_sending_naming_both_lengths(
+        vllm_server, tmp_path, input_len, max_tokens):
+    assert get_json(vllm_server.url + "/v1/models")["data"][0]["max_model_len"] == 2048
+    before = counters(vllm_server)
+    done = locust(vllm_server, tmp_path, "-u", "1", "-r", "1", "--num-requests", "3", "--prompt-set", "random",
+                  "--random-input-len", str(input_len), "--max-tokens", str(max_tokens))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (f"random prompts of {input_len} tokens (--random-input-len) and {max_tokens} output tokens "
+            f"(--max-tokens) need {input_len + max_tokens} tokens of context, more than the server's max_model_len "
+            "of 2048 (GET /v1/models)") in done.stderr
     assert counters(vllm_server) == before
     assert not (tmp_path / "run.json").exists()
 

@@ -8,7 +8,7 @@ import pytest
 from tpserve.errors import LoadTestError
 from tpserve.workload.distributed import share
 from tpserve.workload.metrics import lateness_ms
-from tpserve.workload.options import build_plan, build_specs, options_error, plan_and_specs
+from tpserve.workload.options import build_plan, build_specs, context_error, options_error, plan_and_specs
 from tpserve.workload.pacing import PoissonPacer
 from tpserve.workload.prompts import load_jsonl, random_specs
 from tpserve.workload.records import RequestResult, RunPlan
@@ -47,6 +47,35 @@ def test_invalid_options_are_rejected_with_the_fix(overrides, message):
 
 def test_usable_options_pass():
     assert options_error(options()) is None
+
+
+CONTEXT_HINT = "or serve a longer context (vLLM's --max-model-len, the chart's vllm.maxModelLen)"
+
+
+@pytest.mark.parametrize("input_len, max_tokens", [(5000, 256), (2048, 1), (1793, 256), (2, 2047)])
+def test_random_prompts_and_output_beyond_the_servers_context_are_refused_naming_both_lengths(input_len, max_tokens):
+    error = context_error(options(prompt_set="random", random_input_len=input_len, max_tokens=max_tokens), 2048)
+    assert error == (
+        f"random prompts of {input_len} tokens (--random-input-len) and {max_tokens} output tokens (--max-tokens) "
+        f"need {input_len + max_tokens} tokens of context, more than the server's max_model_len of 2048 "
+        f"(GET /v1/models): keep --random-input-len + --max-tokens within 2048, {CONTEXT_HINT}")
+
+
+@pytest.mark.parametrize("input_len, max_tokens", [(1792, 256), (2, 16), (2047, 1)])
+def test_random_prompts_that_fit_the_context_with_their_output_pass(input_len, max_tokens):
+    assert context_error(options(prompt_set="random", random_input_len=input_len, max_tokens=max_tokens), 2048) is None
+
+
+@pytest.mark.parametrize("prompt_set", ["builtin", "file"])
+def test_an_output_length_that_leaves_no_room_for_a_prompt_is_refused(prompt_set):
+    assert context_error(options(prompt_set=prompt_set, max_tokens=2048), 2048) == (
+        "--max-tokens 2048 leaves no room for a prompt in the server's max_model_len of 2048 (GET /v1/models): "
+        f"ask for fewer output tokens, {CONTEXT_HINT}")
+    assert context_error(options(prompt_set=prompt_set, max_tokens=2000), 2048) is None
+
+
+def test_a_server_that_reports_no_context_length_is_not_checked():
+    assert context_error(options(prompt_set="random", random_input_len=5000), None) is None
 
 
 def test_the_web_ui_leaves_the_host_to_the_start_form():

@@ -125,6 +125,29 @@ def _host_checks(host: str | None) -> tuple:
     )
 
 
+CONTEXT_HINT = "or serve a longer context (vLLM's --max-model-len, the chart's vllm.maxModelLen)"
+
+
+def context_error(options, max_model_len: int | None) -> str | None:
+    """Why the run's requests cannot fit the server's context MAX_MODEL_LEN (vLLM's max_model_len in
+    /v1/models), or None: vLLM answers HTTP 400 to a request whose prompt and max_tokens together exceed it, so
+    such a run would send every request only to fail them all. Built-in and file prompts have lengths known only
+    after tokenizing; their output alone must leave room for one prompt token at least."""
+    if not max_model_len:
+        return None
+    if options.prompt_set == "random":
+        needed = options.random_input_len + options.max_tokens
+        if needed > max_model_len:
+            return (f"random prompts of {options.random_input_len} tokens (--random-input-len) and "
+                    f"{options.max_tokens} output tokens (--max-tokens) need {needed} tokens of context, more than "
+                    f"the server's max_model_len of {max_model_len} (GET /v1/models): keep --random-input-len + "
+                    f"--max-tokens within {max_model_len}, {CONTEXT_HINT}")
+    elif options.max_tokens >= max_model_len:
+        return (f"--max-tokens {options.max_tokens} leaves no room for a prompt in the server's max_model_len of "
+                f"{max_model_len} (GET /v1/models): ask for fewer output tokens, {CONTEXT_HINT}")
+    return None
+
+
 def headers(options) -> dict:
     return {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
 

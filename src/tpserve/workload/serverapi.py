@@ -26,9 +26,22 @@ def _get(host: str, path: str, headers: dict | None = None) -> requests.Response
     return response
 
 
+def _model_entries(host: str, headers: dict | None = None) -> list[dict]:
+    return _get(host, "/v1/models", headers).json().get("data", [])
+
+
 def served_models(host: str, headers: dict | None = None) -> list[str]:
     """The model ids the server lists at /v1/models."""
-    return [entry["id"] for entry in _get(host, "/v1/models", headers).json().get("data", [])]
+    return [entry["id"] for entry in _model_entries(host, headers)]
+
+
+def max_model_len(host: str, model: str, headers: dict | None = None) -> int | None:
+    """The context length, prompt and output together, the server reports for MODEL (vLLM's ``max_model_len`` in
+    /v1/models), or None where it reports none."""
+    for entry in _model_entries(host, headers):
+        if entry["id"] == model and entry.get("max_model_len"):
+            return int(entry["max_model_len"])
+    return None
 
 
 def check_served_model(host: str, wanted: str, headers: dict | None = None) -> str:

@@ -28,6 +28,7 @@ from tpserve.workload.options import (
     add_options,
     build_plan,
     build_specs,
+    context_error,
     headers,
     options_error,
     parse_layout,
@@ -38,7 +39,7 @@ from tpserve.workload.records import RequestResult, RequestSpec, RunPlan
 from tpserve.workload.resultslog import results_line
 from tpserve.workload.run import RunState, build_report, write_records
 from tpserve.workload.runrecord import write
-from tpserve.workload.serverapi import check_served_model, server_counters, server_version
+from tpserve.workload.serverapi import check_served_model, max_model_len, server_counters, server_version
 from tpserve.workload.sse import StreamError, StreamTimeout, check_length, result_from_stream
 
 log = logging.getLogger("tpserve.loadtest")
@@ -53,7 +54,8 @@ def add_tpserve_options(parser) -> None:
 
 @events.init.add_listener
 def check_before_users(environment, **_kwargs) -> None:
-    """Refuse bad options, and a headless run's unreachable or wrong server, before Locust starts users.
+    """Refuse bad options, and a headless run's unreachable or wrong server or prompts that cannot fit its context,
+    before Locust starts users.
 
     Exits with status 2 and one line. Workers are checked by their master, which forwards its options.
     """
@@ -63,7 +65,8 @@ def check_before_users(environment, **_kwargs) -> None:
     error = options_error(options, need_host=options.headless)
     if error is None and options.headless:
         try:
-            check_served_model(options.host, options.model, headers(options))
+            model = check_served_model(options.host, options.model, headers(options))
+            error = context_error(options, max_model_len(options.host, model, headers(options)))
         except LoadTestError as exc:
             error = str(exc)
     if error:
@@ -117,6 +120,9 @@ def start_run(environment, **_kwargs) -> None:
         return
     try:
         model = check_served_model(options.host, options.model, headers(options))
+        if error := context_error(options, max_model_len(options.host, model, headers(options))):
+            _abort(environment, error)
+            return
         plan = build_plan(options, model)
         if _is_master(environment):
             workers = environment.runner.worker_count
