@@ -38,8 +38,9 @@ ACTIVATION_RESERVE_BYTES = 2 * GiB
 # (VocabParallelEmbedding, not LinearBase) and norms stay 16-bit. --load-format dummy takes the same path
 # (model_loader/dummy_loader.py: _process_online_quant_layer, one module at a time). So loading peaks at the
 # fp8 weights plus the largest module's shard in 16 bits. Older releases held the whole 16-bit model first
-# (vllm-project/vllm#32773 on 0.13/0.14; #31914 moved the weights to meta); 0.32.0 keeps the 0.26 path. Memory freed after loading does not shrink
-# the KV cache (vLLM resets its peak before profiling), but the peak must fit beside the CUDA context.
+# (vllm-project/vllm#32773 on 0.13/0.14; #31914 moved the weights to meta); 0.32.0 keeps the 0.26 path.
+# Memory freed after loading does not shrink the KV cache (vLLM resets its peak before profiling), but the
+# peak must fit beside the CUDA context. docs/plan.md has the details.
 LOAD_QUANTIZATION_NOTE = "vLLM quantizes the 16-bit checkpoint one module at a time"
 # What the CUDA context (and NCCL at TP > 1) holds before the weights load: vLLM 0.26.0 found 139.29 of the
 # H200's 139.80 GiB free at TP 1 (0.51 GiB taken) and 138.27-138.38 at TP 2 and 4 (up to 1.53 GiB taken;
