@@ -229,6 +229,8 @@ def table(result: Startup) -> str:
         lines.append(f"weights: {f['weights_gib']:g} GiB in {f['load_s']:g} s "
                      + ("(dummy weights: no file read)" if f.get("dummy_weights")
                         else f"({f['weights_gib'] * 1.073741824 / f['load_s']:.2f} GB/s)"))
+    if "load_weights_s" in f:
+        lines.append(f"weights read from their files in {f['load_weights_s']:g} s")
     if "compile_cache" in f:
         lines.append(f"compile cache: {f['compile_cache']}")
     if "kv_cache_tokens" in f:
