@@ -50,8 +50,11 @@ from pathlib import Path
 
 def on_disk_root() -> Path:
     """/tmp where it is a disk, else /var/tmp: the weight files must be read off the disk, not out of RAM."""
-    done = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", "/tmp"], capture_output=True, text=True,
-                          check=False)
+    try:
+        done = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", "/tmp"], capture_output=True, text=True,
+                              check=False)
+    except FileNotFoundError:
+        return Path("/tmp")
     return Path("/var/tmp") if done.stdout.strip() in ("tmpfs", "ramfs") else Path("/tmp")
 
 
@@ -152,9 +155,13 @@ def read_rate(files: list[Path], direct: bool) -> dict:
 
 
 def disk_facts(folder: Path) -> dict:
-    df = subprocess.run(["df", "-hT", str(folder)], capture_output=True, text=True, check=False).stdout
-    mounts = subprocess.run(["findmnt", "-T", str(folder)], capture_output=True, text=True, check=False).stdout
-    return {"df": df, "findmnt": mounts,
+    shown = {}
+    for argv in (["df", "-hT", str(folder)], ["findmnt", "-T", str(folder)], ["lsblk", "-o", "NAME,SIZE,ROTA,MODEL"]):
+        try:
+            shown[argv[0]] = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        except FileNotFoundError:
+            shown[argv[0]] = "not on this host"
+    return {**shown,
             "meminfo": "".join(line for line in Path("/proc/meminfo").read_text().splitlines(keepends=True)[:5])}
 
 
