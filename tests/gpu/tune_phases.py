@@ -1,8 +1,9 @@
 """What a GPU tuning session measures (``tests/gpu/tune_on_host.py`` runs it): the phases, in order, for a
 host with two or more GPUs, for a host with one, and for the CPU rehearsal, with the vLLM flags they compare.
 
-Each list puts the next session's phases first; their predictions are written in docs/performance.md before
-they run, and each results folder's ``tune.json`` keeps the phases as they ran.
+Each list puts the next session's phases first; their predictions are written before they run in the last
+session's results README (now results/20261201b-h200x1-tune/README.md), and each results folder's ``tune.json``
+keeps the phases as they ran.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def phases(cpu: bool, gpus: int = 2) -> list[Phase]:
     if gpus == 1:
         return one_gpu_phases()
     # Extra rounds of a phase are run only while the later phases' minimum still fits. The first phases are the
-    # next session's (predictions in docs/performance.md); the earlier sessions' follow, all optional.
+    # next session's (predictions in results/20261201b-h200x1-tune/README.md); the earlier sessions' follow, all
+    # optional.
     fp8 = tuple(FP8)  # tpserve's fp8 profile, as tpserve serve --settings fp8 resolves it
     fp8_16k = tuple(FP8 + BIG_BATCH)  # the fp8 profile until 2026-12-01 (results/20261201b-h200x1-tune)
     return [
@@ -160,10 +162,11 @@ def one_gpu_phases() -> list[Phase]:
 
     The first phase is the reference (tpserve's fp8 profile, the best one-GPU settings measured so far), run
     for up to 3 rounds of the two clients (the issue's instrument) while the later phases still fit; each later
-    one changes one thing in it, or takes one of its parts alone. Predictions in docs/performance.md. The TP 2
-    baseline needs two GPUs, so a one-GPU session compares with the reference and with vLLM's defaults on the
-    same GPU. The one-GPU sessions ran earlier versions of this list (each results folder's ``tune.json`` holds
-    every phase as it ran: results/20261201-h200x1-tune/call3, results/20261201b-h200x1-tune/call3).
+    one changes one thing in it, or takes one of its parts alone. Predictions in
+    results/20261201b-h200x1-tune/README.md. The TP 2 baseline needs two GPUs, so a one-GPU session compares
+    with the reference and with vLLM's defaults on the same GPU. The one-GPU sessions ran earlier versions of
+    this list (each results folder's ``tune.json`` holds every phase as it ran:
+    results/20261201-h200x1-tune/call3, results/20261201b-h200x1-tune/call3).
     """
     fp8 = tuple(FP8)
     one = {"min_rounds": 1, "max_rounds": 1, "start_s": 130, "round_s": 100}
