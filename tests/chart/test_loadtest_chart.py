@@ -11,6 +11,7 @@ import threading
 import pytest
 import yaml
 
+from tests.chart.conftest import CHART
 from tests.chart.test_matrix import NEWEST_KUBERNETES, OLDEST_KUBERNETES
 from tests.chart.test_scanners import WAIVERS, checkov, checkov_scan, failed_ids, trivy, trivy_ignorefile  # noqa: F401
 from tests.chart.test_validation import problems
@@ -223,3 +224,13 @@ def test_the_master_admits_only_its_own_runs_workers_on_the_locust_port(render_t
                    "tpserve.io/loadtest-run")}
     without = by_kind_and_name(render_text("llama70b", *ON, "--set", "networkPolicy.enabled=false"))
     assert ("NetworkPolicy", MASTER) not in without and ("Job", MASTER) in without
+
+
+def test_the_notes_wait_as_long_as_the_jobs_may_run_and_say_when_their_results_go(tools):
+    done = tools.helm_run("install", "llama70b", str(CHART), "--dry-run", *ON, "--set", "loadtest.run=2",
+                          "--set", "loadtest.ttlSecondsAfterFinished=3600")
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "kubectl wait --for=condition=complete --timeout=10800s job/llama70b-vllm-loadtest-2-master" in notes
+    assert ("The run's Jobs and their logs are deleted 3600 s after they finish (loadtest.ttlSecondsAfterFinished): "
+            "turn loadtest.enabled off once you have the results, or a later upgrade runs this run again.") in notes
