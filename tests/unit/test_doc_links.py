@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
-PAGES = sorted([REPO / "README.md", *REPO.glob("docs/*.md"), *REPO.glob("results/*/README.md")])
+PAGES = sorted([REPO / "README.md", REPO / "results/README.md", *REPO.glob("docs/*.md"), *REPO.glob("results/*/README.md")])
 
 
 def heading_anchors(page: Path) -> set[str]:
