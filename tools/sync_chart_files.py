@@ -1,5 +1,5 @@
 """Copy the tpserve modules the chart's init container runs into charts/vllm/files/tpserve/, and write
-tpserve's settings table into charts/vllm/files/settings.json.
+tpserve's settings table into charts/vllm/files/settings.json and its model catalog into models.json.
 
     python tools/sync_chart_files.py           # rewrite charts/vllm/files/tpserve and settings.json from src/tpserve
     python tools/sync_chart_files.py --check   # exit 1, naming the files, if any copy differs
@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "src" / "tpserve"
 TARGET = REPO / "charts" / "vllm" / "files" / "tpserve"
 SETTINGS = REPO / "charts" / "vllm" / "files" / "settings.json"
+MODELS = REPO / "charts" / "vllm" / "files" / "models.json"
 # The init container's entry point (fetchjob) and every tpserve module it imports, directly or not.
 MODULES = ("__init__.py", "errors.py", "modelconfig.py", "hub.py", "cache.py", "prefilled.py", "preflight.py",
            "fetchjob.py")
@@ -57,13 +58,38 @@ def settings_difference(path: Path = SETTINGS) -> list[str]:
     return [] if path.read_text() == settings_json() else [f"{path} differs from {SOURCE / 'settings.py'}"]
 
 
+def models_json() -> str:
+    """src/tpserve/catalog.py's models by lower-case repo id (aliases too), with the shape values the chart
+    checks model.* against at install."""
+    sys.path.insert(0, str(SOURCE.parent))
+    from tpserve import catalog, modelconfig
+
+    table = {}
+    for model in catalog.MODELS.values():
+        config = dict(model.config)
+        heads, kv_heads = modelconfig.attention_heads(config)
+        shape = {"name": model.name, "attentionHeads": heads, "kvHeads": kv_heads,
+                 "layers": config["num_hidden_layers"],
+                 "parameterBillions": round(modelconfig.parameter_count(config) / 1e9, 2),
+                 "hiddenSize": config["hidden_size"], "vocabSize": config["vocab_size"]}
+        for repo in (model.repo_id, *model.aliases):
+            table[repo.lower()] = shape
+    return json.dumps(dict(sorted(table.items())), indent=1) + "\n"
+
+
+def models_difference(path: Path = MODELS) -> list[str]:
+    if not path.is_file():
+        return [f"{path} is missing"]
+    return [] if path.read_text() == models_json() else [f"{path} differs from {SOURCE / 'catalog.py'}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a copy is stale")
     parser.add_argument("--target", type=Path, default=TARGET, help="the folder to write or check")
     args = parser.parse_args(argv)
     if args.check:
-        problems = differences(SOURCE, args.target) + settings_difference()
+        problems = differences(SOURCE, args.target) + settings_difference() + models_difference()
         for problem in problems:
             print(problem)
         if problems:
@@ -83,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(args.target / name)
     SETTINGS.write_text(settings_json())
     print(SETTINGS)
+    MODELS.write_text(models_json())
+    print(MODELS)
     return 0
 
 

@@ -52,7 +52,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mkdir", type=Path, action="append", default=[], metavar="DIR",
                         help="also create DIR (repeatable): folders the server writes on the same volume, "
                              "made here by the pod's user rather than by the kubelet")
+    parser.add_argument("--declared", type=declared_value, action="append", default=[], metavar="NAME=NUMBER",
+                        help="a chart value describing the model (model.attentionHeads, model.kvHeads, model.layers, "
+                             "model.parameterBillions, model.hiddenSize, model.vocabSize), checked against "
+                             "config.json (repeatable)")
     return parser.parse_args(argv)
+
+
+DECLARED_NAMES = ("model.attentionHeads", "model.kvHeads", "model.layers", "model.parameterBillions", "model.hiddenSize",
+                  "model.vocabSize")
+
+
+def declared_value(text: str) -> tuple[str, float]:
+    name, _, number = text.partition("=")
+    try:
+        value = float(number)
+    except ValueError:
+        value = None
+    if name not in DECLARED_NAMES or value is None:
+        raise argparse.ArgumentTypeError(
+            f"--declared {text}: expected NAME=NUMBER, e.g. model.layers=80, with NAME one of {', '.join(DECLARED_NAMES)}")
+    return name, value
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -75,7 +95,7 @@ def run(args: argparse.Namespace) -> Path:
         print(f"fetching {args.model}@{args.revision} into {args.cache_dir}", flush=True)
         manifest = cache.fetch(args.model, args.revision, args.cache_dir, token=token, progress=False)
     folder = cache.model_path(args.cache_dir, manifest.repo_id, manifest.resolved_sha)
-    check_parallelism(folder, args.model, args.tensor_parallel_size, args.pipeline_parallel_size)
+    check_parallelism(folder, args.model, args.tensor_parallel_size, args.pipeline_parallel_size, dict(args.declared))
     for folder_to_make in args.mkdir:
         folder_to_make.mkdir(parents=True, exist_ok=True)
     if args.path_file is not None:
@@ -87,15 +107,18 @@ def run(args: argparse.Namespace) -> Path:
     return folder
 
 
-def check_parallelism(folder: Path, model: str, tensor: int, pipeline: int) -> None:
-    """Refuse sizes the model's heads or layers cannot be split into, before the GPUs are taken for minutes.
+def check_parallelism(folder: Path, model: str, tensor: int, pipeline: int,
+                      declared: dict[str, float] | None = None) -> None:
+    """Refuse sizes the model's heads or layers cannot be split into, and chart values (DECLARED) that describe
+    another model, before the GPUs are taken for minutes.
 
     A config.json without the fields tpserve reads (another architecture's layout) is not an error:
     vLLM checks it again when it loads the model.
     """
     config = json.loads((folder / cache.CONFIG_NAME).read_text())
     try:
-        problems = preflight.check_heads(config, tensor, pipeline, model)
+        problems = preflight.check_declared_shape(config, declared or {}, model)
+        problems += preflight.check_heads(config, tensor, pipeline, model)
     except ModelConfigError as exc:
         print(f"note: cannot check tensor parallel {tensor} against {model}'s heads ({exc}); vLLM will",
               flush=True)

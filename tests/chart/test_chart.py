@@ -117,7 +117,9 @@ def test_the_init_container_fetches_the_pinned_revision_with_tpserves_shipped_co
     assert fetch["args"] == [
         "--model", "meta-llama/Llama-2-70b-chat-hf", "--revision", SHA_70B, "--cache-dir", "/models/hf/tpserve",
         "--tensor-parallel-size", "4", "--pipeline-parallel-size", "1", "--path-file", "/run/tpserve/model-path",
-        "--mkdir", "/models/vllm-cache"]
+        "--mkdir", "/models/vllm-cache", "--declared", "model.attentionHeads=64", "--declared", "model.kvHeads=8",
+        "--declared", "model.layers=80", "--declared", "model.parameterBillions=68.98",
+        "--declared", "model.hiddenSize=8192", "--declared", "model.vocabSize=32000"]
     env = env_of(fetch)
     assert env["PYTHONPATH"]["value"] == "/opt/tpserve-chart"
     assert env["HF_HOME"]["value"] == "/models/hf"

@@ -7,7 +7,8 @@ import pytest
 from tests.chart.conftest import CHART, container, env_of, init_container, mounts_of, pod_spec, volumes_of
 
 CPU = ("-f", str(CHART / "values-cpu.yaml"), "--set", "model.name=tpserve-test/tiny-llama",
-       "--set", "model.attentionHeads=4", "--set", "model.kvHeads=4")
+       "--set", "model.attentionHeads=4", "--set", "model.kvHeads=4", "--set", "model.layers=2",
+       "--set", "model.parameterBillions=0", "--set", "model.hiddenSize=128")
 # vLLM's CPU backend sends each step to its worker through a ring of 10 chunks of VLLM_MQ_MAX_CHUNK_BYTES_MB
 # (16) MiB in /dev/shm, even at TP 1 (vllm/v1/executor/multiproc_executor.py; measured in docs/pod-test.md).
 CPU_SHM_NEEDED = 160 * 2**20
@@ -21,7 +22,8 @@ def quantity_bytes(text: str) -> int:
 def test_the_cpu_profile_requests_no_gpu_and_tolerates_no_gpu_taint(render):
     deployment = render("tiny", *CPU)["Deployment"]
     resources = container(deployment)["resources"]
-    assert resources == {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+    assert resources == {"requests": {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "40961Mi"},
+                         "limits": {"memory": "8Gi"}}
     assert "gpu" not in str(pod_spec(deployment)).replace("NVIDIA_VISIBLE_DEVICES", "")
     assert "tolerations" not in pod_spec(deployment)
 
@@ -57,7 +59,7 @@ def test_the_cpu_profile_passes_helm_lint_strict(tools):
 
 @pytest.mark.parametrize("gpus", ["1", "2"])
 def test_a_gpu_server_gets_dev_shm_at_tp_1_too(render, gpus):
-    deployment = render("r", "--set", f"parallelism.tensor={gpus}", "--set", "model.attentionHeads=8",
+    deployment = render("r", "--set", "model.name=example/shape", "--set", f"parallelism.tensor={gpus}", "--set", "model.attentionHeads=8",
                         "--set", "model.kvHeads=8")["Deployment"]
     assert mounts_of(container(deployment))["/dev/shm"] == {"name": "dshm", "mountPath": "/dev/shm"}
     assert volumes_of(deployment)["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}

@@ -152,6 +152,26 @@ def test_a_tensor_parallel_size_the_heads_cannot_take_fails_before_the_server_st
     assert not pod["path_file"].exists()
 
 
+def test_chart_values_of_another_model_fail_before_the_server_starts_naming_config_jsons_values(hub, pod):
+    sha = hub.publish(MODEL, FILES)
+    done = fetchjob(hub, pod, "--revision", sha, "--declared", "model.attentionHeads=64",
+                    "--declared", "model.kvHeads=8", "--declared", "model.layers=80")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: the model values describe another model than {MODEL}'s config.json: model.attentionHeads=64 "
+        "(config.json: 4), model.kvHeads=8 (config.json: 2), model.layers=80 (config.json: 2), and the chart "
+        "sized, validated and tuned for them: set --set model.attentionHeads=4 --set model.kvHeads=2 "
+        "--set model.layers=2 --set model.parameterBillions=0 --set model.hiddenSize=64 --set model.vocabSize=256\n")
+    assert not pod["path_file"].exists()
+    assert fetchjob(hub, pod, "--revision", sha, "--declared", "model.attentionHeads=4").returncode == 0
+
+
+def test_a_declared_value_that_is_not_a_number_is_refused_by_name(hub, pod):
+    done = fetchjob(hub, pod, "--revision", "0" * 40, "--declared", "model.layers=eighty")
+    assert done.returncode == 2
+    assert "--declared model.layers=eighty: expected NAME=NUMBER" in done.stderr
+
+
 def test_a_gated_model_without_a_token_says_how_to_get_access(hub, pod):
     sha = hub.publish(MODEL, FILES, gated=True)
     done = fetchjob(hub, pod, "--revision", sha)

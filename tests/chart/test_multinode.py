@@ -177,7 +177,8 @@ def test_a_moving_revision_is_refused_since_each_pod_of_a_group_would_resolve_it
     (("--set", "parallelism.tensor=4", "--set", "parallelism.pipeline=3"),
      ("parallelism.tensor=4 does not fit pods of 6 GPUs: a tensor-parallel group would straddle part of a node, "
      "so use a tensor size that divides 6 or is a multiple of it")),
-    (("--set", "parallelism.tensor=2", "--set", "model.layers=1", "--set", "parallelism.pipeline=2"),
+    (("--set", "model.name=example/shape", "--set", "parallelism.tensor=2", "--set", "model.layers=1",
+      "--set", "parallelism.pipeline=2"),
      "parallelism.pipeline=2 is more than model.layers=1: every pipeline stage needs at least one layer, so lower it"),
     (("--set", "image.tpserve=true"),
      ("multiNode.enabled needs the official vLLM image (image.tpserve=false): the workers run `vllm serve "

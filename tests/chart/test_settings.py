@@ -28,8 +28,8 @@ def server_args(render, *args: str) -> list[str]:
 @pytest.mark.parametrize(("billions", "gib"), [(6.74, 79.6), (6.74, 140.4), (68.98, 140.4), (15, 80), (15.5, 80),
                                                (68.98, 39.6), (0, 140.4)])
 def test_the_chart_adds_exactly_the_flags_tpserve_serve_would(render, profile, billions, gib):
-    args = server_args(render, "--set", f"vllm.settings={profile}", "--set", f"model.parameterBillions={billions}",
-                       "--set", f"gpu.memoryGiB={gib}")
+    args = server_args(render, "--set", "model.name=example/shape", "--set", f"vllm.settings={profile}",
+                       "--set", f"model.parameterBillions={billions}", "--set", f"gpu.memoryGiB={gib}")
     expected = settings.choose(profile, int(billions * 1e9) or None, int(gib * GiB)).flags
     assert added_flags(args) == expected
 
@@ -85,7 +85,7 @@ def test_the_chart_values_tpserve_plan_recommends_add_the_flags_it_recommends(re
     from tpserve.recommend import recommend, settings_choice
 
     plan = make_plan(find_model_config(model), gpu_kind("h200"), gpus_per_node=gpus_per_node, context=4096)
-    first = recommend(plan, model, "fp8")[0]
+    first = recommend(plan, find_model_config(model).serve_model, "fp8")[0]
     rendered = render("llama70b", *(arg for name, value in first.chart_values.items()
                                     for arg in ("--set", f"{name}={value}")))[kind]
     spec = rendered["spec"]["template"] if kind == "Deployment" else templates(rendered)[0]

@@ -28,11 +28,14 @@ def test_each_layout_is_one_helm_upgrade_with_tensor_and_replicas_last(tmp_path,
         helm_argv("r", Path("c"), "n", Point(1), sets=["oops"])
 
 
+SEVEN_B = ["model.name=meta-llama/Llama-2-7b-chat-hf", "model.attentionHeads=32", "model.kvHeads=32",
+           "model.layers=32", "model.parameterBillions=6.74"]
+
+
 @pytest.mark.parametrize("tensor, replicas", [(1, 1), (2, 2), (4, 1)])
 def test_the_chart_deploys_what_the_sweep_asks_for(render, tensor, replicas):
     argv = helm_argv("sweep7b", CHART, "bench", Point(tensor, replicas),
-                     sets=["model.name=meta-llama/Llama-2-7b-chat-hf", "model.attentionHeads=32", "model.kvHeads=32",
-                           "cache.accessMode=ReadWriteMany"])  # replicas share the cache claim
+                     sets=[*SEVEN_B, "cache.accessMode=ReadWriteMany"])  # replicas share the cache claim
     objects = render("sweep7b", *argv[7:])  # helm template with exactly the upgrade's values
     deployment = objects["Deployment"]
     assert deployment["metadata"]["name"] == fullname("sweep7b") == "sweep7b-vllm"
@@ -44,7 +47,6 @@ def test_the_chart_deploys_what_the_sweep_asks_for(render, tensor, replicas):
 SETTINGS = (("max-num-seqs", "512"), ("kv-cache-dtype", "fp8"), ("async-scheduling", "off"),
             ("enable-prefix-caching", "on"), ("block-size", "default"), ("gpu-memory-utilization", "0.95"),
             ("max-model-len", "4096"), ("dtype", "bfloat16"))
-SEVEN_B = ["model.name=meta-llama/Llama-2-7b-chat-hf", "model.attentionHeads=32", "model.kvHeads=32"]
 
 
 def server_args(render, argv: list[str]) -> list[str]:
@@ -197,7 +199,7 @@ def test_the_tune_winner_on_kubernetes_is_the_helm_command_that_deploys_it(tmp_p
     assert winner["deploy"] == (
         f"helm upgrade --install llama7b {CHART} --namespace bench --values {values} "
         "--set model.name=meta-llama/Llama-2-7b-chat-hf --set model.attentionHeads=32 --set model.kvHeads=32 "
-        "--set vllm.settings=vllm --set-json 'vllm.extraArgs.max-num-seqs=\"4\"' "
+        "--set model.layers=32 --set model.parameterBillions=6.74 --set vllm.settings=vllm --set-json 'vllm.extraArgs.max-num-seqs=\"4\"' "
         "--set-json 'vllm.extraArgs.kv-cache-dtype=\"fp8\"' --set parallelism.tensor=1 --set replicaCount=1")
 
 

@@ -6,11 +6,13 @@ wrong types. Each test asserts the exact line a user sees.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from kubernetes.utils import parse_quantity
 
+from tests.chart.conftest import CHART, init_container, load_tool
 from tpserve.preflight import valid_tensor_parallel_sizes
 
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
@@ -36,7 +38,7 @@ def test_without_kv_heads_the_attention_heads_alone_decide(render_error):
 
 
 def test_kv_heads_rule_out_sizes_that_divide_the_attention_heads(render_error):
-    stderr = render_error("--set", "model.attentionHeads=40", "--set", "model.kvHeads=8",
+    stderr = render_error("--set", "model.name=example/shape", "--set", "model.attentionHeads=40", "--set", "model.kvHeads=8",
                           "--set", "parallelism.tensor=5", "--set", "gpu.perNode=8")
     sizes = ", ".join(map(str, valid_tensor_parallel_sizes(40, 8)))
     assert sizes == "1, 2, 4, 8, 40"
@@ -48,7 +50,7 @@ def test_kv_heads_rule_out_sizes_that_divide_the_attention_heads(render_error):
 def test_the_chart_accepts_exactly_the_sizes_tpserve_preflight_accepts(render_text, render_error, heads, kv):
     valid = valid_tensor_parallel_sizes(heads, kv, limit=8)
     for tensor in range(1, 9):
-        args = ("--set", f"model.attentionHeads={heads}", "--set", f"model.kvHeads={kv}",
+        args = ("--set", "model.name=example/shape", "--set", f"model.attentionHeads={heads}", "--set", f"model.kvHeads={kv}",
                 "--set", f"parallelism.tensor={tensor}", "--set", "resources.memory=200Gi")
         if tensor in valid:
             assert render_text("r", *args)
@@ -295,3 +297,30 @@ def test_sizes_with_a_binary_or_decimal_unit_at_or_above_their_minimum_render(re
     assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "4Gi"
     assert render("r", "--set", "cache.size=2T", "--set", "resources.memory=100G")["PersistentVolumeClaim"][
         "spec"]["resources"]["requests"]["storage"] == "2T"
+
+
+def test_a_catalog_model_with_another_models_shape_values_is_refused_at_install_with_its_own(render_error):
+    assert ("model.name=meta-llama/Llama-2-7b-chat-hf is llama-2-7b in the chart's catalog, whose config.json "
+            "the model values contradict: model.attentionHeads=64 (catalog: 32), model.kvHeads=8 (catalog: 32), "
+            "model.layers=80 (catalog: 32), model.parameterBillions=68.98 (catalog: 6.74), model.hiddenSize=8192 "
+            "(catalog: 4096): set --set model.attentionHeads=32 --set model.kvHeads=32 --set model.layers=32 --set "
+            "model.parameterBillions=6.74 --set model.hiddenSize=4096 --set model.vocabSize=32000") in problems(
+        render_error("--set", "model.name=meta-llama/Llama-2-7b-chat-hf", "--set", "parallelism.tensor=1"))
+
+
+def test_a_catalog_model_with_its_own_values_or_zeros_renders_and_the_init_container_checks_the_rest(render):
+    seven_b = ("--set", "model.name=meta-llama/Llama-2-7b-chat-hf", "--set", "parallelism.tensor=1",
+               "--set", "model.attentionHeads=32", "--set", "model.kvHeads=0", "--set", "model.layers=0",
+               "--set", "model.parameterBillions=6.74", "--set", "model.hiddenSize=0", "--set", "model.vocabSize=0")
+    args = init_container(render("r", *seven_b)["Deployment"])["args"]
+    declared = [args[index + 1] for index, arg in enumerate(args) if arg == "--declared"]
+    assert declared == ["model.attentionHeads=32", "model.parameterBillions=6.74"]
+
+
+def test_the_charts_model_catalog_is_tpserves(tools):
+    sync = load_tool("sync_chart_files")
+    assert (CHART / "files" / "models.json").read_text() == sync.models_json()
+    catalog = json.loads(sync.models_json())
+    assert catalog["meta-llama/llama-2-70b-chat-hf"] == {"name": "llama-2-70b", "attentionHeads": 64, "kvHeads": 8,
+                                                         "layers": 80, "parameterBillions": 68.98,
+                                                         "hiddenSize": 8192, "vocabSize": 32000}

@@ -180,7 +180,8 @@ def cpu_values(hub: HubFake, revision: str | None = None) -> str:
     return " ".join([
         "-f charts/vllm/values-cpu.yaml",
         f"--set model.name={REPO_ID}", f"--set model.revision={revision or hub.sha}",
-        "--set model.attentionHeads=4", "--set model.kvHeads=4",
+        "--set model.attentionHeads=4", "--set model.kvHeads=4", "--set model.layers=2",
+        "--set model.parameterBillions=0", "--set model.hiddenSize=128",
         f"--set fetch.extraEnv.HF_ENDPOINT={hub.url}",
         # Requests, not limits: the node has 2 cores, and values-cpu.yaml's 2 would leave none for the helm test
         # pod or a second release. vLLM still uses both cores (no CPU limit is set).

@@ -159,7 +159,8 @@ def render(tools, hub):  # noqa: F811
         done = tools.helm_run(
             "template", RELEASE, str(CHART), "-f", str(CHART / "values-cpu.yaml"),
             "--set", f"model.name={REPO_ID}", "--set", f"model.revision={revision}",
-            "--set", "model.attentionHeads=4", "--set", "model.kvHeads=4",
+            "--set", "model.attentionHeads=4", "--set", "model.kvHeads=4", "--set", "model.layers=2",
+            "--set", "model.parameterBillions=0", "--set", "model.hiddenSize=128",
             # The stand-in model is public: no token Secret (podman kube play rejects kind: Secret anyway).
             "--set", "hfToken.secretName=",
             "--set", f"fetch.extraEnv.HF_ENDPOINT={hub.url}")

@@ -94,7 +94,7 @@ def test_plan_recommends_the_settings_profile_and_how_to_serve_each_layout_that_
     assert done.returncode == 0, done.stderr
     assert "settings tuned, no tuned settings for 69.0 B parameters on GPUs of 139.8 GiB: adds no flag" in done.stdout
     assert "  TP 2: tpserve serve --model meta-llama/Llama-2-70b-hf -tp 2 --max-model-len 4096\n" in done.stdout
-    assert ("chart: --set parallelism.tensor=4 --set parallelism.pipeline=1 --set gpu.perNode=8 --set "
+    assert ("chart: --set model.name=meta-llama/Llama-2-70b-hf --set parallelism.tensor=4 --set parallelism.pipeline=1 --set gpu.perNode=8 --set "
             "vllm.maxModelLen=4096 --set model.attentionHeads=64 --set model.kvHeads=8 --set model.layers=80 "
             "--set model.parameterBillions=68.98 --set model.hiddenSize=8192 --set model.vocabSize=32000 "
             "--set gpu.product=NVIDIA-H200 --set gpu.memoryGiB=139.8\n") in done.stdout

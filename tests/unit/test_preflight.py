@@ -1,7 +1,9 @@
 import pytest
 
+from tpserve import catalog
 from tpserve.preflight import (
     MIN_SHM_BYTES,
+    check_declared_shape,
     check_gpus,
     check_heads,
     check_shm,
@@ -75,3 +77,39 @@ def test_a_small_or_missing_shm_is_rejected_only_beyond_one_gpu(tmp_path, monkey
     assert check_shm(4, 1) == []
     monkeypatch.setattr("tpserve.preflight.shm_bytes", lambda path: None)
     assert check_shm(2, 1)[0].startswith("/dev/shm is missing")
+
+
+LLAMA2_7B_FULL = dict(catalog.find_model("llama-2-7b").config)
+SEVENTY_B_VALUES = {"model.attentionHeads": 64, "model.kvHeads": 8, "model.layers": 80,
+                    "model.parameterBillions": 68.98, "model.hiddenSize": 8192, "model.vocabSize": 32000}
+
+
+def test_declared_values_that_match_config_json_pass():
+    declared = {"model.attentionHeads": 32, "model.kvHeads": 32, "model.layers": 32, "model.parameterBillions": 6.74}
+    assert check_declared_shape(LLAMA2_7B_FULL, declared, "meta-llama/Llama-2-7b-hf") == []
+
+
+def test_values_of_another_model_are_named_beside_config_json_with_the_line_that_fixes_them():
+    assert check_declared_shape(LLAMA2_7B_FULL, SEVENTY_B_VALUES, "meta-llama/Llama-2-7b-hf") == [
+        "the model values describe another model than meta-llama/Llama-2-7b-hf's config.json: "
+        "model.attentionHeads=64 (config.json: 32), model.kvHeads=8 (config.json: 32), model.layers=80 "
+        "(config.json: 32), model.parameterBillions=68.98 (config.json: 6.74), model.hiddenSize=8192 (config.json: "
+        "4096), and the chart sized, validated and tuned for them: set --set model.attentionHeads=32 --set "
+        "model.kvHeads=32 --set model.layers=32 --set model.parameterBillions=6.74 --set model.hiddenSize=4096 "
+        "--set model.vocabSize=32000"]
+
+
+def test_a_parameter_count_within_two_percent_passes_and_undeclared_values_are_not_checked():
+    assert check_declared_shape(LLAMA2_7B_FULL, {"model.parameterBillions": 6.7}, "7b") == []
+    assert check_declared_shape(LLAMA2_7B_FULL, {"model.parameterBillions": 6.5}, "7b") != []
+    assert check_declared_shape(LLAMA2_7B_FULL, {}, "7b") == []
+
+
+def test_a_parameter_count_tpserve_cannot_compute_is_left_unchecked():
+    other = {**LLAMA2_7B, "model_type": "gpt_neox"}
+    assert check_declared_shape(other, {"model.parameterBillions": 20.0, "model.layers": 32}, "x") == []
+
+
+def test_an_unknown_declared_value_is_a_programming_error():
+    with pytest.raises(KeyError):
+        check_declared_shape(LLAMA2_7B_FULL, {"model.intermediateSize": 11008}, "x")

@@ -1,9 +1,9 @@
 {{/*
 vllm.fetchContainer is the init container: tpserve's fetch + verify (files/tpserve/, byte-identical to
 src/tpserve/, mounted from the fetch ConfigMap as a `tpserve` package) run by the serving image's own
-Python and huggingface_hub. It downloads model.name at model.revision into the cache volume once
-(later starts only verify it, without the network for a pinned commit), checks the parallelism against
-config.json, and writes the verified folder to the pod-local file the server's command reads.
+Python and huggingface_hub. It downloads model.name at model.revision into the cache volume once (later starts
+only verify it, without the network for a pinned commit), checks the parallelism and the model values
+(--declared) against config.json, and writes the verified folder to the file the server's command reads.
 With fetch.offline it downloads nothing and gets no token: it verifies the model pre-filled on the claim
 in Hugging Face hub layout (vllm.hubCacheDir) and writes tpserve's manifest for it.
 */}}
@@ -27,6 +27,7 @@ in Hugging Face hub layout (vllm.hubCacheDir) and writes tpserve's manifest for 
     - {{ include "vllm.pathFile" . | quote }}
     - --mkdir
     - /models/vllm-cache
+    {{- with include "vllm.declaredArgs" . | trim }}{{ . | nindent 4 }}{{ end }}
     {{- if .Values.model.allowMovingRevision }}
     - --allow-moving-revision
     {{- end }}

@@ -12,6 +12,7 @@ fix. Messages name the value and the fix, and never echo a secret.
 {{- end }}{{ end -}}
 {{- $problems = concat $problems (include "vllm.nameProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.modelProblems" . | fromYamlArray) -}}
+{{- $problems = concat $problems (include "vllm.catalogProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.parallelismProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.multiNodeProblems" . | fromYamlArray) -}}
 {{- $problems = concat $problems (include "vllm.replicaProblems" . | fromYamlArray) -}}

@@ -43,6 +43,10 @@ class ServerDiedError(ServerError):
     """The server exited while it was being measured."""
 
 
+class StartupLogError(TpserveError):
+    """A file given as a server log holds no vLLM start."""
+
+
 class LoadTestError(TpserveError):
     """The load test failed, or its figures cannot be trusted."""
 

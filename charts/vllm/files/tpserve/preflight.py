@@ -10,7 +10,8 @@ import os
 import re
 from collections.abc import Mapping
 
-from tpserve.modelconfig import attention_heads
+from tpserve.errors import ModelConfigError
+from tpserve.modelconfig import attention_heads, parameter_count
 
 # NCCL passes data between the GPUs of one host through /dev/shm. Docker's default is 64 MiB, which
 # fails at TP > 1; vLLM's docs run containers with --ipc=host or a shm of several GiB.
@@ -61,6 +62,39 @@ def check_heads(model_config: dict, tensor: int, pipeline: int, model: str) -> l
     if isinstance(layers, int) and pipeline > layers:
         problems.append(f"{model} has {layers} layers, fewer than pipeline parallel {pipeline}: lower it")
     return problems
+
+
+# A declared parameter count may differ this much from config.json's: the values are rounded to 0.01 billion,
+# and a size class of the tuned settings spans far more.
+PARAMETER_TOLERANCE = 0.02
+
+
+def check_declared_shape(model_config: dict, declared: Mapping[str, float], model: str) -> list[str]:
+    """Refuse chart values (``model.attentionHeads`` and friends, keyed by their names) that describe another
+    model than MODEL's config.json: the chart sized, validated and tuned the release for them, so a model name
+    changed without them would be served under another model's plan. Undeclared values are not checked."""
+    heads, kv_heads = attention_heads(model_config)
+    try:
+        billions = round(parameter_count(model_config) / 1e9, 2)
+    except ModelConfigError:
+        billions = None
+    actual = {"model.attentionHeads": heads, "model.kvHeads": kv_heads,
+              "model.layers": model_config.get("num_hidden_layers"), "model.parameterBillions": billions,
+              "model.hiddenSize": model_config.get("hidden_size"), "model.vocabSize": model_config.get("vocab_size")}
+    wrong = []
+    for name, value in declared.items():
+        truth = actual[name]
+        if truth is None:
+            continue
+        off = (abs(value - truth) > PARAMETER_TOLERANCE * truth if name == "model.parameterBillions"
+               else value != truth)
+        if off:
+            wrong.append(f"{name}={value:g} (config.json: {truth:g})")
+    if not wrong:
+        return []
+    fix = " ".join(f"--set {name}={value:g}" for name, value in actual.items() if value is not None)
+    return [f"the model values describe another model than {model}'s config.json: {', '.join(wrong)}, and the "
+            f"chart sized, validated and tuned for them: set {fix}"]
 
 
 def shm_bytes(path: str = "/dev/shm") -> int | None:
