@@ -3,7 +3,7 @@
 ``go mod download`` fetches a module through the Go module proxy and checks it against the checksum
 database; the hash pinned in versions.CRD_MODULES must match what it reports, so a changed upload is refused.
 ``tools/cluster build`` downloads them with the parts; afterwards (the cluster test) they are read with the
-proxy off, from the module cache only.
+proxy off, from that module cache only (MODULE_CACHE).
 """
 
 from __future__ import annotations
@@ -13,14 +13,19 @@ import os
 import subprocess
 from pathlib import Path
 
-from versions import CRD_MODULES
+from versions import CACHE, CRD_MODULES
+
+# Their own module cache, so the download and the later offline read agree whatever HOME and GOPATH are.
+MODULE_CACHE = CACHE / "crd-modules"
 
 
 def crd_file(api: str, offline: bool = True) -> Path:
     """The CRD YAML that serves API (``group/version/Kind``): from the Go module cache, or (OFFLINE false)
     downloaded into it first."""
     module, version, pinned, path = CRD_MODULES[api]
-    env = {**os.environ, "GOFLAGS": "-mod=mod", **({"GOPROXY": "off"} if offline else {})}
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOMODCACHE": str(MODULE_CACHE), "GOTOOLCHAIN": "local",
+           # Offline, the checksum database cannot be asked either: the pinned hash below stands in for it.
+           **({"GOPROXY": "off", "GOSUMDB": "off"} if offline else {})}
     done = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True,
                           env=env, timeout=600, check=False)
     found = json.loads(done.stdout or "{}")
