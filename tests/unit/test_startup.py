@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import subprocess
 import sys
@@ -12,7 +13,16 @@ import pytest
 
 from tests.conftest import REPO
 from tpserve.errors import StartupLogError
-from tpserve.startup import STEPS, line_time, read_startup, startup
+from tpserve.startup import (
+    COLD_FIXED_S,
+    LOAD_BYTES_PER_S,
+    STEPS,
+    WARM_FIXED_S,
+    expected_ready,
+    line_time,
+    read_startup,
+    startup,
+)
 
 CPU_LOG = REPO / "tests/data/vllm-0.32.0-cpu-startup.log"
 GPU_LOGS = [
@@ -125,3 +135,24 @@ def test_the_command_prints_a_table_and_a_missing_file_is_one_line():
                              check=False, capture_output=True, text=True)
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [f"error: no log at {CPU_LOG}.absent: pass the server's log file"]
+
+
+@pytest.mark.parametrize("checkpoint_bytes", [0, 13_476_864_776, 137_953_296_384])
+def test_expected_time_to_ready_is_the_measured_fixed_cost_plus_the_read_at_the_measured_rate(checkpoint_bytes):
+    ready = expected_ready(checkpoint_bytes)
+    read_s = checkpoint_bytes / LOAD_BYTES_PER_S
+    assert ready.cold_s == pytest.approx(COLD_FIXED_S + read_s, abs=0.05)
+    assert ready.warm_s == pytest.approx(WARM_FIXED_S + read_s, abs=0.05)
+    assert ready.warm_s < ready.cold_s
+
+
+def test_plan_gives_each_layout_a_time_to_ready_that_falls_as_its_gpus_read_less():
+    shown = subprocess.run([sys.executable, "-m", "tpserve", "plan", "llama-2-70b", "--gpu", "h200", "--settings",
+                            "fp8", "--json"], check=False, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    ready = json.loads(shown.stdout)["time_to_ready"]
+    assert "results/20261206-h100x1-ready" in ready["basis"]
+    colds = [ready["layouts"][name]["cold_s"] for name in ("TP 1", "TP 2", "TP 4", "TP 8")]
+    assert colds == sorted(colds, reverse=True)
+    # quantized at load, a server reads the 16-bit checkpoint, not the fp8 weights it keeps
+    assert colds[0] == pytest.approx(COLD_FIXED_S + 68_976_648_192 * 2 / LOAD_BYTES_PER_S, abs=1)

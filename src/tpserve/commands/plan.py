@@ -68,7 +68,11 @@ def plan(
     recommendations = recommend(result, source.serve_model or source.name, settings)
     measured = measured_best(result.size.parameters, result.gpu.memory_bytes)
     if as_json:
+        from tpserve.startup import READY_BASIS
+
+        ready = {item.name: asdict(ready_estimate(result, item)) for item in result.layouts if item.fits}
         document = result.to_dict() | {
+            "time_to_ready": {"basis": READY_BASIS, "layouts": ready},
             "settings": {"profile": choice.profile, "flags": dict(choice.flags), "reason": choice.reason},
             "recommendations": [asdict(item) for item in recommendations], "measured": measured}
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
@@ -125,14 +129,17 @@ def print_plan(plan: Plan, console: Console) -> None:
     peak = ("load peak",) if size.quantized_at_load else ()
     if peak:
         caption = caption.replace("per GPU;", "per GPU (load peak: while vLLM quantizes to fp8);")
+    caption += "; ready: seconds to a first /health 200, cold / warm (the note below says from what)"
     table = Table(caption=caption)
-    for title in ("layout", "GPUs", "nodes", "weights", *peak, "KV cache", "KV tokens", "seqs", "fits"):
+    for title in ("layout", "GPUs", "nodes", "weights", *peak, "KV cache", "KV tokens", "seqs", "fits", "ready"):
         table.add_column(title, justify="left" if title in ("layout", "fits") else "right")
     for item in plan.layouts:
         loading = (f"{item.load_peak_bytes_per_gpu / GiB:.2f}",) if peak else ()
+        ready = ready_estimate(plan, item)
         table.add_row(item.name, str(item.gpus), str(item.nodes), f"{item.weight_bytes_per_gpu / GiB:.2f}",
                       *loading, f"{item.kv_cache_bytes_per_gpu / GiB:.2f}", f"{item.kv_cache_tokens:,}",
-                      f"{item.max_sequences:,}", "yes" if item.fits else "[red]no[/red]")
+                      f"{item.max_sequences:,}", "yes" if item.fits else "[red]no[/red]",
+                      f"{ready.cold_s:.0f}/{ready.warm_s:.0f}" if item.fits else "—")
     console.print(table)
     minimum = plan.minimum
     if minimum is not None:
@@ -145,6 +152,19 @@ def print_plan(plan: Plan, console: Console) -> None:
             console.print(f"{item.name} does not fit: {escape(item.reason)}", highlight=False)
     for note in plan.notes:
         console.print(f"note: {escape(note)}", highlight=False)
+    from tpserve.startup import READY_BASIS
+
+    console.print(f"note: ready is {escape(READY_BASIS)}", highlight=False)
+
+
+def ready_estimate(plan: Plan, layout):
+    """LAYOUT's expected time to ready: its GPUs read their share of the checkpoint as the server loads it (the
+    16-bit checkpoint where vLLM quantizes at load, whatever the weights become)."""
+    from tpserve.startup import expected_ready
+
+    share = layout.weight_bytes_per_gpu / plan.size.weight_bytes
+    checkpoint = plan.size.parameters * 2 if plan.size.quantized_at_load else plan.size.weight_bytes
+    return expected_ready(round(checkpoint * share))
 
 
 def print_recommendations(choice: Choice, recommendations: tuple[Recommendation, ...], console: Console) -> None:
