@@ -227,6 +227,7 @@ class Session:
     runs: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     port: int = 8400
+    pod: str = ""  # the pod whose HOME and TMPDIR are in place now
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -264,11 +265,16 @@ def stamped_server(argv: list[str], port: int, log_path: Path, env: dict):
 
 
 def pod_env(session: Session, pod: str, cache_root: Path, extra: dict | None = None) -> dict:
-    """The environment of a server in POD: its own HOME and TMPDIR (a pod's emptyDirs; the same POD name is the
-    same pod's restart), vLLM's compile cache in CACHE_ROOT (the claim), EXTRA over it."""
+    """The environment of a server in POD: HOME and TMPDIR at the same paths in every pod, as the chart mounts
+    its emptyDirs, emptied when POD is not the pod before (the same name is the same pod's restart); vLLM's
+    compile cache in CACHE_ROOT (the claim); EXTRA over it. The paths stay put because vLLM 0.26 hashes
+    VLLM_CONFIG_ROOT, which defaults under HOME, into its compile cache's key."""
     from tpserve.server import cpu_env
 
-    home = WORK / "pods" / pod
+    home = WORK / "pod"
+    if pod != session.pod:
+        shutil.rmtree(home, ignore_errors=True)
+        session.pod = pod
     for sub in ("home", "tmp"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     cache_root.mkdir(parents=True, exist_ok=True)
@@ -277,17 +283,14 @@ def pod_env(session: Session, pod: str, cache_root: Path, extra: dict | None = N
             **(extra or {})}
 
 
-def home_caches(pod: str) -> dict:
-    """What the JIT caches under POD's HOME and TMPDIR hold, in MB, one entry per top folder."""
+def home_caches() -> dict:
+    """What the JIT caches under the pod's HOME and TMPDIR hold, in MB, one entry per folder of 1 MB or more."""
     sizes = {}
-    for top in (WORK / "pods" / pod).glob("*/*"):
-        done = subprocess.run(["du", "-sm", str(top)], capture_output=True, text=True, check=False)
+    pod = WORK / "pod"
+    for folder in [*pod.glob("*/*"), *(pod / "home").glob(".*/*")]:
+        done = subprocess.run(["du", "-sm", str(folder)], capture_output=True, text=True, check=False)
         if done.stdout and int(done.stdout.split()[0]) > 0:
-            sizes[str(top.relative_to(WORK / "pods" / pod))] = int(done.stdout.split()[0])
-    for hidden in (WORK / "pods" / pod / "home").glob(".*/*"):
-        done = subprocess.run(["du", "-sm", str(hidden)], capture_output=True, text=True, check=False)
-        if done.stdout and int(done.stdout.split()[0]) > 0:
-            sizes[str(hidden.relative_to(WORK / "pods" / pod))] = int(done.stdout.split()[0])
+            sizes[str(folder.relative_to(pod))] = int(done.stdout.split()[0])
     return sizes
 
 
@@ -362,7 +365,7 @@ def start_server(session: Session, start: Start):
         record["startup"] = result.to_json()
     except Exception as exc:  # noqa: BLE001
         record["startup_error"] = f"{type(exc).__name__}: {exc}"
-    record["home_caches_mb"] = home_caches(pod)
+    record["home_caches_mb"] = home_caches()
     session.save()
     say(f"{start.name}: " + (f"healthy after {record['health_s']} s" if server else f"failed: {record['error'][:300]}")
         + f", {session.left():.0f} s left")

@@ -65,3 +65,19 @@ def test_a_server_that_outlives_the_budget_is_called_hung(tmp_path):
         server.kill()
         server.wait()
     assert timeline["hung"] and "leader_exit_s" not in timeline["events"]
+
+
+def test_a_new_pod_of_the_ready_session_gets_an_empty_home_at_the_same_path(tmp_path, monkeypatch):
+    # vLLM 0.26 hashes VLLM_CONFIG_ROOT (under HOME) into its compile cache key: a HOME path per pod missed the cache
+    # that a chart's pod, whose HOME path never changes, would hit (results/20261206-h100x1-ready).
+    from tests.gpu import ready_on_host
+
+    monkeypatch.setattr(ready_on_host, "WORK", tmp_path)
+    session = ready_on_host.Session(tmp_path / "out", deadline=0, cpu=True)
+    first = ready_on_host.pod_env(session, "cold", tmp_path / "cache")
+    (tmp_path / first["HOME"] / "jit-cache").write_text("kept only within one pod")
+    again = ready_on_host.pod_env(session, "cold", tmp_path / "cache")
+    assert (tmp_path / again["HOME"] / "jit-cache").is_file()
+    other = ready_on_host.pod_env(session, "warm", tmp_path / "cache")
+    assert (other["HOME"], other["TMPDIR"]) == (first["HOME"], first["TMPDIR"])
+    assert list((tmp_path / other["HOME"]).iterdir()) == []
