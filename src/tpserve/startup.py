@@ -49,6 +49,27 @@ def expected_ready(checkpoint_bytes_per_gpu: int, load_bytes_per_s: float = LOAD
     return ReadyEstimate(round(COLD_FIXED_S + read_s, 1), round(WARM_FIXED_S + read_s, 1))
 
 
+# The chart's startup window when startup.maxLoadSeconds is 0 (charts/vllm/templates/_rollout.tpl, pinned to this
+# by tests/chart): the worst first start on a new pod besides reading (a 70b's 155.3 s with HOME's JIT cache kept,
+# plus the 7b's 90.8 s of FlashInfer JIT that a new pod's empty HOME adds: 246.1 s, results/20261206-h100x1-ready),
+# plus the whole 16-bit checkpoint read at 150 MB/s (a modest network block volume; the H100 host's local disk gave
+# 1.49 GB/s), times a margin of 1.5. Without a parameter count it stays at the former fixed 1800 s.
+# In whole numbers, so the chart's template arithmetic gives the same seconds: the fixed part with its margin is
+# 1.5 × 250 = 375 s, and each 0.01 billion parameters (2e7 bytes at 16 bits, 0.1333 s at 150 MB/s) adds 1.5 × that
+# = 0.2 s, one second per 5.
+WINDOW_FIXED_S = 375
+WINDOW_CENTIBILLIONS_PER_S = 5
+WINDOW_UNKNOWN_S = 1800
+
+
+def startup_window_seconds(parameter_billions: float) -> int:
+    """How long the kubelet lets a server of PARAMETER_BILLIONS (the chart's model.parameterBillions) load."""
+    if not parameter_billions:
+        return WINDOW_UNKNOWN_S
+    centibillions = round(parameter_billions * 100)
+    return WINDOW_FIXED_S + -(-centibillions // WINDOW_CENTIBILLIONS_PER_S)
+
+
 _PREFIX = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)? ")
 _VLLM_STAMP = re.compile(r"(?:^|\) )(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) (\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) \[")
 _LOAD_FIGURE = re.compile(r"Model loading took ([\d.]+) GiB (?:memory )?and ([\d.]+) seconds")

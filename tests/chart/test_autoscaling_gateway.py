@@ -114,7 +114,7 @@ def test_notes_state_what_scale_to_zero_costs_and_that_it_does_not_wake_itself(t
     notes = " ".join(done.stdout.split("NOTES:", 1)[1].split())
     assert "with none running there is no queue to measure, so nothing scales it back up by itself" in notes
     assert "`kubectl scale deployment/r-vllm --replicas=1`" in notes
-    assert ("Each cold start costs up to startup.maxLoadSeconds=1800 s of loading, plus the download "
+    assert ("Each cold start costs up to 1755 s (startup.maxLoadSeconds) of loading, plus the download "
             "(fetch.maxSeconds=3600 s) on a claim that does not hold the weights yet") in notes
 
 

@@ -291,8 +291,9 @@ def test_a_negative_stall_budget_is_refused_by_the_schema(render_error):
 
 
 def test_the_rollout_deadline_covers_the_download_the_load_and_the_old_pods_stop(render):
-    # fetch.maxSeconds + startup.maxLoadSeconds + terminationGracePeriodSeconds + 600 s for scheduling and the pull.
-    assert render()["Deployment"]["spec"]["progressDeadlineSeconds"] == 3600 + 1800 + 100 + 600
+    # fetch.maxSeconds + the load window (1,755 s derived for Llama-2-70b) + terminationGracePeriodSeconds + 600 s for
+    # scheduling and the pull.
+    assert render()["Deployment"]["spec"]["progressDeadlineSeconds"] == 3600 + 1755 + 100 + 600
     deployment = render("r", "--set", "fetch.maxSeconds=7200", "--set", "startup.maxLoadSeconds=600",
                         "--set", "shutdown.drainSeconds=0")["Deployment"]
     assert deployment["spec"]["progressDeadlineSeconds"] == 7200 + 600 + 40 + 600
@@ -545,7 +546,7 @@ def test_notes_wait_as_long_as_the_rollout_deadline_and_say_helm_wait_needs_that
                           "--set", "fetch.maxSeconds=5400")
     assert done.returncode == 0, done.stderr
     notes = done.stdout.split("NOTES:", 1)[1]
-    deadline = 5400 + 1800 + 100 + 600
+    deadline = 5400 + 1755 + 100 + 600
     assert f"  kubectl rollout status deployment/llama70b-vllm --timeout={deadline}s --namespace llm\n" in notes
     assert (f"`helm install --wait` or `helm upgrade --wait` needs `--timeout {deadline}s` or longer: "
             "Helm's default of 5m0s reports a first install that is still downloading as failed.") in " ".join(
@@ -619,3 +620,20 @@ def test_fetch_offline_verifies_the_claims_hub_cache_without_the_network_or_a_to
     assert "HF_TOKEN" not in env
     online = init_container(render()["Deployment"])
     assert "--offline" not in online["args"] and "HF_HUB_OFFLINE" not in env_of(online)
+
+
+@pytest.mark.parametrize("billions", [68.98, 6.74, 405.85, 0.01, 0])
+def test_the_startup_window_is_derived_from_the_models_size_as_tpserve_derives_it(render, billions):
+    from tpserve.startup import startup_window_seconds
+
+    deployment = render("r", "--set", "model.name=example/shape", "--set", f"model.parameterBillions={billions}",
+                        "--set", "gpu.memoryGiB=0")["Deployment"]
+    window = startup_window_seconds(billions)
+    assert container(deployment)["startupProbe"]["failureThreshold"] == -(-window // 10)
+    assert deployment["spec"]["progressDeadlineSeconds"] == 3600 + window + 100 + 600
+
+
+def test_a_startup_window_given_in_seconds_wins_over_the_derived_one(render):
+    deployment = render("r", "--set", "startup.maxLoadSeconds=600")["Deployment"]
+    assert container(deployment)["startupProbe"]["failureThreshold"] == 60
+    assert deployment["spec"]["progressDeadlineSeconds"] == 3600 + 600 + 100 + 600

@@ -58,6 +58,13 @@ def test_the_matrix_covers_what_the_issue_asks_for():
     assert {"7b-tp1", "70b-tp4", "pipeline-tensor", "existing-claim", "hardened", "tpserve-image"} <= names
 
 
+def load_window(values: dict) -> int:
+    """startup.maxLoadSeconds, or the window the chart derives from the model's size when it is 0."""
+    from tpserve.startup import startup_window_seconds
+
+    return values["startup"]["maxLoadSeconds"] or startup_window_seconds(values["model"]["parameterBillions"])
+
+
 @MATRIX
 def test_helm_lint_strict_passes(tools, entry):
     done = tools.helm_run("lint", "--strict", str(CHART), *values_args(entry))
@@ -107,7 +114,7 @@ def test_probes_give_the_load_its_time_and_readiness_asks_http(rendered, entry):
     server = container(objects["Deployment"])
     startup, readiness, liveness = server["startupProbe"], server["readinessProbe"], server["livenessProbe"]
     assert startup["httpGet"]["path"] == "/health"
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= values["startup"]["maxLoadSeconds"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= load_window(values)
     assert readiness["httpGet"]["path"] in ("/health", "/v1/models") and "tcpSocket" not in readiness
     command = liveness["exec"]["command"]
     assert command[1] == "/opt/tpserve-chart/check/progress_probe.py"
@@ -210,7 +217,7 @@ def test_a_pinned_revision_is_served_from_its_folder_a_moving_one_from_the_init_
 def test_startup_budget_matches_the_documented_formula(rendered, entry):
     values, objects = rendered
     startup = container(objects["Deployment"])["startupProbe"]
-    assert startup["failureThreshold"] == math.ceil(values["startup"]["maxLoadSeconds"] / 10)
+    assert startup["failureThreshold"] == math.ceil(load_window(values) / 10)
 
 
 @MATRIX
@@ -218,9 +225,9 @@ def test_the_rollout_deadline_is_the_fetch_and_load_budgets_plus_the_stop_and_a_
     values, objects = rendered
     deployment = objects["Deployment"]
     deadline = deployment["spec"]["progressDeadlineSeconds"]
-    assert deadline == (values["fetch"]["maxSeconds"] + values["startup"]["maxLoadSeconds"]
+    assert deadline == (values["fetch"]["maxSeconds"] + load_window(values)
                         + pod_spec(deployment)["terminationGracePeriodSeconds"] + 600)
-    assert deadline > 600 + values["startup"]["maxLoadSeconds"]  # Kubernetes' default would fail a first install
+    assert deadline > 600 + load_window(values)  # Kubernetes' default would fail a first install
 
 
 @pytest.mark.parametrize("kubernetes", [OLDEST_KUBERNETES, NEWEST_KUBERNETES])

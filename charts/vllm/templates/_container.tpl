@@ -33,7 +33,7 @@ fails on running requests whose token counters stop (probes.stallSeconds). Input
       port: http
     periodSeconds: 10
     timeoutSeconds: 5
-    failureThreshold: {{ divf $root.Values.startup.maxLoadSeconds 10 | ceil | int }}
+    failureThreshold: {{ divf (include "vllm.maxLoadSeconds" $root | int) 10 | ceil | int }}
   readinessProbe:
     httpGet:
       path: {{ $root.Values.probes.readinessPath }}

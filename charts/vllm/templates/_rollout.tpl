@@ -13,7 +13,20 @@ load (startup.maxLoadSeconds), the old pod's stop (it holds the GPUs the new one
 scheduling, volume attach and the image pull. Kubernetes' default of 600 s fails every first install.
 */}}
 {{- define "vllm.progressDeadlineSeconds" -}}
-{{- add (int .Values.fetch.maxSeconds) (int .Values.startup.maxLoadSeconds) (include "vllm.terminationGraceSeconds" . | int) 600 -}}
+{{- add (int .Values.fetch.maxSeconds) (include "vllm.maxLoadSeconds" . | int) (include "vllm.terminationGraceSeconds" . | int) 600 -}}
+{{- end -}}
+
+{{/*
+vllm.maxLoadSeconds is startup.maxLoadSeconds, or when that is 0 the window derived from the model's size as
+tpserve.startup.startup_window_seconds derives it (tests/chart pin the two): 1.5 × (250 s, the worst first start
+measured besides reading, + the 16-bit checkpoint read at 150 MB/s); 1800 s without model.parameterBillions.
+*/}}
+{{- define "vllm.maxLoadSeconds" -}}
+{{- $billions := float64 .Values.model.parameterBillions -}}
+{{- if .Values.startup.maxLoadSeconds -}}{{ int .Values.startup.maxLoadSeconds }}
+{{- else if $billions -}}{{ add 375 (div (add (round (mulf $billions 100) 0 | int) 4) 5) }}
+{{- else -}}1800
+{{- end -}}
 {{- end -}}
 
 {{/*
