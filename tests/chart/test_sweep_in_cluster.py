@@ -203,7 +203,8 @@ def test_the_sweep_measures_each_run_in_the_cluster_with_the_layouts_values_and_
 
     backend = kubernetes_backend("sweep7b", CHART, "bench", model="meta-llama/Llama-2-7b-chat-hf",
                                  sets=["model.name=meta-llama/Llama-2-7b-chat-hf", "model.attentionHeads=32",
-                                       "model.kvHeads=32", "model.layers=32", "model.parameterBillions=6.74"],
+                                       "model.kvHeads=32", "model.layers=32", "model.parameterBillions=6.74",
+                                       "model.hiddenSize=4096"],
                                  in_cluster=InClusterLoad.of(Load(num_requests=12, concurrency=6), 3),
                                  apps_api=apps, load_apis=apis, run=run)
     result = run_sweep([Point(2)], backend, name="7b", model="meta-llama/Llama-2-7b-chat-hf", load=Load(),

@@ -29,7 +29,7 @@ def test_each_layout_is_one_helm_upgrade_with_tensor_and_replicas_last(tmp_path,
 
 
 SEVEN_B = ["model.name=meta-llama/Llama-2-7b-chat-hf", "model.attentionHeads=32", "model.kvHeads=32",
-           "model.layers=32", "model.parameterBillions=6.74"]
+           "model.layers=32", "model.parameterBillions=6.74", "model.hiddenSize=4096"]
 
 
 @pytest.mark.parametrize("tensor, replicas", [(1, 1), (2, 2), (4, 1)])
@@ -199,7 +199,7 @@ def test_the_tune_winner_on_kubernetes_is_the_helm_command_that_deploys_it(tmp_p
     assert winner["deploy"] == (
         f"helm upgrade --install llama7b {CHART} --namespace bench --values {values} "
         "--set model.name=meta-llama/Llama-2-7b-chat-hf --set model.attentionHeads=32 --set model.kvHeads=32 "
-        "--set model.layers=32 --set model.parameterBillions=6.74 --set vllm.settings=vllm --set-json 'vllm.extraArgs.max-num-seqs=\"4\"' "
+        "--set model.layers=32 --set model.parameterBillions=6.74 --set model.hiddenSize=4096 --set vllm.settings=vllm --set-json 'vllm.extraArgs.max-num-seqs=\"4\"' "
         "--set-json 'vllm.extraArgs.kv-cache-dtype=\"fp8\"' --set parallelism.tensor=1 --set replicaCount=1")
 
 
