@@ -146,8 +146,10 @@ def test_where_the_chart_cannot_know_the_memory_or_the_shape_it_skips_the_check(
 
 
 def test_shape_values_that_cannot_hold_the_parameters_are_refused_naming_them(render_error):
-    """A 7b's parameter count with the default 70b's hidden size: stale defaults, not a model."""
+    """A 7b's parameter count with the default 70b's hidden size: stale defaults, not a model (under a name outside
+    the catalog, which would otherwise refuse them first)."""
     assert problems(render_error("-f", str(CHART / "ci" / "7b-tp1-values.yaml"), "--set", "model.hiddenSize=8192",
+                                 "--set", "model.name=example/shape",
                                  "--set", "gpu.product=NVIDIA-H100-80GB-HBM3")) == [
         ("model.parameterBillions=6.74 is too few parameters for model.hiddenSize=8192, model.vocabSize=32000, "
         "model.attentionHeads=32 and model.layers=32 (their attention and embeddings alone take more): set all "
