@@ -66,6 +66,18 @@ def stream(url: str, max_tokens: int, outcome: Outcome, started: threading.Event
         outcome.error = type(error).__name__
 
 
+def streams_under_way(url: str, max_tokens: int, count: int = 8) -> tuple[list[Outcome], list[threading.Thread]]:
+    """COUNT streamed requests of MAX_TOKENS, once each has its first token."""
+    outcomes = [Outcome() for _ in range(count)]
+    first_tokens = [threading.Event() for _ in outcomes]
+    threads = [threading.Thread(target=stream, args=(url, max_tokens, outcome, event), daemon=True)
+               for outcome, event in zip(outcomes, first_tokens, strict=True)]
+    for thread in threads:
+        thread.start()
+    assert all(event.wait(300) for event in first_tokens), [vars(o) for o in outcomes]
+    return outcomes, threads
+
+
 def requests_running(url: str) -> float:
     """vllm:num_requests_running from the server's /metrics (summed over its label sets)."""
     text = requests.get(f"{url}/metrics", timeout=60).text
@@ -126,13 +138,7 @@ def test_a_chart_only_upgrade_with_the_same_values_leaves_the_server_pod_running
 def test_an_upgrade_with_a_changed_vllm_setting_rolls_out_and_requests_in_flight_finish_or_fail_by_name(
         url, shell, hub):
     before = wait_ready_pod(shell, SELECTOR)["metadata"]["name"]
-    outcomes = [Outcome() for _ in range(8)]
-    first_tokens = [threading.Event() for _ in outcomes]
-    threads = [threading.Thread(target=stream, args=(url, 1500, outcome, event), daemon=True)
-               for outcome, event in zip(outcomes, first_tokens, strict=True)]
-    for thread in threads:
-        thread.start()
-    assert all(event.wait(300) for event in first_tokens), [vars(o) for o in outcomes]
+    outcomes, threads = streams_under_way(url, 1500)
     start = time.monotonic()
     # The stall window is shortened here too, for the liveness test that follows (and named in the docs).
     done = shell.run(f"helm upgrade {RELEASE} charts/vllm {cpu_values(hub)} --set vllm.extraArgs.max-num-seqs=32 "
@@ -173,13 +179,7 @@ def test_a_stopped_engine_is_restarted_by_the_liveness_probe_and_serves_again(ur
     # and the engine resumes for another try when it shows none running.
     signal = exec_ + "python3 -c 'import os, signal; os.kill({pid}, signal.SIG{name})'"
     for _attempt in range(5):
-        outcomes = [Outcome() for _ in range(8)]
-        events = [threading.Event() for _ in outcomes]
-        threads = [threading.Thread(target=stream, args=(url, 2000, outcome, event), daemon=True)
-                   for outcome, event in zip(outcomes, events, strict=True)]
-        for thread in threads:
-            thread.start()
-        assert all(event.wait(300) for event in events), [vars(o) for o in outcomes]
+        _, threads = streams_under_way(url, 2000)
         # The image has no kill(1) (a minimal Debian): Python sends the signal, as the same uid.
         shell.run(signal.format(pid=engine, name="STOP"))
         stopped = time.monotonic()
