@@ -4,16 +4,13 @@ and the GPU kind, and the ``tpserve serve`` command line and the chart values th
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from tpserve import settings
+from tpserve import cache, settings
 from tpserve.commandlines import serve_command
 from tpserve.plan import GPU_MEMORY_UTILIZATION, GiB, Layout, Plan
-
-REPO_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,8 @@ def _recommend(plan: Plan, layout: Layout, serve_model: str, profile: str) -> Re
     tensor, pipeline, size = layout.tensor_parallel, layout.pipeline_parallel, plan.size
     options = ["-pp", str(pipeline)] if pipeline > 1 else []
     # A repo id is the chart's model.name; a local folder has none (the user names the repo it came from).
-    values = {"model.name": serve_model} if REPO_ID.fullmatch(serve_model) and not Path(serve_model).exists() else {}
+    is_repo = "/" in serve_model and cache.REPO_ID.fullmatch(serve_model) and not Path(serve_model).exists()
+    values = {"model.name": serve_model} if is_repo else {}
     values |= {"parallelism.tensor": str(tensor), "parallelism.pipeline": str(pipeline),
               "gpu.perNode": str(plan.gpus_per_node), "vllm.maxModelLen": str(plan.context_tokens)}
     if plan.gpu_memory_utilization != GPU_MEMORY_UTILIZATION:
