@@ -182,6 +182,18 @@ def test_the_server_runs_offline_without_the_hf_token(render):
     assert env["VLLM_CACHE_ROOT"]["value"] == "/models/vllm-cache"
 
 
+def test_the_kernels_compiled_at_warm_up_are_kept_on_the_cache_claim_beside_the_compile_cache(render, render_error):
+    deployment = render()["Deployment"]
+    env = env_of(container(deployment))
+    mounts = mounts_of(container(deployment))
+    claim = {v["name"]: v for v in pod_spec(deployment)["volumes"]}[mounts["/models/vllm-cache"]["name"]]
+    assert claim["persistentVolumeClaim"]["claimName"].endswith("-vllm-cache")
+    for name in ("TRITON_CACHE_DIR", "FLASHINFER_WORKSPACE_BASE", "CUDA_CACHE_PATH"):
+        assert env[name]["value"].startswith("/models/vllm-cache/jit/"), name
+        problems = render_error("--set", f"vllm.extraEnv.{name}=/tmp/x")
+        assert f"vllm.extraEnv.{name} is set by the chart; remove it" in problems
+
+
 def test_the_hf_token_reaches_only_the_init_container_from_an_optional_secret(render):
     env = env_of(init_container(render()["Deployment"]))
     assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {

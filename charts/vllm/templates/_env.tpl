@@ -72,6 +72,15 @@ multiNode.env (NCCL and Gloo settings of the fabric).
   value: /home/vllm/.cache/huggingface/modules
 - name: VLLM_CACHE_ROOT
   value: /models/vllm-cache
+# The kernels Triton, FlashInfer and the CUDA driver compile at the engine's warm-up go on the claim too: under
+# HOME (an emptyDir) every new pod compiled them again, 84-91 s of a 155-160 s start on an H100
+# (results/20261206-h100x1-ready). Their keys include the library version and the GPU architecture.
+- name: TRITON_CACHE_DIR
+  value: /models/vllm-cache/jit/triton
+- name: FLASHINFER_WORKSPACE_BASE
+  value: /models/vllm-cache/jit/flashinfer
+- name: CUDA_CACHE_PATH
+  value: /models/vllm-cache/jit/cuda
 - name: VLLM_NO_USAGE_STATS
   value: "1"
 - name: DO_NOT_TRACK

@@ -105,7 +105,7 @@ vllm.settingProblems: extra args and env must not fight the chart's own settings
 {{- $problems = append $problems "vllm.extraArgs.compilation-config and vllm.allreduceFusion=false both set --compilation-config: put \"pass_config\": {\"fuse_allreduce_rms\": false} inside yours and set vllm.allreduceFusion=true" -}}
 {{- end }}
 {{- $secretEnv := dict "HF_TOKEN" "hfToken.secretName" "HUGGING_FACE_HUB_TOKEN" "hfToken.secretName" "VLLM_API_KEY" "apiKey.secretName" "TPSERVE_API_KEY" "apiKey.secretName" -}}
-{{- $ownedEnv := list "HOME" "USER" "HF_HOME" "HF_HUB_OFFLINE" "TRANSFORMERS_OFFLINE" "HF_MODULES_CACHE" "VLLM_CACHE_ROOT" "VLLM_NO_USAGE_STATS" "DO_NOT_TRACK" "PYTHONUNBUFFERED" "PYTHONPATH" "PYTHONDONTWRITEBYTECODE" "HF_HUB_DISABLE_TELEMETRY" "HF_HUB_DISABLE_PROGRESS_BARS" "HF_XET_CACHE" "HF_XET_CHUNK_CACHE_SIZE_BYTES" "NVIDIA_VISIBLE_DEVICES" -}}
+{{- $ownedEnv := list "HOME" "USER" "HF_HOME" "HF_HUB_OFFLINE" "TRANSFORMERS_OFFLINE" "HF_MODULES_CACHE" "VLLM_CACHE_ROOT" "TRITON_CACHE_DIR" "FLASHINFER_WORKSPACE_BASE" "CUDA_CACHE_PATH" "VLLM_NO_USAGE_STATS" "DO_NOT_TRACK" "PYTHONUNBUFFERED" "PYTHONPATH" "PYTHONDONTWRITEBYTECODE" "HF_HUB_DISABLE_TELEMETRY" "HF_HUB_DISABLE_PROGRESS_BARS" "HF_XET_CACHE" "HF_XET_CHUNK_CACHE_SIZE_BYTES" "NVIDIA_VISIBLE_DEVICES" -}}
 {{- range $value, $env := dict "vllm.extraEnv" .Values.vllm.extraEnv "fetch.extraEnv" .Values.fetch.extraEnv "multiNode.env" .Values.multiNode.env }}
 {{- range $name, $_ := $env }}
 {{- if hasKey $secretEnv $name }}
