@@ -39,6 +39,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -64,6 +65,7 @@ MODELS = WORK / "models"
 # The fp8 profile's flags (docs/settings.md): bfloat16 through tpserve serve's own --dtype, the rest to vLLM.
 FP8_SERVE = ("--settings", "vllm", "--dtype", "bfloat16")
 FP8_VLLM = ("--quantization", "fp8", "--kv-cache-dtype", "fp8")
+PROFILE_HZ = 50
 
 
 def stamp() -> str:
@@ -165,7 +167,7 @@ def disk_facts(folder: Path) -> dict:
             "meminfo": "".join(line for line in Path("/proc/meminfo").read_text().splitlines(keepends=True)[:5])}
 
 
-def prep(out: Path, cpu: bool) -> int:
+def prep(out: Path, cpu: bool, weights_too: bool = True) -> int:
     """gpu_limits.py on the idle card, the 7b weight files, and the disk's read rates, into OUT/prep."""
     folder = out / "prep"
     folder.mkdir(parents=True, exist_ok=True)
@@ -187,6 +189,11 @@ def prep(out: Path, cpu: bool) -> int:
     sys.path[:0] = [str(REPO / "src")]
     from tpserve.shapes import TINY_LLAMA, find_shape
 
+    if not weights_too:
+        record["finished"] = stamp()
+        save()
+        print("prep done", flush=True)
+        return 0
     shape = TINY_LLAMA if cpu else find_shape("llama-2-7b")
     weights = WORK / f"weights-{shape.name}"
     shutil.rmtree(weights, ignore_errors=True)
@@ -267,8 +274,9 @@ def stamped_server(argv: list[str], port: int, log_path: Path, env: dict):
 def pod_env(session: Session, pod: str, cache_root: Path, extra: dict | None = None) -> dict:
     """The environment of a server in POD: HOME and TMPDIR at the same paths in every pod, as the chart mounts
     its emptyDirs, emptied when POD is not the pod before (the same name is the same pod's restart); vLLM's
-    compile cache in CACHE_ROOT (the claim); EXTRA over it. The paths stay put because vLLM 0.26 hashes
-    VLLM_CONFIG_ROOT, which defaults under HOME, into its compile cache's key."""
+    compile cache and the kernels compiled at warm-up in CACHE_ROOT (the claim), at the paths the chart gives them;
+    EXTRA over it. The paths stay put because vLLM 0.26 hashes VLLM_CONFIG_ROOT, which defaults under HOME, into its
+    compile cache's key."""
     from tpserve.server import cpu_env
 
     home = WORK / "pod"
@@ -279,18 +287,20 @@ def pod_env(session: Session, pod: str, cache_root: Path, extra: dict | None = N
         (home / sub).mkdir(parents=True, exist_ok=True)
     cache_root.mkdir(parents=True, exist_ok=True)
     base = cpu_env() if session.cpu else dict(os.environ)
+    jit = cache_root / "jit"  # where the chart keeps the kernels compiled at warm-up (charts/vllm/templates/_env.tpl)
     return {**base, "HOME": str(home / "home"), "TMPDIR": str(home / "tmp"), "VLLM_CACHE_ROOT": str(cache_root),
-            **(extra or {})}
+            "TRITON_CACHE_DIR": str(jit / "triton"), "FLASHINFER_WORKSPACE_BASE": str(jit / "flashinfer"),
+            "CUDA_CACHE_PATH": str(jit / "cuda"), **(extra or {})}
 
 
 def home_caches() -> dict:
     """What the JIT caches under the pod's HOME and TMPDIR hold, in MB, one entry per folder of 1 MB or more."""
     sizes = {}
     pod = WORK / "pod"
-    for folder in [*pod.glob("*/*"), *(pod / "home").glob(".*/*")]:
+    for folder in [*pod.glob("*/*"), *(pod / "home").glob(".*/*"), *WORK.glob("cache/*/jit/*")]:
         done = subprocess.run(["du", "-sm", str(folder)], capture_output=True, text=True, check=False)
         if done.stdout and int(done.stdout.split()[0]) > 0:
-            sizes[str(folder.relative_to(pod))] = int(done.stdout.split()[0])
+            sizes[str(folder.relative_to(WORK))] = int(done.stdout.split()[0])
     return sizes
 
 
@@ -322,6 +332,7 @@ class Start:
     env: tuple[tuple[str, str], ...] = ()
     evict_weights: bool = False  # their pages out of the page cache first: the load reads the disk
     timeout_s: float = 600
+    profile: bool = False  # under ``py-spy record --subprocesses --idle`` (PYSPY names the binary): where the time goes
 
 
 def wait_for_line(log: Path, text: str, limit_s: float = 30) -> None:
@@ -329,6 +340,19 @@ def wait_for_line(log: Path, text: str, limit_s: float = 30) -> None:
     until = time.monotonic() + limit_s
     while time.monotonic() < until and text not in log.read_text(errors="replace"):
         time.sleep(0.2)
+
+
+def stop_profiler(profiler: subprocess.Popen, path: Path, limit_s: float = 120) -> dict:
+    """SIGINT py-spy alone (the server it started goes on): it stops sampling and writes PATH."""
+    began = time.monotonic()
+    profiler.send_signal(signal.SIGINT)
+    try:
+        profiler.wait(limit_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"py-spy did not exit within {limit_s:.0f} s of SIGINT"}
+    written = path.is_file()
+    return {"file": path.name if written else None, "bytes": path.stat().st_size if written else 0,
+            "write_s": round(time.monotonic() - began, 2), "status": profiler.returncode}
 
 
 def start_server(session: Session, start: Start):
@@ -348,6 +372,12 @@ def start_server(session: Session, start: Start):
     argv = serve_command(MODELS / start.model, served_model_name=start.model, host="127.0.0.1", port=session.port,
                          serve_args=start.serve_args, vllm_args=start.vllm_args, python=sys.executable)
     log = session.out / "logs" / f"{start.name}.log"
+    if start.profile:
+        # speedscope keeps each thread's samples in order, so a sample's index over the rate is its time.
+        argv = [os.environ.get("PYSPY", "py-spy"), "record", "--subprocesses", "--idle", "--rate", str(PROFILE_HZ),
+                "--format", "speedscope", "-o", str(session.out / "profiles" / f"{start.name}.speedscope.json"),
+                "--", *argv]
+        (session.out / "profiles").mkdir(parents=True, exist_ok=True)
     server = stamped_server(argv, session.port, log, env)
     began = time.monotonic()
     try:
@@ -355,6 +385,8 @@ def start_server(session: Session, start: Start):
         server.wait_healthy(min(start.timeout_s, max(30.0, session.left())))
         record["health_s"] = round(time.monotonic() - began, 2)
         wait_for_line(log, '"GET /health HTTP/1.1" 200')
+        if start.profile:
+            record["profile"] = stop_profiler(server.process, session.out / "profiles" / f"{start.name}.speedscope.json")
     except Exception as exc:  # noqa: BLE001 — a failed start is recorded, the session goes on
         record["error"] = f"{type(exc).__name__}: {exc}"[-1500:]
         record["log_tail"] = server.log_tail(40)
@@ -474,8 +506,23 @@ def steps(cpu: bool) -> list[Step]:
                                       vllm_args=("--load-format", "dummy", *FP8_VLLM), pod="warm"),
                        workloads=("throughput",))
 
-    return [Step("7b-cold-warm", 400, cold_and_warm), Step("loaders", 100, loaders),
-            Step("70b-fp8", 300, fp8_70b), Step("7b-fp8", 150, fp8_7b)]
+    def restarts(session: Session) -> None:
+        """The chart's own restarts: a cold start on an empty claim, then new pods on the same claim (fresh HOME
+        and TMPDIR at the same paths; the compile cache and the warm-up kernels kept on the claim), twice with
+        vLLM's engine start method (spawn, as `vllm serve` sets it) and twice with fork, and once under py-spy."""
+        fork = (("VLLM_WORKER_MULTIPROC_METHOD", "fork"),)
+        serve_and_stop(session, Start("7b-cold", small, pod="cold", cache="7b-claim"))
+        serve_and_stop(session, Start("7b-new-pod", small, pod="a", cache="7b-claim"), workloads=("throughput",))
+        serve_and_stop(session, Start("7b-new-pod-again", small, pod="b", cache="7b-claim"))
+        serve_and_stop(session, Start("7b-new-pod-fork", small, pod="c", cache="7b-claim", env=fork))
+        serve_and_stop(session, Start("7b-new-pod-fork-again", small, pod="d", cache="7b-claim", env=fork))
+        if session.left() > 120 + keep_for_70b:
+            serve_and_stop(session, Start("7b-new-pod-profiled", small, pod="e", cache="7b-claim", profile=True))
+        else:
+            session.steps[-1]["skipped"] = ["7b-new-pod-profiled"]
+
+    return [Step("7b-restarts", 350, restarts), Step("7b-cold-warm", 400, cold_and_warm),
+            Step("loaders", 100, loaders), Step("70b-fp8", 300, fp8_70b), Step("7b-fp8", 150, fp8_7b)]
 
 
 def summary(session: Session) -> str:
@@ -506,16 +553,22 @@ def main() -> int:
     parser.add_argument("--prep", action="store_true", help="only the torch-only part: GPU limits, weights, disk")
     parser.add_argument("--deadline-s", type=float, default=1300)
     parser.add_argument("--cpu", action="store_true", help="rehearse on this machine's CPU vLLM, tiny Llama")
-    parser.add_argument("--only", default="", help="comma-separated step names (default: all)")
+    parser.add_argument("--only", default="", help="comma-separated step names, run in that order (default: all "
+                        "but 7b-restarts, in the order of the H100 session)")
+    parser.add_argument("--no-weights", action="store_true", help="--prep: only the GPU's limits, no weight files")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.prep:
-        return prep(args.out, args.cpu)
+        return prep(args.out, args.cpu, weights_too=not args.no_weights)
     sys.path[:0] = [str(REPO / "src"), str(REPO)]
     from tpserve.shapes import TINY_LLAMA, find_shape, write_model_folder
 
     session = Session(args.out, time.monotonic() + args.deadline_s, args.cpu)
-    todo = [s for s in steps(args.cpu) if not args.only or s.name in args.only.split(",")]
+    known = {s.name: s for s in steps(args.cpu)}
+    wanted = args.only.split(",") if args.only else [name for name in known if name != "7b-restarts"]
+    if unknown := [name for name in wanted if name not in known]:
+        parser.error(f"--only: no step {', '.join(unknown)}; the steps are {', '.join(known)}")
+    todo = [known[name] for name in wanted]
     for shape in {"tiny-llama"} if args.cpu else {"llama-2-7b", "llama-2-70b"}:
         write_model_folder(TINY_LLAMA if shape == "tiny-llama" else find_shape(shape), MODELS / shape)
     for step in todo:

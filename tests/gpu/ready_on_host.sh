@@ -2,7 +2,7 @@
 # The time-to-ready session on the offline GPU host (tests/gpu/ready_on_host.py), from the repository root there.
 # A device call lasts at most 10 minutes and carries at most 64 MiB, so the bundle comes over in several calls;
 # the torch-only part runs meanwhile, and later calls wait for the session and take its files:
-#   tests/gpu/ready_on_host.sh PARTS_DIR OUT_DIR prep                 GPU limits, weight files, disk read rates
+#   tests/gpu/ready_on_host.sh PARTS_DIR OUT_DIR prep [--no-weights]  GPU limits, weight files, disk read rates
 #   tests/gpu/ready_on_host.sh PARTS_DIR OUT_DIR start DEADLINE_S     unpack the bundle, compile its .pyc once
 #                                                                     (an image has them), start the servers
 #   tests/gpu/ready_on_host.sh PARTS_DIR OUT_DIR wait SECONDS [TAR]   wait until it is done or SECONDS pass,
@@ -17,7 +17,7 @@ case "$step" in
   prep)
     export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
     nvidia-smi >"$out/nvidia-smi.txt"
-    setsid nohup python3 tests/gpu/ready_on_host.py "$out" --prep >"$out/prep.log" 2>&1 </dev/null &
+    setsid nohup python3 tests/gpu/ready_on_host.py "$out" --prep "${@:4}" >"$out/prep.log" 2>&1 </dev/null &
     echo "prep started $!"
     ;;
   start)
@@ -31,6 +31,15 @@ case "$step" in
       touch /tmp/tpserve-site/.compiled
       echo "compileall: $((SECONDS - began)) s" >>"$out/host.txt"
     fi
+    # py-spy for the profiled start, from its wheel among the parts when one came (a wheel is a zip file).
+    for wheel in "$parts"/py_spy-*.whl; do
+      [ -f "$wheel" ] || continue
+      mkdir -p /tmp/pyspy
+      python3 -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); n = [m for m in z.namelist() if m.endswith('/scripts/py-spy')][0]; open('/tmp/pyspy/py-spy', 'wb').write(z.read(n))" "$wheel"
+      chmod +x /tmp/pyspy/py-spy
+      export PYSPY=/tmp/pyspy/py-spy
+      /tmp/pyspy/py-spy --version >>"$out/host.txt"
+    done
     setsid nohup python3 tests/gpu/ready_on_host.py "$out" --deadline-s "${4:?$usage}" "${@:5}" \
       >"$out/session.log" 2>&1 </dev/null &
     echo "started $!"
