@@ -369,11 +369,19 @@ def start_server(session: Session, start: Start):
     pod = start.pod or start.name
     env = pod_env(session, pod, WORK / "cache" / start.cache, dict(start.env))
     session.port += 1
-    argv = serve_command(MODELS / start.model, served_model_name=start.model, host="127.0.0.1", port=session.port,
-                         serve_args=start.serve_args, vllm_args=start.vllm_args, python=sys.executable)
+    def command(dry_run: bool = False) -> list[str]:
+        return serve_command(MODELS / start.model, served_model_name=start.model, host="127.0.0.1",
+                             port=session.port, serve_args=start.serve_args, vllm_args=start.vllm_args,
+                             dry_run=dry_run, python=sys.executable)
+
+    argv = command()
     log = session.out / "logs" / f"{start.name}.log"
     if start.profile:
-        # speedscope keeps each thread's samples in order, so a sample's index over the rate is its time.
+        # py-spy loses a process that execs, so it starts vLLM's own command line (tpserve serve --dry-run prints
+        # it) with the environment tpserve serve gives it. speedscope keeps each thread's samples in order.
+        dry = subprocess.run(command(dry_run=True), capture_output=True, text=True, env=env, check=True)
+        argv = shlex.split(dry.stdout.strip().splitlines()[-1])
+        env = {**env, "HF_HUB_OFFLINE": "1"}
         argv = [os.environ.get("PYSPY", "py-spy"), "record", "--subprocesses", "--idle", "--rate", str(PROFILE_HZ),
                 "--format", "speedscope", "-o", str(session.out / "profiles" / f"{start.name}.speedscope.json"),
                 "--", *argv]
