@@ -1,7 +1,7 @@
 """benchmarks/profile_summary.py ties each GPU kernel of a torch profiler trace to the engine step that launched it
 and splits the steps' GPU time by kernel family. The trace here is written by hand in the format torch's profiler
-writes (Chrome trace events: CPU ranges, CUDA runtime launches and kernels joined by correlation ids); a real
-one from an H200 is under results/20261201-h200x1-tune."""
+writes (Chrome trace events: CPU ranges, CUDA runtime launches and kernels joined by correlation ids); the script's
+reading of a real one from an H200 is in results/20261201-h200x1-tune (the trace itself is not in git)."""
 
 import gzip
 import json
