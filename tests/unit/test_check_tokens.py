@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import REPO, run
+from tests.exposition import AWKWARD_LABEL_VALUES, python_with_prometheus_client_alone
 
 SCRIPT = REPO / "charts" / "vllm" / "files" / "check" / "check_tokens.py"
 MODEL = "tpserve-test/tiny-llama"
@@ -37,7 +38,8 @@ client = load_client()
 
 @dataclass
 class FakeVLLM:
-    """What the server does; counters grow by what it streams, plus ``extra_generation`` (another client)."""
+    """What the server does; counters grow by what it streams, plus ``extra_generation`` (another client);
+    ``metrics_text``, when set, is what /metrics answers instead."""
 
     models: list[str] = field(default_factory=lambda: [MODEL])
     api_key: str = ""
@@ -45,6 +47,7 @@ class FakeVLLM:
     extra_prompt: int = 0
     fail_request: int | None = None
     usage: bool = True
+    metrics_text: str = ""
     generation: int = 0
     prompt: int = 0
     bodies: list[dict] = field(default_factory=list)
@@ -77,7 +80,7 @@ def handler_for(fake: FakeVLLM):
                         f'vllm:generation_tokens_total{{engine="0",model_name="{MODEL}"}} {half}.0\n'
                         f'vllm:generation_tokens_total{{engine="1",model_name="{MODEL}"}} {fake.generation - half}.0\n'
                         f'vllm:prompt_tokens_total{{engine="0",model_name="{MODEL}"}} {fake.prompt}.0\n')
-                self._send(200, text.encode(), "text/plain; version=0.0.4")
+                self._send(200, (fake.metrics_text or text).encode(), "text/plain; version=0.0.4")
             elif self.path == "/v1/models" and self._authorized():
                 self._send(200, json.dumps({"object": "list", "data": [{"id": m} for m in fake.models]}).encode())
 
@@ -190,16 +193,28 @@ def test_an_unreachable_server_is_named(port):
     assert check(f"http://127.0.0.1:{port}")["status"].startswith(f"cannot reach http://127.0.0.1:{port}/v1/models: ")
 
 
+@pytest.mark.parametrize("value", AWKWARD_LABEL_VALUES)
+def test_counters_are_read_whatever_their_label_values_hold(value):
+    text = (f'vllm:generation_tokens_total{{engine="0",model_name="{value}"}} 7.0\n'
+            f'vllm:prompt_tokens_total{{engine="0",model_name="{value}"}} 3.0 1700000000000\n# EOF\n')
+    assert client.counter_totals(text) == {client.GENERATION_TOKENS: 7.0, client.PROMPT_TOKENS: 3.0}
+
+
+def test_metrics_that_are_not_prometheus_text_fail_the_check_naming_the_url(server):
+    host = server(FakeVLLM(metrics_text='vllm:generation_tokens_total{engine="0" 7.0\n'))
+    assert check(host)["status"].startswith(f"{host}/metrics is not Prometheus text (")
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("10m", 600), ("90s", 90), ("1h30m", 5400)])
 def test_run_time_reads_helm_durations(text, seconds):
     assert client.seconds(text) == seconds
 
 
-def test_the_script_runs_on_the_standard_library_alone_and_writes_its_summary(server, tmp_path):
-    """-I -S: no site-packages, no user paths, as on an image whose Python has nothing tpserve needs."""
+def test_the_script_runs_on_the_standard_library_and_prometheus_client_alone_and_writes_its_summary(
+        server, tmp_path):
     host = server(FakeVLLM(api_key="secret"))
     results = tmp_path / "helm-test.json"
-    done = run(sys.executable, "-I", "-S", str(SCRIPT), "--host", host, "--model", MODEL, "--requests", "8",
+    done = run(*python_with_prometheus_client_alone(tmp_path), str(SCRIPT), "--host", host, "--model", MODEL, "--requests", "8",
                "--concurrency", "2", "--max-tokens", "4", "--run-time", "1m",
                env={"TPSERVE_API_KEY": "secret", "TPSERVE_RESULTS_JSON": str(results)}, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -211,9 +226,18 @@ def test_the_script_runs_on_the_standard_library_alone_and_writes_its_summary(se
 def test_a_failed_check_exits_1_with_its_reason_on_one_line(server, tmp_path):
     host = server(FakeVLLM(extra_generation=1))
     results = tmp_path / "helm-test.json"
-    done = run(sys.executable, "-I", "-S", str(SCRIPT), "--host", host, "--model", MODEL, "--requests", "2",
-               "--max-tokens", "4", env={"TPSERVE_RESULTS_JSON": str(results)}, timeout=60)
+    done = run(*python_with_prometheus_client_alone(tmp_path), str(SCRIPT), "--host", host, "--model", MODEL,
+               "--requests", "2", "--max-tokens", "4", env={"TPSERVE_RESULTS_JSON": str(results)}, timeout=60)
     assert done.returncode == 1
     assert done.stderr == ("helm test failed: token mismatch: the client counted 8 completion tokens, "
                            "vllm:generation_tokens_total grew by 10 (another client on this server?)\n")
     assert json.loads(results.read_text())["failed"] == 0
+
+
+def test_an_image_whose_python_lacks_prometheus_client_fails_the_check_naming_the_fix(server):
+    """-I -S: the standard library alone, as in an image that is not vLLM's."""
+    done = run(sys.executable, "-I", "-S", str(SCRIPT), "--host", server(FakeVLLM()), "--model", MODEL,
+               "--requests", "2", "--max-tokens", "4", timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == ("helm test failed: this image's python3 cannot import prometheus_client, which every "
+                           "vLLM image has: serve a vLLM image or set tests.runner=locust\n")

@@ -2,7 +2,8 @@
 
 The server answers /health with a scripted status and /metrics with Prometheus text in vLLM 0.26.0's
 names and labels (tests/data/vllm-0.26.0-metrics.txt). The probe runs as the kubelet runs it, a
-subprocess, with its clock given by --now: time passes between runs by a number, never by sleeping.
+subprocess of a python3 that has the standard library and prometheus_client alone (a vLLM image's), with its
+clock given by --now: time passes between runs by a number, never by sleeping.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import REPO, free_port, run
+from tests.exposition import AWKWARD_LABEL_VALUES, python_with_prometheus_client_alone
 
 SCRIPT = REPO / "charts" / "vllm" / "files" / "check" / "progress_probe.py"
 T0 = 1_800_000_000.0
@@ -23,18 +25,21 @@ T0 = 1_800_000_000.0
 
 @dataclass
 class FakeVLLM:
-    """What the server answers: /health's status, the running gauge and token counters (None: no /metrics)."""
+    """What the server answers: /health's status, the running gauge and token counters (metrics False: no
+    /metrics), under MODEL_NAME; ``metrics_text``, when set, is what /metrics answers instead."""
 
     health: int = 200
     running: int = 0
     generation: int = 0
     prompt: int = 0
     metrics: bool = True
+    model_name: str = "org/m"
+    metrics_text: str = ""
 
 
 def exposition(fake: FakeVLLM) -> str:
     """Two engines' samples, as a data-parallel server exports them, with the comments vLLM writes."""
-    labels = ('{engine="0",model_name="org/m"}', '{engine="1",model_name="org/m"}')
+    labels = tuple(f'{{engine="{engine}",model_name="{fake.model_name}"}}' for engine in "01")
     split = (lambda total: (total // 2, total - total // 2))
     lines = ["# HELP vllm:num_requests_running Number of requests in model execution batches.",
              "# TYPE vllm:num_requests_running gauge"]
@@ -45,7 +50,7 @@ def exposition(fake: FakeVLLM) -> str:
     lines += ["# TYPE vllm:generation_tokens_total counter"]
     lines += [f"vllm:generation_tokens_total{label} {n}.0" for label, n in zip(labels, split(fake.generation))]
     lines += ['vllm:request_success_total{engine="0",finished_reason="stop",model_name="org/m"} 3.0']
-    return "\n".join(lines) + "\n"
+    return fake.metrics_text or "\n".join(lines) + "\n"
 
 
 @pytest.fixture
@@ -80,9 +85,10 @@ def fake():
 @pytest.fixture
 def probe(tmp_path):
     """``probe(url, at=seconds after T0, stall=..., unhealthy=...)`` -> the finished probe process."""
+    python = python_with_prometheus_client_alone(tmp_path)
 
     def run_probe(url: str, at: float, stall: float = 180, unhealthy: float = 300):
-        return run(sys.executable, str(SCRIPT), "--state", str(tmp_path / "probe.json"), "--url", url,
+        return run(*python, str(SCRIPT), "--state", str(tmp_path / "probe.json"), "--url", url,
                    "--unhealthy-seconds", str(unhealthy), "--stall-seconds", str(stall), "--now", str(T0 + at),
                    timeout=120)
 
@@ -125,6 +131,13 @@ def test_running_requests_with_frozen_counters_fail_only_after_stall_seconds(fak
     assert failed.stderr == ("vLLM engine stalled: no prompt or generation token counted for 210 s while "
                              "vllm:num_requests_running is 64 (more than --stall-seconds 180)\n")
     assert probe(fake.url, 240).returncode == 1
+
+
+@pytest.mark.parametrize("value", AWKWARD_LABEL_VALUES)
+def test_a_stall_is_seen_whatever_the_label_values_hold(fake, probe, value):
+    fake.running, fake.generation, fake.model_name = 2, 10, value
+    assert probe(fake.url, 0).stdout == "healthy; 2 running, 10 tokens\n"
+    assert probe(fake.url, 181).stderr.startswith("vLLM engine stalled: ")
 
 
 def test_a_stalled_server_that_moves_again_passes_at_once(fake, probe):
@@ -184,6 +197,26 @@ def test_unreadable_metrics_with_a_healthy_server_pass_with_no_stall_decision(fa
         result = probe(fake.url, at)
         assert passes(result)
     assert result.stdout == "healthy; /metrics unreadable, no stall decision\n"
+
+
+def test_metrics_that_are_not_prometheus_text_make_no_stall_decision(fake, probe):
+    fake.running, fake.generation = 64, 10
+    fake.metrics_text = 'vllm:num_requests_running{engine="0" 64.0\n'
+    for at in (0, 200, 400):
+        result = probe(fake.url, at)
+        assert passes(result)
+    assert result.stdout == "healthy; /metrics unreadable, no stall decision\n"
+
+
+def test_an_image_whose_python_lacks_prometheus_client_makes_no_stall_decision(fake, tmp_path):
+    """-I -S: the standard library alone, as in an image that is not vLLM's; the server must not be restarted
+    for that."""
+    fake.running, fake.generation = 64, 10
+    for at in (0, 200, 400):
+        result = run(sys.executable, "-I", "-S", str(SCRIPT), "--state", str(tmp_path / "probe.json"), "--url",
+                     fake.url, "--unhealthy-seconds", "300", "--stall-seconds", "180", "--now", str(T0 + at))
+        assert passes(result), result.stderr
+    assert result.stdout == "healthy; python3 cannot import prometheus_client, no stall decision\n"
 
 
 @pytest.mark.parametrize("garbage", ["", "{not json", "[]", '{"checked_at": "soon"}', '{"checked_at": NaN}',

@@ -1,6 +1,9 @@
+import math
+
 import pytest
 
 from tests.conftest import REPO
+from tests.exposition import AWKWARD_LABEL_VALUES
 from tpserve.errors import LoadTestError
 from tpserve.workload.servermetrics import (
     GENERATION_TOKENS,
@@ -34,6 +37,29 @@ def test_counters_are_summed_over_label_sets_and_lookalikes_ignored():
 
 def test_a_counter_the_server_does_not_export_is_absent_not_zero():
     assert counter_totals("# nothing here\nother_metric 1\n") == {}
+
+
+@pytest.mark.parametrize("value", AWKWARD_LABEL_VALUES)
+def test_counters_are_read_whatever_their_label_values_hold(value):
+    text = (f'vllm:generation_tokens_total{{engine="0",model_name="{value}"}} 7.0\n'
+            f'vllm:generation_tokens_total{{engine="1",model_name="m"}} 5.0 1700000000000\n# EOF\n')
+    assert counter_totals(text) == {GENERATION_TOKENS: 12.0}
+
+
+@pytest.mark.parametrize("value", AWKWARD_LABEL_VALUES)
+def test_histogram_buckets_are_read_whatever_their_label_values_hold(value):
+    text = "\n".join(["# TYPE vllm:e2e_request_latency_seconds histogram",
+                      f'vllm:e2e_request_latency_seconds_bucket{{model_name="{value}",le="0.5"}} 1.0',
+                      f'vllm:e2e_request_latency_seconds_bucket{{model_name="{value}",le="+Inf"}} 3.0',
+                      f'vllm:e2e_request_latency_seconds_sum{{model_name="{value}"}} 2.5',
+                      f'vllm:e2e_request_latency_seconds_count{{model_name="{value}"}} 3.0', "# EOF", ""])
+    assert histogram(text, "vllm:e2e_request_latency_seconds") == Histogram(((0.5, 1.0), (math.inf, 3.0)), 2.5, 3.0)
+
+
+def test_text_that_is_not_prometheus_exposition_is_refused_naming_the_server():
+    with pytest.raises(LoadTestError, match=r"^the server's /metrics is not Prometheus text \(.+\): "
+                                            r"point the load test at a vLLM server's base URL$"):
+        counter_totals('vllm:generation_tokens_total{engine="0" 7.0\n')
 
 
 def scrape(generated: float, prompt: float, finished: float, ttft: dict[str, float], ttft_sum: float,

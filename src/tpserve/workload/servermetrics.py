@@ -2,13 +2,17 @@
 figures for a window between two scrapes of /metrics — the arbiter when two clients disagree.
 
 Pure functions over exposition text, so the arithmetic is tested on recorded scrapes without a server.
+The text is read by prometheus_client's parser, the library vLLM exports it with, never by a regex here.
 """
 
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample as ExpositionSample
 
 from tpserve.errors import LoadTestError
 
@@ -25,18 +29,15 @@ HISTOGRAMS = {
     "tpot": "vllm:request_time_per_output_token_seconds",
 }
 
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-_LE = re.compile(r'(?:^|,)\s*le="(?P<le>[^"]*)"')
 
-
-def _samples(exposition: str):
-    """(name, labels text, value) for every sample line."""
-    for line in exposition.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if match:
-            yield match["name"], match["labels"] or "", float(match["value"])
+def exposition_samples(exposition: str) -> Iterator[ExpositionSample]:
+    """Every sample of a Prometheus text exposition, with its labels unescaped: the one reader of /metrics."""
+    try:
+        for family in text_string_to_metric_families(exposition):
+            yield from family.samples
+    except ValueError as error:
+        raise LoadTestError(f"the server's /metrics is not Prometheus text ({error}): "
+                            "point the load test at a vLLM server's base URL") from error
 
 
 def counter_totals(exposition: str, names: tuple[str, ...] = (GENERATION_TOKENS, PROMPT_TOKENS)) -> dict:
@@ -45,9 +46,9 @@ def counter_totals(exposition: str, names: tuple[str, ...] = (GENERATION_TOKENS,
     A name that does not appear is absent from the result, so callers can tell "0" from "not exported".
     """
     totals: dict[str, float] = {}
-    for name, _labels, value in _samples(exposition):
-        if name in names:
-            totals[name] = totals.get(name, 0.0) + value
+    for found in exposition_samples(exposition):
+        if found.name in names:
+            totals[found.name] = totals.get(found.name, 0.0) + found.value
     return totals
 
 
@@ -97,17 +98,15 @@ def histogram(exposition: str, name: str) -> Histogram | None:
     buckets: dict[float, float] = {}
     total = count = 0.0
     seen = False
-    for sample, labels, value in _samples(exposition):
-        if sample == f"{name}_bucket":
-            le = _LE.search(labels)
-            if le:
-                bound = float(le["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + value
-                seen = True
-        elif sample == f"{name}_sum":
-            total += value
-        elif sample == f"{name}_count":
-            count += value
+    for found in exposition_samples(exposition):
+        if found.name == f"{name}_bucket" and "le" in found.labels:
+            bound = float(found.labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + found.value
+            seen = True
+        elif found.name == f"{name}_sum":
+            total += found.value
+        elif found.name == f"{name}_count":
+            count += found.value
     return Histogram(tuple(sorted(buckets.items())), total, count) if seen else None
 
 

@@ -1,7 +1,8 @@
 """`helm test`'s check of a vLLM server: N streamed completions, their tokens compared with /metrics.
 
 The chart ships this file in its ConfigMap and the test pod runs it with the serving image's own python3
-(vllm/vllm-openai or tpserve's image), so it uses the standard library only. It exits 1 with one line
+(vllm/vllm-openai or tpserve's image, whose python3 is the one vLLM is installed in), so it uses the
+standard library and prometheus_client, which vLLM requires, to read /metrics. It exits 1 with one line
 saying why on any failed request, on a server that does not list the model, or when the tokens the client
 counted differ from the growth of vLLM's counters; otherwise it prints a one-line summary and exits 0.
 TPSERVE_API_KEY, when set, is sent as a bearer token; TPSERVE_RESULTS_JSON, when set, names a file the
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 PROMPT_TOKENS = "vllm:prompt_tokens_total"
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
 _DURATION = re.compile(r"(\d+)([smh])")
 PROMPTS = (
     "Explain in two sentences what a Kubernetes Service does.",
@@ -60,12 +60,21 @@ def seconds(duration: str) -> int:
 
 
 def counter_totals(exposition: str) -> dict[str, float]:
-    """Each token counter summed over its label sets; a name the server does not export is absent."""
+    """Each token counter summed over its label sets; a name the server does not export is absent.
+
+    prometheus_client is imported here so that an image without it fails the check with a reason, not a
+    traceback; ValueError: the text is not Prometheus exposition.
+    """
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError as error:
+        raise CheckFailed("this image's python3 cannot import prometheus_client, which every vLLM image has: "
+                          "serve a vLLM image or set tests.runner=locust") from error
     totals: dict[str, float] = {}
-    for line in exposition.splitlines():
-        match = _SAMPLE.match(line) if line and not line.startswith("#") else None
-        if match and match["name"] in (GENERATION_TOKENS, PROMPT_TOKENS):
-            totals[match["name"]] = totals.get(match["name"], 0.0) + float(match["value"])
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in (GENERATION_TOKENS, PROMPT_TOKENS):
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     return totals
 
 
@@ -94,7 +103,11 @@ def served_models(host: str, api_key: str) -> list[str]:
 
 
 def server_counters(host: str, api_key: str) -> dict[str, float]:
-    return counter_totals(_get(host, "/metrics", api_key).decode())
+    url = host.rstrip("/") + "/metrics"
+    try:
+        return counter_totals(_get(host, "/metrics", api_key).decode())
+    except ValueError as error:
+        raise CheckFailed(f"{url} is not Prometheus text ({error}): is --host a vLLM server?") from error
 
 
 def stream_one(host: str, model: str, api_key: str, index: int, max_tokens: int, deadline: float) -> Result:

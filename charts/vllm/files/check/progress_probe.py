@@ -7,8 +7,9 @@ requests are running (vllm:num_requests_running > 0) and neither vllm:prompt_tok
 vllm:generation_tokens_total has grown for more than --stall-seconds, the engine is stalled. An idle
 server is never stalled. Metrics that cannot be read make no stall decision.
 
-The chart runs it as an exec liveness probe with the serving image's own python3, so it uses the standard
-library only. Each run remembers what it saw in the --state file (in a writable emptyDir) for the next
+The chart runs it as an exec liveness probe with the serving image's own python3 (the one vLLM is installed
+in), so it uses the standard library and prometheus_client, which vLLM requires, to read /metrics; where
+python3 cannot import it, no stall decision is made. Each run remembers what it saw in the --state file (in a writable emptyDir) for the next
 run; it exits 1 with one line on stderr, which the kubelet records as the probe's failure message, and
 otherwise prints one line and exits 0.
 
@@ -21,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 import urllib.error
@@ -30,8 +30,6 @@ from dataclasses import asdict, dataclass
 
 RUNNING = "vllm:num_requests_running"
 PROGRESS = ("vllm:prompt_tokens_total", "vllm:generation_tokens_total")
-# A sample line: name, optional {labels} (quoted values may hold `}` and escaped quotes), value.
-_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(?P<value>\S+)')
 
 
 class ProbeFailed(Exception):
@@ -65,12 +63,18 @@ class Metrics:
 
 
 def parse_metrics(exposition: str) -> Metrics:
-    """The samples the probe needs from Prometheus text; an absent name counts as 0."""
+    """The samples the probe needs from Prometheus text; an absent name counts as 0.
+
+    ValueError: the text is not Prometheus exposition. ImportError: python3 has no prometheus_client,
+    imported here so that the probe still answers on /health alone.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
     totals = {RUNNING: 0.0, **{name: 0.0 for name in PROGRESS}}
-    for line in exposition.splitlines():
-        match = _SAMPLE.match(line) if line and not line.startswith("#") else None
-        if match and match["name"] in totals:
-            totals[match["name"]] += float(match["value"])
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
     return Metrics(running=totals[RUNNING], tokens=sum(totals[name] for name in PROGRESS))
 
 
@@ -137,6 +141,9 @@ def probe(url: str, state: State, now: float, unhealthy_s: float, stall_s: float
         metrics = parse_metrics(body) if status == 200 else None
     except ValueError:
         metrics = None
+    except ImportError:
+        return (State(now, now, state.progressed_at, state.tokens),
+                "healthy; python3 cannot import prometheus_client, no stall decision")
     if metrics is None:
         return State(now, now, state.progressed_at, state.tokens), "healthy; /metrics unreadable, no stall decision"
     if metrics.running <= 0 or metrics.tokens != state.tokens:
