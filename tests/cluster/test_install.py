@@ -17,6 +17,7 @@ import pytest
 from tests.cluster.conftest import FULLNAME, README_TOKEN, RELEASE, REPORT
 from tests.conftest import wait_until
 from tests.pod.model import REPO_ID
+from tpserve.workload.servermetrics import counter_totals, exposition_samples
 
 LOCAL = "http://localhost:8000"
 # The README's lines, as written there.
@@ -34,12 +35,7 @@ def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
 
 def server_counters(text: str) -> dict[str, float]:
     """vLLM's token counters from /metrics text (summed over label sets)."""
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.match(r"(vllm:(?:generation|prompt)_tokens_total)(?:\{[^}]*\})? ([0-9.e+]+)$", line)
-        if match:
-            totals[match[1]] = totals.get(match[1], 0) + float(match[2])
-    return totals
+    return counter_totals(text, ("vllm:generation_tokens_total", "vllm:prompt_tokens_total"))
 
 
 def test_the_namespace_enforces_restricted_and_the_server_pod_was_admitted(installed, shell):
@@ -78,9 +74,9 @@ def test_the_kubelet_ran_the_charts_probes_and_ready_came_after_health(installed
     name = pod["metadata"]["name"]
 
     def count(probe: str, result: str) -> float:
-        pattern = (rf'prober_probe_total\{{[^}}]*container="vllm"[^}}]*pod="{re.escape(name)}"[^}}]*'
-                   rf'probe_type="{probe}"[^}}]*result="{result}"[^}}]*\}} ([0-9.e+]+)')
-        return sum(float(value) for value in re.findall(pattern, metrics))
+        wanted = {"container": "vllm", "pod": name, "probe_type": probe, "result": result}
+        return sum(s.value for s in exposition_samples(metrics)
+                   if s.name == "prober_probe_total" and wanted.items() <= s.labels.items())
 
     REPORT.facts["kubelet probes of the first server (startup failed/ok, readiness ok)"] = (
         count("Startup", "failed"), count("Startup", "successful"), count("Readiness", "successful"))

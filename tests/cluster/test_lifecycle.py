@@ -31,6 +31,7 @@ from tests.cluster.conftest import (
 )
 from tests.conftest import REPO, wait_until
 from tests.pod.model import REPO_ID
+from tpserve.workload.servermetrics import counter_totals
 
 SERVED = REPO_ID
 
@@ -81,8 +82,7 @@ def streams_under_way(url: str, max_tokens: int, count: int = 8) -> tuple[list[O
 def requests_running(url: str) -> float:
     """vllm:num_requests_running from the server's /metrics (summed over its label sets)."""
     text = requests.get(f"{url}/metrics", timeout=60).text
-    return sum(float(value) for value in re.findall(r"^vllm:num_requests_running(?:\{[^}]*\})? (\S+)$", text,
-                                                     re.MULTILINE))
+    return counter_totals(text, ("vllm:num_requests_running",)).get("vllm:num_requests_running", 0.0)
 
 
 def service_url(shell) -> str:
