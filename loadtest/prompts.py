@@ -1,13 +1,8 @@
-"""tpserve's Locust file: streams completions from a vLLM server and reports tok/s, TTFT and TPOT.
+"""The Locust file to run from a checkout: the installed package's own (``tpserve/data/locustfile.py``).
 
     locust -f loadtest/prompts.py --headless -u 8 -r 8 --host http://localhost:8000
 
-sends the 59 built-in prompts (``--num-requests``), each for exactly ``--max-tokens`` output
-tokens, then checks the tokens it counted against the server's own counters.
-Options are listed in README.md ("Load test options").
-The logic lives in the tpserve package (``tpserve.workload``).
+Locust runs the users this module holds, which are that file's.
 """
 
-from tpserve.workload.user import CompletionUser
-
-__all__ = ["CompletionUser"]
+from tpserve.data.locustfile import *

@@ -1,6 +1,6 @@
-"""Write loadtest/data/chat.jsonl, the chat-like workload: mixed-length conversations with long-tailed lengths.
+"""Write src/tpserve/data/chat.jsonl, the chat-like workload: mixed-length conversations with long-tailed lengths.
 
-    python tools/make_chat_workload.py            # rewrite loadtest/data/chat.jsonl
+    python tools/make_chat_workload.py            # rewrite src/tpserve/data/chat.jsonl
     python tools/make_chat_workload.py --check    # exit 1 if the committed file is not what this script writes
 
 Each line is {"messages": [...], "max_tokens": N}: an optional system prompt, 0 to 7 earlier exchanges
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "loadtest" / "data" / "chat.jsonl"
+OUT = REPO / "src" / "tpserve" / "data" / "chat.jsonl"
 SEED = 13
 COUNT = 200
 # Llama-2-size tokenizers split this vocabulary into about 1.3 tokens a word; each message adds its markers.

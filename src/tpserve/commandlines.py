@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tpserve import launch
+from tpserve.data import LOCUSTFILE as DEFAULT_LOCUSTFILE
 from tpserve.workload.runrecord import Layout
-
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_LOCUSTFILE = REPO / "loadtest" / "prompts.py"
 
 
 def serve_command(model: str | Path, *, served_model_name: str = "", revision: str | None = None,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tpserve.commandlines import loadtest_command, serve_command, served_layout
+from tpserve.data import LOCUSTFILE, OUTPUT_DIR
 from tpserve.errors import LoadTestError
 from tpserve.machine import describe_machine, device_kind
 from tpserve.server import LocalServer, check_port_free, cpu_env
@@ -30,9 +31,9 @@ class DemoOptions:
     max_model_len: int = 2048
     health_timeout_s: float = 300.0
     run_timeout_s: float = 600.0
-    locustfile: Path = Path("loadtest/prompts.py")
+    locustfile: Path = LOCUSTFILE
     cache_dir: Path = Path(".cache")
-    results_dir: Path = Path("results")
+    results_dir: Path = OUTPUT_DIR
 
 
 def _run_load(server: LocalServer, argv: list[str], log_path: Path, env: dict) -> int:
@@ -54,7 +55,7 @@ def _run_load(server: LocalServer, argv: list[str], log_path: Path, env: dict) -
 def run_demo(options: DemoOptions, say=print) -> tuple[RunRecord, Path]:
     """Serve, wait, measure, stop; return the run's record and where it was written."""
     if not options.locustfile.is_file():
-        raise LoadTestError(f"no Locust file at {options.locustfile}: run the demo from the repository root")
+        raise LoadTestError(f"no Locust file at {options.locustfile}: pass --locustfile PATH")
     work = options.cache_dir / "demo"
     work.mkdir(parents=True, exist_ok=True)
     model_dir = write_model_folder(TINY_LLAMA, options.cache_dir / "models" / TINY_LLAMA.name)

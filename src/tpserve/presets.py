@@ -5,7 +5,7 @@ name       prompts                              output tokens  in flight  why
 ========== ==================================== ============== ========== ===================================
 note       the 59 built-in prompts, once each   256            59 (all)   the reference note's experiment
 throughput 1,000 random prompts of 512 tokens   256            256        keeps the GPUs busy: tok/s per GPU
-chat       every line of loadtest/data/chat.jsonl per line      64         mixed lengths, /v1/chat/completions
+chat       every line of data/chat.jsonl        per line       64         mixed lengths, /v1/chat/completions
            (multi-turn conversations)           (256 if none)
 ========== ==================================== ============== ========== ===================================
 
@@ -19,11 +19,9 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from pathlib import Path
 
-from tpserve.commandlines import REPO
+from tpserve.data import CHAT_FILE
 from tpserve.errors import ConfigError
 from tpserve.sweep import Load
-
-CHAT_FILE = REPO / "loadtest" / "data" / "chat.jsonl"
 
 PRESETS: dict[str, Load] = {
     "note": Load(num_requests=59, max_tokens=256, concurrency=59, prompt_set="builtin"),

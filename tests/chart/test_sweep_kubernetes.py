@@ -178,6 +178,17 @@ def test_where_the_points_run_is_checked_the_same_way_by_sweep_and_tune(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["sweep", "tune"])
+def test_sweep_and_tune_on_kubernetes_outside_a_checkout_say_to_pass_the_chart(tmp_path, command):
+    from tests.conftest import tpserve
+
+    done = tpserve(command, "meta-llama/Llama-2-7b-chat-hf", "--on", "kubernetes", "--vllm", "max-num-seqs=default,512",
+                   "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no Helm chart at charts/vllm: pass --chart PATH to tpserve's chart" in " ".join(done.stderr.split())
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_tune_winner_on_kubernetes_is_the_helm_command_that_deploys_it(tmp_path):
     from tests.unit.fakebackend import FakeBackend
     from tests.unit.test_tune import AXES, BUDGET, search

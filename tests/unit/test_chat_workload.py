@@ -1,4 +1,4 @@
-"""loadtest/data/chat.jsonl, the chat-like workload: it loads, its lengths are mixed, and its generator made it."""
+"""tpserve/data/chat.jsonl, the chat-like workload: it loads, its lengths are mixed, and its generator made it."""
 
 import statistics
 import subprocess
@@ -11,7 +11,7 @@ from tests.conftest import REPO
 from tpserve.shapes import TINY_LLAMA, write_model_folder
 from tpserve.workload.prompts import load_jsonl
 
-CHAT = REPO / "loadtest" / "data" / "chat.jsonl"
+CHAT = REPO / "src" / "tpserve" / "data" / "chat.jsonl"
 GENERATOR = REPO / "tools" / "make_chat_workload.py"
 
 

@@ -1,6 +1,6 @@
-"""The Locust file refuses bad options in one line, before Locust starts a single user.
+"""The Locust file: Locust finds its user, and it refuses bad options in one line before starting any.
 
-No server is needed: every case here fails before the first request.
+No server is needed: every case here ends before the first request.
 """
 
 import sys
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, free_port, run
-from tpserve.commandlines import loadtest_command
+from tpserve.commandlines import DEFAULT_LOCUSTFILE, loadtest_command
 
 LOCUSTFILE = REPO / "loadtest" / "prompts.py"
 STARTED_USERS = ("Ramping to", "All users spawned", "Aggregated", "Traceback")
@@ -19,6 +19,13 @@ def locust(*args, host=None):
     if host is not None:
         argv += ["--host", host]
     return run(sys.executable, "-m", *argv, timeout=120)
+
+
+@pytest.mark.parametrize("locustfile", [LOCUSTFILE, DEFAULT_LOCUSTFILE], ids=["checkout", "package"])
+def test_locust_finds_the_completion_user_in_the_checkouts_locust_file_and_in_the_packages(locustfile, tmp_path):
+    done = run(sys.executable, "-m", "locust", "-f", str(locustfile), "--list", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("Available Users:", 1)[1].split() == ["CompletionUser"]
 
 
 @pytest.mark.parametrize("args, host, message", [

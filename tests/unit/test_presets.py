@@ -27,7 +27,7 @@ def test_chat_sends_every_line_of_its_file_to_the_chat_endpoint_64_at_a_time(tmp
     load = workload("chat", prompt_file=chat)
     assert (load.prompt_set, load.prompt_file, load.endpoint, load.num_requests, load.concurrency) == (
         "file", chat, "chat", 3, 64)
-    assert PRESETS["chat"].prompt_file == CHAT_FILE == REPO / "loadtest" / "data" / "chat.jsonl"
+    assert PRESETS["chat"].prompt_file == CHAT_FILE == REPO / "src" / "tpserve" / "data" / "chat.jsonl"
 
 
 def test_explicit_options_override_the_preset(tmp_path):

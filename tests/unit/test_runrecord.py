@@ -117,7 +117,7 @@ def test_every_committed_result_loads_and_says_what_served_it(path):
     assert (loaded.layout is None) == (loaded.provenance.command == "loadtest" and not by_hand)
     # The reference note's workload, the throughput-bound one of the tuning sessions, or the chat one (its file).
     assert (loaded.workload.prompt_set in ("builtin (59 prompts)", "random (512 input tokens)")
-            or loaded.workload.prompt_set.endswith("/loadtest/data/chat.jsonl"))
+            or loaded.workload.prompt_set.endswith(("/loadtest/data/chat.jsonl", "/tpserve/data/chat.jsonl")))
     assert RunRecord.from_json(json.loads(json.dumps(loaded.to_json()))) == loaded
 
 

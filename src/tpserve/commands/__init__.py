@@ -39,7 +39,7 @@ def at_least_one(**values: int) -> None:
 # The load options of tpserve sweep and tpserve tune: None keeps the --workload preset's value (tpserve.presets).
 Workload = Annotated[str | None, typer.Option(
     help="A named workload: note (59 built-in prompts × 256 tokens, all in flight), throughput (1,000 random "
-         "512-token prompts × 256, 256 in flight) or chat (loadtest/data/chat.jsonl, 64 in flight); the options "
+         "512-token prompts × 256, 256 in flight) or chat (tpserve/data/chat.jsonl, 64 in flight); the options "
          "below override it. Default: note's values.", show_default=False)]
 NumRequests = Annotated[int | None, typer.Option(help="Requests per run.", show_default=False)]
 MaxTokens = Annotated[int | None, typer.Option(help="Output tokens per request.", show_default=False)]
@@ -75,7 +75,7 @@ def load_for(workload: str | None, **explicit):
 On = Annotated[str, typer.Option(help="local (tpserve serve on this host) or kubernetes (the Helm chart).")]
 Release = Annotated[str, typer.Option(help="Kubernetes: the Helm release.")]
 Namespace = Annotated[str, typer.Option(help="Kubernetes: the namespace.")]
-Chart = Annotated[Path, typer.Option(help="Kubernetes: the chart.")]
+Chart = Annotated[Path, typer.Option(help="Kubernetes: the chart (charts/vllm of a tpserve checkout).")]
 Values = Annotated[list[Path] | None, typer.Option("--values", "-f", help="Kubernetes: values file.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Kubernetes: KEY=VALUE for the chart.")]
 LoadInCluster = Annotated[int, typer.Option(
@@ -128,6 +128,9 @@ def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Pa
     if load_in_cluster > load.concurrency:
         raise typer.BadParameter(f"{load_in_cluster} workers need a --concurrency of at least {load_in_cluster}",
                                  param_hint="--load-in-cluster")
+    if not (chart / "Chart.yaml").is_file():
+        raise typer.BadParameter(f"no Helm chart at {chart}: pass --chart PATH to tpserve's chart (charts/vllm in a "
+                                 "checkout of tpserve; the installed package does not carry it)", param_hint="--chart")
     in_cluster = InClusterLoad.of(load, load_in_cluster) if load_in_cluster else None
     return kubernetes_backend(release, chart, namespace, model=model, values=values, sets=sets, port=base_port,
                               timeout_s=health_timeout, in_cluster=in_cluster)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from tpserve.commands import at_least_one, console
+from tpserve.data import LOCUSTFILE, OUTPUT_DIR
 from tpserve.errors import TpserveError
 
 
@@ -18,8 +19,8 @@ def demo(
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once (Locust users).")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Output tokens per request.")] = 64,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for the server's /health.")] = 300.0,
-    locustfile: Annotated[Path, typer.Option(help="The Locust file to run.")] = Path("loadtest/prompts.py"),
-    results_dir: Annotated[Path, typer.Option(help="Where the results JSON goes.")] = Path("results"),
+    locustfile: Annotated[Path, typer.Option(help="The Locust file to run.")] = LOCUSTFILE,
+    results_dir: Annotated[Path, typer.Option(help="Where the results JSON goes.")] = OUTPUT_DIR,
     cache_dir: Annotated[Path, typer.Option(help="Model folder and vLLM caches.")] = Path(".cache"),
 ) -> None:
     """Serve a tiny Llama with real vLLM on CPU and measure it with the Locust load test.

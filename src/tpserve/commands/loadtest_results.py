@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 
 from tpserve.commands import console
+from tpserve.data import OUTPUT_DIR
 
 
 def loadtest_results(
     log: Annotated[Path, typer.Argument(help="The load test's log (a file, or - for standard input).")],
     out: Annotated[Path, typer.Option(help="Results file to write; a log with several runs gets -2, -3, ...")] =
-    Path("results/incluster.json"),
+    OUTPUT_DIR / "incluster.json",
 ) -> None:
     """Write the run records a load test printed with --print-results (the chart's in-cluster master does).
 

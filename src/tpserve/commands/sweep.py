@@ -29,6 +29,7 @@ from tpserve.commands import (
     load_for,
     served_name_for,
 )
+from tpserve.data import OUTPUT_DIR
 from tpserve.errors import TpserveError
 
 
@@ -47,7 +48,7 @@ def sweep(
     random_input_len: RandomInputLen = None,
     prompt_file: PromptFile = None,
     on: On = "local",
-    out: Annotated[Path | None, typer.Option(help="Results folder (default: results/<time>-sweep).")] = None,
+    out: Annotated[Path | None, typer.Option(help=f"Results folder (default: {OUTPUT_DIR}/<time>-sweep).")] = None,
     base_port: Annotated[int, typer.Option(help="First local port (replica i listens on base + i).")] = 8100,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for each layout to be ready.")] = 900.0,
     serve_arg: ServeArg = None,
@@ -89,7 +90,7 @@ def sweep(
     settings_axes = parse_axes(vllm or [], [*(serve_arg or []), *fixed_vllm_args])
     points = with_settings(parse_grid(tensor, replicas), settings_axes)
     name = served_name_for(on, model, served_model_name, values, set_)
-    out = out or Path("results") / f"{stamp()}-sweep"
+    out = out or OUTPUT_DIR / f"{stamp()}-sweep"
     backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
                           base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
                           vllm_args=fixed_vllm_args, release=release, chart=chart, namespace=namespace,

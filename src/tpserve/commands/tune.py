@@ -29,6 +29,7 @@ from tpserve.commands import (
     load_for,
     served_name_for,
 )
+from tpserve.data import OUTPUT_DIR
 from tpserve.errors import ConfigError, TpserveError
 
 
@@ -53,7 +54,7 @@ def tune(
     random_input_len: RandomInputLen = None,
     prompt_file: PromptFile = None,
     served_model_name: Annotated[str, typer.Option(help="Name the servers serve it under.")] = "",
-    out: Annotated[Path | None, typer.Option(help="Results folder (default: results/<time>-tune).")] = None,
+    out: Annotated[Path | None, typer.Option(help=f"Results folder (default: {OUTPUT_DIR}/<time>-tune).")] = None,
     base_port: Annotated[int, typer.Option(help="First local port (replica i listens on base + i).")] = 8100,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for each candidate to be ready.")] = 900.0,
     serve_arg: ServeArg = None,
@@ -107,7 +108,7 @@ def tune(
         raise ConfigError("tune needs at least one setting to try: add --vllm KEY=V1,V2 (e.g. max-num-seqs=256,512)")
     layouts = parse_grid(tensor, replicas)
     name = served_name_for(on, model, served_model_name, values, set_)
-    out = out or Path("results") / f"{stamp()}-tune"
+    out = out or OUTPUT_DIR / f"{stamp()}-tune"
     backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
                           base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
                           vllm_args=fixed_vllm_args, release=release, chart=chart, namespace=namespace,
