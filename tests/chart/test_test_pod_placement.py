@@ -9,17 +9,12 @@ from tests.chart.conftest import env_of, pod_spec
 from tests.chart.test_multinode import TWO_NODES
 from tests.chart.test_validation import problems
 
+NODE_TERM = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0]"
+ANTI_TERM = "affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]"
 GPU_POOL = ("--set", "gpu.product=NVIDIA-H100-80GB-HBM3", "--set", "nodeSelector.pool=gpu",
-            "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
-                     ".matchExpressions[0].key=zone",
-            "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
-                     ".matchExpressions[0].operator=In",
-            "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
-                     ".matchExpressions[0].values={a}",
-            "--set", "affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey="
-                     "kubernetes.io/hostname",
-            "--set", "affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector"
-                     ".matchLabels.app\\.kubernetes\\.io/name=vllm")
+            "--set", f"{NODE_TERM}.key=zone", "--set", f"{NODE_TERM}.operator=In", "--set", f"{NODE_TERM}.values={{a}}",
+            "--set", f"{ANTI_TERM}.topologyKey=kubernetes.io/hostname",
+            "--set", f"{ANTI_TERM}.labelSelector.matchLabels.app\\.kubernetes\\.io/name=vllm")
 
 
 def near_a_server(selector: dict) -> dict:
