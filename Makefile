@@ -80,8 +80,8 @@ k8s: $(STAMP)
 checkov-env:
 	$(PYTHON) tools/checkov_env.py
 
-# Copy the modules the chart's init container runs into charts/vllm/files/tpserve, and the settings table into
-# charts/vllm/files/settings.json (tests fail when they differ).
+# Write the settings table and the model catalog into charts/vllm/files (tests fail when they differ); the
+# fetch code needs no step: charts/vllm/files/tpserve is a link to src/tpserve/fetch.
 chart-files:
 	$(PYTHON) tools/sync_chart_files.py
 

@@ -51,7 +51,8 @@ def checkout(revision: str | None, scratch: Path) -> Path:
     if revision is None:
         return REPO
     tree = scratch / "at-revision"
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, SHIPPED, DEPLOYMENT],
+    # src/tpserve too: charts/vllm/files/tpserve links to src/tpserve/fetch.
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, SHIPPED, "src/tpserve", DEPLOYMENT],
                              check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tree, filter="data")

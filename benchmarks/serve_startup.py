@@ -24,10 +24,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve import cache
 from tpserve.commandlines import serve_command
+from tpserve.fetch import cache
+from tpserve.fetch.modelconfig import parameter_count
 from tpserve.machine import describe_machine
-from tpserve.modelconfig import parameter_count
 from tpserve.shapes import LLAMA2_70B
 
 REPO = "meta-llama/Llama-2-70b-chat-hf"

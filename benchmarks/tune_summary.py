@@ -18,7 +18,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from tpserve.modelconfig import parameter_count
+from tpserve.fetch.modelconfig import parameter_count
 from tpserve.shapes import find_shape
 
 # NVIDIA H200 SXM: 989.4 TFLOP/s dense bf16 (1,979 with 2:4 sparsity), the same tensor cores as the H100 SXM.

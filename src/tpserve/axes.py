@@ -23,7 +23,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.launch import FUSION_OFF
 
 DEFAULT = "default"

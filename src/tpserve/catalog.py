@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 
 MiB = 1 << 20
 GiB = 1 << 30

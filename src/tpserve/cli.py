@@ -12,7 +12,7 @@ import typer
 
 from tpserve.commands import console, demo, fetch, loadtest_results, plan, report, serve, shapes, sweep, tune
 from tpserve.commands import startup as startup_command
-from tpserve.errors import ServerError, TpserveError
+from tpserve.fetch.errors import ServerError, TpserveError
 
 app = typer.Typer(
     help="Serve LLMs with vLLM tensor parallelism and measure tok/s honestly.",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tpserve.commandlines import loadtest_command, serve_command, served_layout
 from tpserve.data import LOCUSTFILE, OUTPUT_DIR
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.machine import describe_machine, device_kind
 from tpserve.server import LocalServer, check_port_free, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from tpserve import axes, kubeload
-from tpserve.errors import ConfigError, ServerNotHealthyError
+from tpserve.fetch.errors import ConfigError, ServerNotHealthyError
 from tpserve.kubeload import InClusterLoad
 from tpserve.launch import FUSION_OFF, flags_of
 from tpserve.sweep import Backend, Point, Servers

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload.resultslog import records_from_log
 from tpserve.workload.runrecord import RunRecord
 

@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tpserve import cache, machine, preflight, settings
-from tpserve.errors import CacheError, ConfigError, ModelConfigError
-from tpserve.modelconfig import parameter_count
+from tpserve import machine, settings
+from tpserve.fetch import cache, preflight
+from tpserve.fetch.errors import CacheError, ConfigError, ModelConfigError
+from tpserve.fetch.modelconfig import parameter_count
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 # vLLM 0.26 picks FlashInfer's all-reduce + RMSNorm fusion at TP > 1, which needs NVLink multicast

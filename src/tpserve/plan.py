@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tpserve import cache, catalog
+from tpserve import catalog
 from tpserve.catalog import GiB, GpuKind
-from tpserve.errors import ConfigError, ModelConfigError
-from tpserve.modelconfig import attention_heads, parameter_count
-from tpserve.preflight import valid_tensor_parallel_sizes
+from tpserve.fetch import cache
+from tpserve.fetch.errors import ConfigError, ModelConfigError
+from tpserve.fetch.modelconfig import attention_heads, parameter_count
+from tpserve.fetch.preflight import valid_tensor_parallel_sizes
 
 # vLLM 0.26.0's default, the version of the serving image: its log on this project's H200 host says
 # "Desired GPU memory utilization is (0.92, 128.62 GiB)" with no --gpu-memory-utilization given.

@@ -20,7 +20,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from tpserve.data import CHAT_FILE
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.sweep import Load
 
 PRESETS: dict[str, Load] = {

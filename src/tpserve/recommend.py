@@ -8,8 +8,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from tpserve import cache, settings
+from tpserve import settings
 from tpserve.commandlines import serve_command
+from tpserve.fetch import cache
 from tpserve.plan import GPU_MEMORY_UTILIZATION, GiB, Layout, Plan
 
 

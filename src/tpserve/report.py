@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tpserve import roofline
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import RunRecord
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 
 from tpserve import plan
-from tpserve.errors import ConfigError, ModelConfigError
+from tpserve.fetch.errors import ConfigError, ModelConfigError
+from tpserve.fetch.modelconfig import attention_heads, parameter_count
 from tpserve.gpuspecs import GpuSpec, spec_for
-from tpserve.modelconfig import attention_heads, parameter_count
 from tpserve.workload.runrecord import RunRecord
 
 LIMITS_FILE = "gpu-limits.json"

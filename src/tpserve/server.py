@@ -21,7 +21,7 @@ from typing import Self
 
 import requests
 
-from tpserve.errors import PortInUseError, ServerDiedError, ServerNotHealthyError
+from tpserve.fetch.errors import PortInUseError, ServerDiedError, ServerNotHealthyError
 
 LOG_TAIL_LINES = 25
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 
 PROFILES = ("tuned", "fp8", "vllm")
 DEFAULT_PROFILE = "tuned"

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from tpserve import catalog
 from tpserve.catalog import CatalogModel
-from tpserve.errors import ShapeError
+from tpserve.fetch.errors import ShapeError
 
 TOKENIZER_RESOURCE = ("mistral_common", "data/tokenizer.model.v1")
 VOCAB_SIZE = 32000

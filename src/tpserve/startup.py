@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve.errors import StartupLogError
+from tpserve.fetch.errors import StartupLogError
 
 # What a start costs, measured on one H100 80GB with vLLM 0.26.0 at TP 1 (results/20261206-h100x1-ready): the
 # start besides reading the weights, and vLLM's default loader reading safetensors off a local disk.

@@ -23,9 +23,9 @@ from pathlib import Path
 from tpserve import axes
 from tpserve.axes import Settings
 from tpserve.commandlines import DEFAULT_LOCUSTFILE, loadtest_command, serve_command, served_layout
-from tpserve.errors import ConfigError, LoadTestError, TpserveError
+from tpserve.fetch.errors import ConfigError, LoadTestError, TpserveError
+from tpserve.fetch.preflight import visible_gpus
 from tpserve.machine import describe_machine, device_kind
-from tpserve.preflight import visible_gpus
 from tpserve.server import LocalServer, cpu_env
 from tpserve.workload import runrecord
 from tpserve.workload.distributed import share

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tpserve import axes
 from tpserve.commandlines import serve_command
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.machine import describe_machine
 from tpserve.sweep import Backend, Load, Point, check_repeats, exact_settings, measure_point
 

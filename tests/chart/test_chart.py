@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tests.chart.conftest import CHART, container, env_of, init_container, mounts_of, pod_spec, volumes_of
-from tpserve import cache
-from tpserve import hub as hub_module
+from tpserve.fetch import cache
+from tpserve.fetch import hub as hub_module
 
 SHA_70B = "e9149a12809580e8602995856f8098ce973d1080"
 PATH_70B = f"/models/hf/tpserve/meta-llama--Llama-2-70b-chat-hf/{SHA_70B}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,14 @@ def test_the_helm_binary_checkov_renders_with_is_the_pinned_one(tools):
 
 
 def test_checkov_finds_nothing_in_the_chart_without_flags_and_really_scanned_it(checkov, tools, tmp_path):
-    report = checkov_scan(checkov, tools, tmp_path, "helm", CHART, quiet=False)
+    """The chart as `helm package` ships it: checkov fails on any helm stderr, and helm logs a line for the
+    chart folder's link to the fetch package (tests/chart/test_fetch_package.py)."""
+    done = tools.helm_run("package", str(CHART), "--destination", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    (archive,) = tmp_path.glob("vllm-*.tgz")
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "packaged", filter="data")
+    report = checkov_scan(checkov, tools, tmp_path, "helm", tmp_path / "packaged" / "vllm", quiet=False)
     assert failed_ids(report) == set(), report["results"]["failed_checks"]
     assert report["summary"]["resource_count"] >= len(CHART_KINDS), "checkov rendered nothing: is helm on PATH?"
     assert report["summary"]["passed"] > 100

@@ -17,7 +17,7 @@ from kubernetes import client
 from tests.chart.conftest import CHART
 from tests.conftest import REPO
 from tpserve import kubeload
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.kube import kubernetes_backend
 from tpserve.kubeload import Apis, InClusterLoad
 from tpserve.sweep import Load, Point, run_sweep

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from tests.chart.conftest import CHART, container
-from tpserve.errors import ConfigError, ServerNotHealthyError
+from tpserve.fetch.errors import ConfigError, ServerNotHealthyError
 from tpserve.kube import fullname, helm_argv, kubernetes_backend, wait_rolled_out
 from tpserve.sweep import Point
 

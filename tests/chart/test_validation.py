@@ -13,7 +13,7 @@ import pytest
 from kubernetes.utils import parse_quantity
 
 from tests.chart.conftest import CHART, init_container, load_tool
-from tpserve.preflight import valid_tensor_parallel_sizes
+from tpserve.fetch.preflight import valid_tensor_parallel_sizes
 
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
 HEADER = "the values of chart vllm have {} problem(s); nothing was applied:\n"

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
 
 from tpserve.commandlines import served_layout
-from tpserve.errors import ServerNotHealthyError
+from tpserve.fetch.errors import ServerNotHealthyError
 from tpserve.sweep import Point, Servers, replica_command
 from tpserve.workload.metrics import Metrics
 from tpserve.workload.records import RunPlan

@@ -12,9 +12,9 @@ from huggingface_hub import constants, file_download
 from huggingface_hub import utils as hf_utils
 
 from tests.hubfake import DiskFile, fixture_files
-from tpserve import cache
-from tpserve import hub as hub_module
-from tpserve.errors import (
+from tpserve.fetch import cache
+from tpserve.fetch import hub as hub_module
+from tpserve.fetch.errors import (
     CacheDamagedError,
     CacheError,
     CacheIncompleteError,

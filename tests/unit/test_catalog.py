@@ -1,9 +1,9 @@
 import pytest
 
 from tpserve.catalog import GPUS, MODELS, GiB, find_model, gpu_kind
-from tpserve.errors import ConfigError
-from tpserve.modelconfig import attention_heads, parameter_count
-from tpserve.preflight import valid_tensor_parallel_sizes
+from tpserve.fetch.errors import ConfigError
+from tpserve.fetch.modelconfig import attention_heads, parameter_count
+from tpserve.fetch.preflight import valid_tensor_parallel_sizes
 
 # Sizes as the model cards and papers state them, to the digits they give.
 PUBLISHED_BILLIONS = [

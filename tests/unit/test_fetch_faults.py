@@ -19,8 +19,8 @@ import pytest
 from tests.conftest import REPO as ROOT
 from tests.conftest import tpserve
 from tests.hubfake import fixture_files
-from tpserve import cache
-from tpserve.errors import CacheDamagedError, CacheIncompleteError
+from tpserve.fetch import cache
+from tpserve.fetch.errors import CacheDamagedError, CacheIncompleteError
 
 REPO = "tiny-org/tiny-llama"
 WEIGHTS = bytes(range(256)) * 16384  # 4 MiB: large enough to be mid-file when the stand-in holds it

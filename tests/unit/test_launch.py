@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.launch import VLLM_MODULE, ServeConfig, parse_extra_args, validate, vllm_argv
 
 

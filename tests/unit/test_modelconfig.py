@@ -1,7 +1,7 @@
 import pytest
 
-from tpserve.errors import ModelConfigError
-from tpserve.modelconfig import attention_heads, parameter_count
+from tpserve.fetch.errors import ModelConfigError
+from tpserve.fetch.modelconfig import attention_heads, parameter_count
 from tpserve.shapes import TINY_LLAMA
 
 

@@ -4,9 +4,10 @@ from dataclasses import replace
 
 import pytest
 
-from tpserve import cache, plan
+from tpserve import plan
 from tpserve.catalog import GPUS, MODELS, GiB
-from tpserve.errors import ConfigError, ModelConfigError
+from tpserve.fetch import cache
+from tpserve.fetch.errors import ConfigError, ModelConfigError
 from tpserve.plan import (
     ModelSource,
     find_model_config,

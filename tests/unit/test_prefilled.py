@@ -14,8 +14,9 @@ from huggingface_hub import snapshot_download
 
 from tests.conftest import tpserve
 from tests.hubfake import fixture_files
-from tpserve import cache, launch, prefilled
-from tpserve.errors import CacheDamagedError, CacheIncompleteError, ConfigError
+from tpserve import launch
+from tpserve.fetch import cache, prefilled
+from tpserve.fetch.errors import CacheDamagedError, CacheIncompleteError, ConfigError
 
 REPO = "tiny-org/tiny-llama"
 FILES = fixture_files("tiny-llama")

@@ -1,7 +1,7 @@
 import pytest
 
 from tpserve import catalog
-from tpserve.preflight import (
+from tpserve.fetch.preflight import (
     MIN_SHM_BYTES,
     check_declared_shape,
     check_gpus,
@@ -68,14 +68,14 @@ def test_visible_gpus_count_device_files_when_the_runtime_exposes_all(tmp_path):
 
 
 def test_a_small_or_missing_shm_is_rejected_only_beyond_one_gpu(tmp_path, monkeypatch):
-    monkeypatch.setattr("tpserve.preflight.shm_bytes", lambda path: 64 << 20)
+    monkeypatch.setattr("tpserve.fetch.preflight.shm_bytes", lambda path: 64 << 20)
     (problem,) = check_shm(4, 1)
     assert problem.startswith("/dev/shm is 64 MiB, and NCCL needs at least 1 GiB there for 4 GPUs")
     assert "--ipc=host" in problem
     assert check_shm(1, 1) == []
-    monkeypatch.setattr("tpserve.preflight.shm_bytes", lambda path: MIN_SHM_BYTES)
+    monkeypatch.setattr("tpserve.fetch.preflight.shm_bytes", lambda path: MIN_SHM_BYTES)
     assert check_shm(4, 1) == []
-    monkeypatch.setattr("tpserve.preflight.shm_bytes", lambda path: None)
+    monkeypatch.setattr("tpserve.fetch.preflight.shm_bytes", lambda path: None)
     assert check_shm(2, 1)[0].startswith("/dev/shm is missing")
 
 
@@ -91,12 +91,12 @@ def test_declared_values_that_match_config_json_pass():
 
 def test_values_of_another_model_are_named_beside_config_json_with_the_line_that_fixes_them():
     assert check_declared_shape(LLAMA2_7B_FULL, SEVENTY_B_VALUES, "meta-llama/Llama-2-7b-hf") == [
-        "the model values describe another model than meta-llama/Llama-2-7b-hf's config.json: "
+        ("the model values describe another model than meta-llama/Llama-2-7b-hf's config.json: "
         "model.attentionHeads=64 (config.json: 32), model.kvHeads=8 (config.json: 32), model.layers=80 "
         "(config.json: 32), model.parameterBillions=68.98 (config.json: 6.74), model.hiddenSize=8192 (config.json: "
         "4096), and the chart sized, validated and tuned for them: set --set model.attentionHeads=32 --set "
         "model.kvHeads=32 --set model.layers=32 --set model.parameterBillions=6.74 --set model.hiddenSize=4096 "
-        "--set model.vocabSize=32000"]
+        "--set model.vocabSize=32000")]
 
 
 def test_a_parameter_count_within_two_percent_passes_and_undeclared_values_are_not_checked():

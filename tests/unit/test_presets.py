@@ -5,7 +5,7 @@ import re
 import pytest
 
 from tests.conftest import REPO
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.presets import CHAT_FILE, PRESETS, workload
 from tpserve.sweep import Load
 

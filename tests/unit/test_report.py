@@ -3,7 +3,7 @@ from dataclasses import MISSING, fields, replace
 
 import pytest
 
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.report import check_same_workload, load_runs, markdown, parse_prices, plot, rows
 from tpserve.workload.metrics import Metrics
 from tpserve.workload.records import RunPlan

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import REPO, tpserve
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload import runrecord
 from tpserve.workload.options import parse_layout
 from tpserve.workload.resultslog import records_from_log, results_line

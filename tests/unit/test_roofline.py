@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO, tpserve
 from tpserve import catalog, gpuspecs, roofline
-from tpserve.modelconfig import parameter_count
+from tpserve.fetch.modelconfig import parameter_count
 from tpserve.report import layout_key, load_runs, roofline_markdown, rows
 from tpserve.workload import runrecord
 

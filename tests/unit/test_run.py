@@ -1,6 +1,6 @@
 import pytest
 
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload.prompts import BUILTIN_PROMPTS, builtin_specs
 from tpserve.workload.records import RequestResult, RunPlan
 from tpserve.workload.run import RunState, build_report, token_check

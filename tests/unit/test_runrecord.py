@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.report import check_same_workload, load_runs, rows
 from tpserve.workload import runrecord
 from tpserve.workload.metrics import summarize

@@ -39,7 +39,7 @@ def test_a_rejected_token_is_named_as_hf_token_in_one_line_never_by_its_value(ga
 
 @pytest.mark.parametrize("command", [
     ("-m", "tpserve", "fetch", GATED),
-    ("-m", "tpserve.fetchjob", "--model", GATED, "--revision", "main", "--allow-moving-revision"),
+    ("-m", "tpserve.fetch.fetchjob", "--model", GATED, "--revision", "main", "--allow-moving-revision"),
 ], ids=["tpserve fetch", "the chart's init container"])
 def test_a_granted_token_fetches_without_printing_it(gated, tmp_path, command):
     gated.valid_tokens.add(TOKEN)

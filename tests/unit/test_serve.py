@@ -8,8 +8,9 @@ import pytest
 
 from tests.conftest import tpserve
 from tests.hubfake import fixture_files
-from tpserve import cache, launch
-from tpserve.errors import CacheError, CacheMismatchError, ConfigError
+from tpserve import launch
+from tpserve.fetch import cache
+from tpserve.fetch.errors import CacheError, CacheMismatchError, ConfigError
 from tpserve.launch import FUSION_OFF, ServeConfig
 
 FILES = fixture_files("tiny-llama")
@@ -30,7 +31,7 @@ def fetched(hub, cache_dir):
 
 @pytest.fixture(autouse=True)
 def roomy_shm(monkeypatch):
-    monkeypatch.setattr("tpserve.preflight.shm_bytes", lambda path: 16 << 30)
+    monkeypatch.setattr("tpserve.fetch.preflight.shm_bytes", lambda path: 16 << 30)
 
 
 GPUS = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
@@ -78,7 +79,7 @@ def test_more_gpus_than_visible_and_a_bad_tp_are_reported_together(fetched, cach
 
 
 def test_a_small_shm_is_rejected_before_a_multi_gpu_launch(fetched, cache_dir, monkeypatch):
-    monkeypatch.setattr("tpserve.preflight.shm_bytes", lambda path: 64 << 20)
+    monkeypatch.setattr("tpserve.fetch.preflight.shm_bytes", lambda path: 64 << 20)
     with pytest.raises(ConfigError, match="/dev/shm is 64 MiB"):
         launch.prepare(ServeConfig(model=REPO, tensor_parallel_size=2), cache_dir, GPUS)
     assert launch.prepare(ServeConfig(model=REPO), cache_dir, {})  # one GPU needs no shm

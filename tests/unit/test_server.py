@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from tests.conftest import wait_until
-from tpserve.errors import PortInUseError, ServerDiedError, ServerNotHealthyError
+from tpserve.fetch.errors import PortInUseError, ServerDiedError, ServerNotHealthyError
 from tpserve.server import LocalServer, _session_members, check_port_free
 
 

@@ -10,7 +10,7 @@ from tests.unit.conftest import gpus_of
 from tpserve import catalog, launch, settings
 from tpserve.commandlines import serve_command, served_layout
 from tpserve.commands.serve import serve_config
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.launch import ServeConfig
 
 GiB = 1 << 30

@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from tests.conftest import tpserve
 from tpserve.catalog import MODELS
-from tpserve.errors import ShapeError
+from tpserve.fetch.errors import ShapeError
 from tpserve.shapes import (
     LLAMA2_7B,
     LLAMA2_70B,

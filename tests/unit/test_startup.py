@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import REPO
-from tpserve.errors import StartupLogError
+from tpserve.fetch.errors import StartupLogError
 from tpserve.startup import (
     COLD_FIXED_S,
     LOAD_BYTES_PER_S,

@@ -7,7 +7,7 @@ import pytest
 
 from tests.unit.fakebackend import FakeBackend
 from tpserve.axes import command_args, parse_axes
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.report import load_runs, markdown, rows
 from tpserve.sweep import Load, Point, parse_grid, replica_command, run_sweep, with_settings
 

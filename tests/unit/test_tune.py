@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import tpserve
 from tests.unit.fakebackend import FakeBackend
 from tpserve.axes import Axis
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.sweep import Load, Point, parse_grid
 from tpserve.tune import Budget, final_line, serving, tune, write_summary
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload.distributed import share
 from tpserve.workload.metrics import lateness_ms
 from tpserve.workload.options import build_plan, build_specs, context_error, options_error, plan_and_specs

@@ -1,6 +1,6 @@
 {{/*
-vllm.fetchContainer is the init container: tpserve's fetch + verify (files/tpserve/, byte-identical to
-src/tpserve/, mounted from the fetch ConfigMap as a `tpserve` package) run by the serving image's own
+vllm.fetchContainer is the init container: tpserve's fetch + verify (files/tpserve/, a link to
+src/tpserve/fetch/, mounted from the fetch ConfigMap as a `tpserve` package) run by the serving image's own
 Python and huggingface_hub. It downloads model.name at model.revision into the cache volume once (later starts
 only verify it, without the network for a pinned commit), checks the parallelism and the model values
 (--declared) against config.json, and writes the verified folder to the file the server's command reads.

@@ -87,7 +87,7 @@ vllm.pinned is "true" when model.revision is a full commit sha, so the model's f
 
 {{/*
 Paths inside the pod. The cache volume is mounted at /models, as in tpserve's image; weights live in
-tpserve's cache layout <HF_HOME>/tpserve/<org>--<name>/<sha>/ (src/tpserve/cache.py model_path).
+tpserve's cache layout <HF_HOME>/tpserve/<org>--<name>/<sha>/ (src/tpserve/fetch/cache.py model_path).
 */}}
 {{- define "vllm.cacheDir" -}}/models/hf/tpserve{{- end -}}
 {{- /* Where fetch.offline reads a claim pre-filled in Hugging Face hub layout: hf/hub on the claim. */}}

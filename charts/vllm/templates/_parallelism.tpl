@@ -2,7 +2,7 @@
 vllm.parallelismProblems: TP must split the heads evenly (as vLLM requires), PP must not exceed the layers,
 and TP × PP GPUs must fit on one node (multi-node layouts: vllm.multiNodeProblems); a layout that does not names
 the fewest nodes vllm.multiNodeProblems would accept. Valid sizes are those of
-tpserve.preflight.valid_tensor_parallel_sizes.
+tpserve.fetch.preflight.valid_tensor_parallel_sizes.
 */}}
 {{- define "vllm.parallelismProblems" -}}
 {{- $tp := int .Values.parallelism.tensor -}}

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from tpserve.commands import at_least_one, console
 from tpserve.data import LOCUSTFILE, OUTPUT_DIR
-from tpserve.errors import TpserveError
+from tpserve.fetch.errors import TpserveError
 
 
 def demo(

@@ -45,7 +45,7 @@ def fetch(
         tpserve fetch meta-llama/Llama-2-70b-chat-hf --revision e9149a12809580e8602995856f8098ce973d1080 \\
             --offline --from /mnt/hf-cache/hub
     """
-    from tpserve import cache, prefilled
+    from tpserve.fetch import cache, prefilled
 
     folder = cache_dir or default_cache_dir()
     if from_dir is not None and not offline:

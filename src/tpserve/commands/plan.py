@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from tpserve.commands import CacheDir, Revision, default_cache_dir
-from tpserve.errors import TpserveError
+from tpserve.fetch.errors import TpserveError
 
 if TYPE_CHECKING:
     from tpserve.plan import Plan
@@ -52,7 +52,7 @@ def plan(
         tpserve plan llama-2-70b --gpu h200 --settings fp8
     """
     from tpserve.catalog import gpu_kind
-    from tpserve.modelconfig import parameter_count
+    from tpserve.fetch.modelconfig import parameter_count
     from tpserve.plan import GPU_MEMORY_UTILIZATION, find_model_config, make_plan
     from tpserve.recommend import recommend
     from tpserve.settings import choose, measured_best, sized_dtypes

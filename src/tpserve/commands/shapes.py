@@ -23,7 +23,7 @@ def shapes(
         tpserve shapes llama-2-70b models/llama-2-70b
         tpserve serve --model models/llama-2-70b -- --load-format dummy
     """
-    from tpserve.modelconfig import parameter_count
+    from tpserve.fetch.modelconfig import parameter_count
     from tpserve.shapes import find_shape, tokenizer_fidelity, write_model_folder
 
     shape = find_shape(name)

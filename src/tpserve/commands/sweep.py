@@ -30,7 +30,7 @@ from tpserve.commands import (
     served_name_for,
 )
 from tpserve.data import OUTPUT_DIR
-from tpserve.errors import TpserveError
+from tpserve.fetch.errors import TpserveError
 
 
 def sweep(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import RunRecord
 

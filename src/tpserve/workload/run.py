@@ -12,7 +12,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload.metrics import error_counts, summarize
 from tpserve.workload.records import RequestResult, RequestSpec, RunPlan
 from tpserve.workload.runrecord import Provenance, RunRecord, TokenCheck

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 
-from tpserve.errors import ConfigError
+from tpserve.fetch.errors import ConfigError
 from tpserve.workload.metrics import Metrics, error_counts, summarize
 from tpserve.workload.records import RequestResult, RunPlan
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload.servermetrics import counter_totals
 
 HTTP_TIMEOUT_S = 10

@@ -23,7 +23,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub import utils as hf_utils
 
-from tpserve.errors import (
+from .errors import (
     CacheError,
     DownloadInterruptedError,
     GatedModelError,

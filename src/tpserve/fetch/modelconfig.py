@@ -6,7 +6,7 @@ The parameter count goes into the cache manifest so a folder's model can be told
 
 from __future__ import annotations
 
-from tpserve.errors import ModelConfigError
+from .errors import ModelConfigError
 
 DENSE_TYPES = ("llama", "mistral", "qwen2")
 MOE_TYPES = ("mixtral",)

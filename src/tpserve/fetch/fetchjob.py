@@ -1,20 +1,22 @@
 """``python3 -m tpserve.fetchjob``: the Helm chart's init container, which gets the model ready to serve.
 
-It fetches one model revision into the cache (``tpserve.cache``: downloaded once, keyed by repo and
+It fetches one model revision into the cache (``tpserve.fetch.cache``: downloaded once, keyed by repo and
 commit, verified against its manifest), checks the tensor- and pipeline-parallel sizes against the
 model's own config.json, and writes the verified folder to a file the server's command reads. The
 server then loads exactly that folder with ``HF_HUB_OFFLINE=1``.
 
-The chart runs this from files it ships (``charts/vllm/files/tpserve/``, byte-identical to
-``src/tpserve/``) on the serving image's own Python and huggingface_hub, so the official vLLM image
-needs nothing built. That is why it uses argparse and plain prints: typer and rich are not imported.
+The chart ships this package (``charts/vllm/files/tpserve`` is a link to ``src/tpserve/fetch``) in a
+ConfigMap mounted as the folder ``tpserve`` on the init container's PYTHONPATH, hence the name above,
+and runs it on the serving image's own Python and huggingface_hub, so the official vLLM image needs
+nothing built. That is why it uses argparse and plain prints, and only relative imports inside the
+package: typer and rich are not imported. Here it is ``python -m tpserve.fetch.fetchjob``.
 
     python3 -m tpserve.fetchjob --model meta-llama/Llama-2-7b-chat-hf --revision SHA \\
         --cache-dir /models/hf/tpserve --tensor-parallel-size 1 --path-file /run/tpserve/model-path
 
 With ``--offline`` (the chart's ``fetch.offline``) it downloads nothing: it verifies the model someone put
 on the volume in Hugging Face hub layout (``--from /models/hf/hub``) and writes the manifest for it
-(``tpserve.prefilled``).
+(``tpserve.fetch.prefilled``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tpserve import cache, prefilled, preflight
-from tpserve.errors import ConfigError, ModelConfigError, TpserveError
+from . import cache, prefilled, preflight
+from .errors import ConfigError, ModelConfigError, TpserveError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

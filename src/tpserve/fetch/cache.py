@@ -4,7 +4,7 @@ the model that was asked for before vLLM spends minutes loading it.
 A cache that served Llama-2-7b while 70b was asked for is the mistake this module exists to prevent.
 A model lives at ``<cache_dir>/<org>--<name>/<commit sha>/`` and counts as complete only once
 ``tpserve-manifest.json`` is there: written last and atomically, it names the repo, the commit, and
-every file with its size. ``tpserve.hub`` talks to the hub (huggingface_hub resumes downloads and draws
+every file with its size. ``tpserve.fetch.hub`` talks to the hub (huggingface_hub resumes downloads and draws
 the progress bars); this module picks the files, checks what arrived, and keeps the manifest.
 """
 
@@ -24,8 +24,8 @@ from fnmatch import fnmatch
 from importlib import metadata
 from pathlib import Path
 
-from tpserve import hub, modelconfig
-from tpserve.errors import (
+from . import hub, modelconfig
+from .errors import (
     CacheDamagedError,
     CacheError,
     CacheIncompleteError,
@@ -35,7 +35,7 @@ from tpserve.errors import (
     ModelConfigError,
     NoSpaceError,
 )
-from tpserve.hub import RemoteFile, fetch_command
+from .hub import RemoteFile, fetch_command
 
 MANIFEST_NAME = "tpserve-manifest.json"
 MANIFEST_FORMAT = 1

@@ -3,7 +3,7 @@
 A volume filled by ``hf download ORG/NAME --revision SHA --cache-dir DIR`` (or a copy of such a cache)
 holds ``DIR/models--ORG--NAME/snapshots/SHA/``, whose files link into ``blobs/``, but no tpserve
 manifest. :func:`adopt` checks that snapshot with what can be known offline, links its files into
-tpserve's cache (``<cache_dir>/<org>--<name>/<sha>/``, as :mod:`tpserve.cache` keeps it) and writes the
+tpserve's cache (``<cache_dir>/<org>--<name>/<sha>/``, as :mod:`tpserve.fetch.cache` keeps it) and writes the
 manifest there, so that serving accepts it like a fetched model. It never calls the hub.
 
 Offline verification covers: the commit is a pinned 40-hex sha; config.json is there and parses; there
@@ -22,8 +22,8 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve import cache
-from tpserve.errors import CacheDamagedError, CacheIncompleteError, ConfigError
+from . import cache
+from .errors import CacheDamagedError, CacheIncompleteError, ConfigError
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -10,8 +10,8 @@ import os
 import re
 from collections.abc import Mapping
 
-from tpserve.errors import ModelConfigError
-from tpserve.modelconfig import attention_heads, parameter_count
+from .errors import ModelConfigError
+from .modelconfig import attention_heads, parameter_count
 
 # NCCL passes data between the GPUs of one host through /dev/shm. Docker's default is 64 MiB, which
 # fails at TP > 1; vLLM's docs run containers with --ipc=host or a shm of several GiB.
@@ -93,8 +93,8 @@ def check_declared_shape(model_config: dict, declared: Mapping[str, float], mode
     if not wrong:
         return []
     fix = " ".join(f"--set {name}={value:g}" for name, value in actual.items() if value is not None)
-    return [f"the model values describe another model than {model}'s config.json: {', '.join(wrong)}, and the "
-            f"chart sized, validated and tuned for them: set {fix}"]
+    return [(f"the model values describe another model than {model}'s config.json: {', '.join(wrong)}, and the "
+            f"chart sized, validated and tuned for them: set {fix}")]
 
 
 def shm_bytes(path: str = "/dev/shm") -> int | None:
