@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tpserve.fetch.errors import ConfigError
+from tpserve.workload import runrecord_v1
 from tpserve.workload.metrics import Metrics, error_counts, summarize
 from tpserve.workload.records import RequestResult, RunPlan
 
@@ -185,13 +186,11 @@ def is_run_document(document: object) -> bool:
 
 def from_document(document: dict, source: str | Path = "<document>") -> RunRecord:
     """The record in a parsed JSON document of any known schema version; others are refused."""
-    from tpserve.workload import runrecord_v1
-
     version = document.get(VERSION_KEY, 1)
     if version == SCHEMA_VERSION:
         return RunRecord.from_json(document)
     if version == 1 and runrecord_v1.is_v1(document):
-        return runrecord_v1.from_v1(document)
+        return RunRecord.from_json(runrecord_v1.upgrade(document))
     raise ConfigError(f"{source} is a run record of schema version {version!r}, which this tpserve cannot read "
                       f"(it reads versions 1 and {SCHEMA_VERSION}): upgrade tpserve to report it")
 

@@ -3,15 +3,14 @@
 Version 1 had three shapes: the load test's report (``"tpserve_report": 1``, with ``demo`` added by
 ``tpserve demo`` and ``tensor_parallel_size`` by the GPU test), and ``tpserve sweep``'s merged runs
 (no marker, a ``sweep`` section). Every file of that version under ``results/`` loads through
-:func:`from_v1`; nothing writes this version any more.
+:func:`upgrade`, which rewrites it as a document of the current version; nothing writes version 1 any
+more. It works on dicts alone, so the current reader (:mod:`tpserve.workload.runrecord`) imports it and
+it imports nothing of that reader.
 """
 
 from __future__ import annotations
 
 from tpserve.machine import device_kind
-from tpserve.workload.metrics import Metrics
-from tpserve.workload.records import RunPlan
-from tpserve.workload.runrecord import Layout, Provenance, RunRecord, TokenCheck, _known
 
 # The first reports named the built-in set "builtin"; it held the same 59 prompts (947 prompt tokens
 # on tiny-llama and llama-2 alike), so the two names are one workload.
@@ -22,33 +21,34 @@ def is_v1(document: dict) -> bool:
     return "output_throughput" in document and "plan" in document
 
 
-def from_v1(document: dict) -> RunRecord:
+def upgrade(document: dict) -> dict:
+    """A version 1 DOCUMENT as the current version's document (what ``RunRecord.from_json`` reads)."""
     plan = dict(document["plan"])
     if plan.get("prompt_set") == "builtin":
         plan["prompt_set"] = BUILTIN_PROMPT_SET
     machine = document.get("machine", {})
     demo, sweep = document.get("demo"), document.get("sweep")
     client = document.get("client", {})
-    provenance = Provenance(
-        started_at=document.get("started_at", ""), finished_at=document.get("finished_at", ""),
-        server_version=document.get("server_version", ""), client_host=client.get("host", ""),
-        client_python=client.get("python", ""), command=_command(document), machine=machine,
-        server_argv=tuple(demo["server_argv"]) if demo else (),
-        server_startup_s=demo["server_startup_s"] if demo else document.get("server_startup_s"))
+    provenance = {
+        "started_at": document.get("started_at", ""), "finished_at": document.get("finished_at", ""),
+        "server_version": document.get("server_version", ""), "client_host": client.get("host", ""),
+        "client_python": client.get("python", ""), "command": _command(document), "machine": machine,
+        "server_argv": tuple(demo["server_argv"]) if demo else (),
+        "server_startup_s": demo["server_startup_s"] if demo else document.get("server_startup_s")}
     context = ({k: v for k, v in demo.items() if k not in ("server_argv", "server_startup_s")} if demo else
                {k: sweep[k] for k in ("name", "repeat", "repeats")} if sweep else {})
-    return RunRecord(
-        workload=_known(RunPlan, plan),
-        metrics=Metrics.from_json(document),
-        token_check=_token_check(document["token_check"]),
-        provenance=provenance,
-        layout=_layout(document, machine),
-        errors=document.get("errors", {}),
-        problems=tuple(document.get("problems", ())),
-        warmup_requests_sent=document.get("warmup_requests_sent", 0),
-        workers=document.get("workers", len(document["token_check"].get("per_replica", ())) or 1),
-        context=context,
-    )
+    return {
+        **document,
+        "workload": plan,
+        "token_check": _token_check(document["token_check"]),
+        "provenance": provenance,
+        "layout": _layout(document, machine),
+        "errors": document.get("errors", {}),
+        "problems": list(document.get("problems", ())),
+        "warmup_requests_sent": document.get("warmup_requests_sent", 0),
+        "workers": document.get("workers", len(document["token_check"].get("per_replica", ())) or 1),
+        "context": context,
+    }
 
 
 def _command(document: dict) -> str:
@@ -59,29 +59,31 @@ def _command(document: dict) -> str:
     return "gpu test" if "tensor_parallel_size" in document else "loadtest"
 
 
-def _token_check(check: dict) -> TokenCheck:
+def _token_check(check: dict) -> dict:
     parts = check.get("per_replica")
     if parts is None:
-        return TokenCheck(**check)
-    parts = tuple(TokenCheck(**part) for part in parts)
+        return dict(check)
 
     def added(name: str) -> int | None:
-        values = [getattr(part, name) for part in parts]
+        values = [part.get(name) for part in parts]
         return None if None in values else sum(values)
 
-    return TokenCheck(check["status"], added("client_completion_tokens"), added("client_prompt_tokens"),
-                      added("server_generation_tokens"), added("server_prompt_tokens"), parts)
+    return {"status": check["status"], **{name: added(name) for name in (
+        "client_completion_tokens", "client_prompt_tokens", "server_generation_tokens", "server_prompt_tokens")},
+        "parts": [dict(part) for part in parts]}
 
 
-def _layout(document: dict, machine: dict) -> Layout | None:
+def _layout(document: dict, machine: dict) -> dict | None:
     """What served a version 1 run, as far as the file says; None for a bare load test's report."""
     kind = device_kind(machine)
     if "sweep" in document:
         sweep = document["sweep"]
-        return Layout(sweep["name"], kind, sweep["tensor"], replicas=sweep["replicas"])
+        return {"model": sweep["name"], "device_kind": kind, "tensor_parallel_size": sweep["tensor"],
+                "replicas": sweep["replicas"]}
     if "demo" in document:
         argv = document["demo"]["server_argv"]
-        return Layout(argv[argv.index("--model") + 1], kind)
+        return {"model": argv[argv.index("--model") + 1], "device_kind": kind}
     if "tensor_parallel_size" in document:
-        return Layout(document["model_id"], kind, int(document["tensor_parallel_size"]))
+        return {"model": document["model_id"], "device_kind": kind,
+                "tensor_parallel_size": int(document["tensor_parallel_size"])}
     return None
