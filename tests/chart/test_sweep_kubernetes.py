@@ -315,7 +315,7 @@ def test_the_sweep_waits_for_the_deployment_the_name_overrides_give(tmp_path):
 def test_the_load_on_kubernetes_asks_for_the_name_the_chart_serves_under(tmp_path, values_text, sets, expected):
     """Found on the real cluster: the load asked for the folder-style name 'tiny-llama' while the release
     served 'tpserve-test/tiny-llama' (model.name), and every point failed."""
-    from tpserve.commands import served_name_for
+    from tpserve.commands._measuring import served_name_for
 
     values = tmp_path / "v.yaml"
     values.write_text(values_text)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tpserve.commands import (
+from tpserve.commands import console
+from tpserve.commands._measuring import (
     Chart,
     Concurrency,
     LoadInCluster,
@@ -25,7 +26,6 @@ from tpserve.commands import (
     VllmAxis,
     Workload,
     backend_for,
-    console,
     load_for,
     served_name_for,
 )
