@@ -253,13 +253,56 @@ def _percent(fraction: float | None) -> str:
     return "—" if fraction is None else f"{fraction:.1%}"
 
 
+def _rooflines(runs: Sequence[tuple[Path, RunRecord]], measured: dict[str, roofline.Limits]) -> dict[tuple, list]:
+    """Each run's roofline (or why it has none), grouped by the :func:`layout_key` of its row."""
+    found: dict[tuple, list] = {}
+    for _, record in runs:
+        found.setdefault(layout_key(record), []).append(roofline.roofline(record, measured))
+    return found
+
+
+def _averaged(results: Sequence[roofline.Roofline]) -> dict:
+    """A row's runs against their card, averaged over its repeats: what both the table and the JSON show."""
+    return {
+        "dtypes": results[0].served.dtypes,
+        "decode_batch": _mean(r.decode_batch for r in results),
+        "mean_context": _mean(r.mean_context for r in results),
+        "decode_bound_tok_s": _mean(r.datasheet.decode_tok_s for r in results),
+        "decode_limit": results[0].datasheet.decode_limit,
+        "decode_fraction_of_datasheet": _mean(r.decode_fraction(r.datasheet) for r in results),
+        "decode_fraction_of_measured": _mean(r.decode_fraction(r.measured) for r in results),
+        "prefill_bound_tok_s": _mean(r.datasheet.prefill_tok_s for r in results),
+        "prefill_fraction_of_datasheet": _mean(r.prefill_fraction(r.datasheet) for r in results),
+        "prefill_fraction_of_measured": _mean(r.prefill_fraction(r.measured) for r in results),
+    }
+
+
+def document(runs: Sequence[tuple[Path, RunRecord]], table: Sequence[Row], work: dict, prices: dict[str, float],
+             measured: dict[str, roofline.Limits]) -> dict:
+    """The report for scripts (``tpserve report --json``): the workload and, per row, the facts of both tables
+    under the run record's names and units; ``roofline`` is null where ``no_roofline`` says why."""
+    found = _rooflines(runs, measured)
+    out = []
+    for row in table:
+        price = price_for(row, prices)
+        reasons = [r.reason for r in found[row.key] if isinstance(r, roofline.NoRoofline)]
+        out.append({
+            "model": row.model, "device": row.device, "tensor_parallel_size": row.tensor,
+            "pipeline_parallel_size": row.pipeline, "replicas": row.replicas, "gpus": row.devices,
+            "vllm_flags": dict(row.flags), "runs": row.runs, "mean_output_tok_s": row.mean_tok_s,
+            "stdev_output_tok_s": row.stdev_tok_s, "output_tok_s_per_gpu": row.tok_s_per_device,
+            "median_ttft_ms": row.median_ttft_ms, "median_tpot_ms": row.median_tpot_ms,
+            "usd_per_million_output_tokens": row.cost_per_million(price) if price else None,
+            "roofline": None if reasons else _averaged(found[row.key]), "no_roofline": reasons[0] if reasons else None,
+        })
+    return {"workload": work, "rows": out}
+
+
 def roofline_markdown(runs: Sequence[tuple[Path, RunRecord]], table: Sequence[Row],
                       measured: dict[str, roofline.Limits]) -> str:
     """Each row's runs against their card's limits (:mod:`tpserve.roofline`), averaged over its repeats; a
     line saying why for rows without one (a CPU, a card without datasheet figures)."""
-    found: dict[tuple, list] = {}
-    for _, record in runs:
-        found.setdefault(layout_key(record), []).append(roofline.roofline(record, measured))
+    found = _rooflines(runs, measured)
     settings = len({row.flags for row in table}) > 1
     lines, missing, cards = [], [], {}
     for row in table:
@@ -270,19 +313,16 @@ def roofline_markdown(runs: Sequence[tuple[Path, RunRecord]], table: Sequence[Ro
             reason = next(r.reason for r in found[row.key] if isinstance(r, roofline.NoRoofline))
             missing.append(f"- No roofline for {name}: {reason}.")
             continue
-        first = results[0]
+        first, mean = results[0], _averaged(results)
         cards[first.spec.label] = (row.device, first.spec, measured.get(row.device.lower()))
         lines.append(
             f"| {row.model} | {row.device} | {row.devices} ({row.split}) | "
             + (f"{row.settings_beside(table[0])} | " if settings else "")
-            + f"{first.served.dtypes} | {_mean(r.decode_batch for r in results):,.1f} | "
-            f"{_mean(r.mean_context for r in results):,.0f} | "
-            f"{_mean(r.datasheet.decode_tok_s for r in results):,.0f} ({first.datasheet.decode_limit}) | "
-            f"{_percent(_mean(r.decode_fraction(r.datasheet) for r in results))} | "
-            f"{_percent(_mean(r.decode_fraction(r.measured) for r in results))} | "
-            f"{_mean(r.datasheet.prefill_tok_s for r in results):,.0f} | "
-            f"{_percent(_mean(r.prefill_fraction(r.datasheet) for r in results))} | "
-            f"{_percent(_mean(r.prefill_fraction(r.measured) for r in results))} |")
+            + f"{mean['dtypes']} | {mean['decode_batch']:,.1f} | {mean['mean_context']:,.0f} | "
+            f"{mean['decode_bound_tok_s']:,.0f} ({mean['decode_limit']}) | "
+            f"{_percent(mean['decode_fraction_of_datasheet'])} | {_percent(mean['decode_fraction_of_measured'])} | "
+            f"{mean['prefill_bound_tok_s']:,.0f} | {_percent(mean['prefill_fraction_of_datasheet'])} | "
+            f"{_percent(mean['prefill_fraction_of_measured'])} |")
     out = [ROOFLINE_INTRO if lines else "Roofline: none of these runs has one.", ""]
     if lines:
         head = ("| model | device | GPUs (TP × replicas) | " + ("vLLM settings (vs first row) | " if settings else "")

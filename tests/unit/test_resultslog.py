@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -69,6 +70,24 @@ def test_tpserve_loadtest_results_writes_every_record_of_a_log_for_tpserve_repor
     assert f"{tmp_path / 'lt.json'}: 59/59 ok, " in done.stderr
     assert "(no layout: tpserve report needs one; run the master with --layout)" in done.stderr
     assert json.loads((tmp_path / "lt.json").read_text())["tpserve_schema_version"] == 2
+
+
+def test_tpserve_loadtest_results_json_lists_each_file_with_what_its_line_says(tmp_path):
+    second = replace(RECORD, layout=None)
+    log = tmp_path / "master.log"
+    log.write_text(f"{results_line(RECORD)}\n{results_line(second)}\n")
+    text = tpserve("loadtest-results", str(log), "--out", str(tmp_path / "text.json"))
+    done = tpserve("loadtest-results", str(log), "--out", str(tmp_path / "lt.json"), "--json")
+    assert done.returncode == 0, done.stderr
+    written = json.loads(done.stdout)
+    assert [item["path"] for item in written] == [str(tmp_path / "lt.json"), str(tmp_path / "lt-2.json")]
+    for item, record in zip(written, (RECORD, second), strict=True):
+        assert runrecord.load(Path(item["path"])) == record
+        assert item["layout"] == json.loads(Path(item["path"]).read_text())["layout"]
+        name = tmp_path / Path(item["path"]).name.replace("lt", "text")
+        assert (f"{name}: {item['completed']}/{item['num_prompts']} ok, {item['output_throughput']:.1f} output "
+                f"tok/s, tokens {item['token_check']}") in text.stderr
+    assert written[1]["layout"] is None and written[0]["layout"]["tensor_parallel_size"] == 1
 
 
 def test_tpserve_loadtest_results_reads_standard_input_and_says_when_there_is_nothing(tmp_path):

@@ -140,6 +140,31 @@ def test_the_report_holds_the_committed_tune_runs_against_the_h200(tmp_path):
     assert (tmp_path / "report.md").read_text() == done.stdout
 
 
+def test_the_reports_json_holds_the_facts_of_its_tables():
+    text = tpserve("report", str(TUNE), "--price", "h200=3.5")
+    done = tpserve("report", str(TUNE), "--price", "h200=3.5", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert text.stdout.startswith(f"Workload: {', '.join(f'{k} {v}' for k, v in report['workload'].items())}\n")
+    assert len(report["rows"]) == len(rows(load_runs([TUNE]))) == 5
+    for row in report["rows"]:
+        assert row["gpus"] == row["tensor_parallel_size"] * row["pipeline_parallel_size"] * row["replicas"]
+        table = (f"| {row['model']} | {row['device']} | {row['gpus']} ({row['tensor_parallel_size']} × "
+                 f"{row['replicas']}) | ")
+        figures = (f"{row['mean_output_tok_s']:,.1f} | {row['stdev_output_tok_s']:,.1f} ({row['runs']}) | "
+                   f"{row['output_tok_s_per_gpu']:,.1f} | {row['median_ttft_ms']:,.1f} | {row['median_tpot_ms']:,.2f} "
+                   f"| {row['usd_per_million_output_tokens']:,.3f} |")
+        roof = row["roofline"]
+        bounds = (f"| {roof['dtypes']} | {roof['decode_batch']:,.1f} | {roof['mean_context']:,.0f} | "
+                  f"{roof['decode_bound_tok_s']:,.0f} ({roof['decode_limit']}) | "
+                  f"{roof['decode_fraction_of_datasheet']:.1%} | — | {roof['prefill_bound_tok_s']:,.0f} | "
+                  f"{roof['prefill_fraction_of_datasheet']:.1%} | — |")
+        lines = [line for line in text.stdout.splitlines() if line.startswith(table)]
+        assert any(line.endswith(figures) for line in lines), (row, lines)
+        assert any(line.endswith(bounds) for line in lines), (row, lines)
+        assert row["no_roofline"] is None
+
+
 def test_the_benchmarks_json_is_what_the_report_reads(tmp_path):
     out = tmp_path / "gpu-limits.json"
     done = subprocess.run([sys.executable, "benchmarks/gpu_limits.py", "--cpu", "--iterations", "1", "--warmup",

@@ -126,6 +126,34 @@ def test_fetch_then_serve_dry_run_from_the_command_line(hub, cache_dir):
     assert argv[-5:] == ["--compilation-config", FUSION_OFF, "--shutdown-timeout", "30", "--enforce-eager"]
 
 
+def test_fetch_and_serve_dry_run_print_as_json_what_their_lines_say(hub, cache_dir):
+    sha = hub.publish(REPO, FILES)
+    done = tpserve("fetch", REPO, "--cache-dir", str(cache_dir), "--no-progress", "--json", timeout=120)
+    assert done.returncode == 0, done.stderr
+    fetched = json.loads(done.stdout)
+    text = tpserve("fetch", REPO, "--cache-dir", str(cache_dir), "--no-progress", timeout=120).stdout
+    assert fetched == {"repo_id": REPO, "requested_revision": "main", "resolved_sha": sha,
+                       "path": str(cache.model_path(cache_dir, REPO, sha)), "files": 5,
+                       "bytes": fetched["bytes"], "parameters": fetched["parameters"], "verified_offline_from": None}
+    params = f"{fetched['parameters'] / 1e9:.1f}B parameters, " if fetched["parameters"] else ""
+    folder = cache.model_path(cache_dir, REPO, sha)
+    assert text == (f"{REPO}@main = {sha}: 5 files, {fetched['bytes'] / 2**30:.2f} GiB, {params}"
+                    f"at {fetched['path']}\n")
+    assert fetched["bytes"] == sum(len(data) for name, data in FILES.items() if (folder / name).is_file())
+
+    serve = ("serve", "--model", REPO, "--cache-dir", str(cache_dir), "-tp", "2", "--dry-run")
+    shown = tpserve(*serve, "--json", "--", "--enforce-eager", env={**_env(), **GPUS}, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    text = tpserve(*serve, "--", "--enforce-eager", env={**_env(), **GPUS}, timeout=120).stdout
+    assert json.loads(shown.stdout) == {"argv": shlex.split(text)} and "--enforce-eager" in shlex.split(text)
+
+
+def test_serve_json_without_dry_run_is_refused_naming_the_fix(fetched):
+    done = tpserve("serve", "--model", str(fetched), "--json")
+    assert done.returncode == 2
+    assert "--json" in done.stderr and "prints the --dry-run command as JSON: add --dry-run" in done.stderr
+
+
 def test_serve_from_the_command_line_turns_a_refusal_into_one_line(hub, cache_dir):
     done = tpserve("serve", "--model", "tiny-org/absent", "--cache-dir", str(cache_dir), "--dry-run",
                    env=_env(), timeout=120)

@@ -120,6 +120,18 @@ def test_the_shapes_command_reuses_a_folder_of_its_shape_and_says_how_to_serve_i
         f"serve it: tpserve serve --model {folder} -- --load-format dummy\n")
 
 
+def test_the_shapes_commands_json_holds_what_its_lines_say(catalog_folders):
+    folder = catalog_folders["llama-3.1-8b"]
+    text = tpserve("shapes", "llama-3.1-8b", str(folder))
+    done = tpserve("shapes", "llama-3.1-8b", str(folder), "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert set(shown) == {"folder", "shape", "parameters", "tokenizer", "serve"}
+    assert text.stdout == (f"{shown['folder']}: {shown['shape']}, {shown['parameters']:,} parameters (dummy weights); "
+                           f"tokenizer {shown['tokenizer']}\nserve it: {shown['serve']}\n")
+    assert (shown["folder"], shown["shape"]) == (str(folder), "llama-3.1-8b")
+
+
 def test_the_shapes_command_refuses_an_unknown_shape_in_one_line(tmp_path):
     done = tpserve("shapes", "gpt-5", str(tmp_path / "gpt-5"))
     assert done.returncode == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,10 @@ def fetch(
         "--verify-hashes", help="Also hash every file against the sha256 the hub lists (the LFS oid of weights) "
                                 "and fetch again any that differ: finds content changed at the same size, "
                                 "which the default size check misses. Reads every byte of the model.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the verified model as JSON: repo_id, requested_revision, resolved_sha, path, files, "
+                       "bytes, parameters (null when config.json does not tell) and verified_offline_from (the "
+                       "hub snapshot --offline verified, else null).")] = False,
 ) -> None:
     """Download a model once into the cache, keyed by repo id and commit sha, with a verified manifest.
 
@@ -53,16 +58,24 @@ def fetch(
     if verify_hashes and offline:
         raise typer.BadParameter("checks a download against the hub; --offline already hashes every blob "
                                  "against its name", param_hint="--verify-hashes")
+    snapshot = None
     if offline:
         hub_cache = from_dir or prefilled.default_hub_cache()
         manifest = prefilled.adopt(model, revision, folder, hub_cache)
-        origin = f"verified offline from {prefilled.snapshot_path(hub_cache, model, manifest.resolved_sha)}, "
+        snapshot = prefilled.snapshot_path(hub_cache, model, manifest.resolved_sha)
     else:
         manifest = cache.fetch(model, revision, folder, token=os.environ.get("HF_TOKEN") or None,
                                progress=progress, verify_hashes=verify_hashes)
-        origin = ""
     path = cache.model_path(folder, manifest.repo_id, manifest.resolved_sha)
     size = sum(entry.size for entry in manifest.files)
+    if as_json:
+        typer.echo(json.dumps({
+            "repo_id": manifest.repo_id, "requested_revision": manifest.requested_revision,
+            "resolved_sha": manifest.resolved_sha, "path": str(path), "files": len(manifest.files), "bytes": size,
+            "parameters": manifest.parameter_count or None,
+            "verified_offline_from": str(snapshot) if snapshot else None}, indent=2))
+        return
     params = f"{manifest.parameter_count / 1e9:.1f}B parameters, " if manifest.parameter_count else ""
+    origin = f"verified offline from {snapshot}, " if snapshot else ""
     typer.echo(f"{manifest.repo_id}@{manifest.requested_revision} = {manifest.resolved_sha}: "
                f"{len(manifest.files)} files, {size / 2**30:.2f} GiB, {params}{origin}at {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,8 @@ def serve(
              "weights, bfloat16; changes outputs) or vllm (vLLM's own defaults). A flag "
              "you give wins. docs/settings.md.")] = "tuned",
     dry_run: Annotated[bool, typer.Option(help="Check everything, then print the vLLM command instead of running it.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help='With --dry-run: print the command as JSON, {"argv": [...]} (the list exec would run).')] = False,
 ) -> None:
     """Check the launch, then exec vLLM's OpenAI-compatible server (the container's entrypoint).
 
@@ -60,6 +63,8 @@ def serve(
 
         tpserve serve --model meta-llama/Llama-2-70b-chat-hf --revision REV -tp 4 -- --enforce-eager
     """
+    if as_json and not dry_run:
+        raise typer.BadParameter("prints the --dry-run command as JSON: add --dry-run", param_hint="--json")
     config = _config(ctx.args, model=model, revision=revision, served_model_name=served_model_name,
                      tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                      max_model_len=max_model_len, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
@@ -68,7 +73,7 @@ def serve(
     argv = launch.prepare(config, cache_dir or default_cache_dir(),
                           say=lambda line: typer.echo(f"tpserve: {line}", err=True))
     if dry_run:
-        typer.echo(shlex.join(argv))
+        typer.echo(json.dumps({"argv": argv}, indent=2) if as_json else shlex.join(argv))
         return
     launch.exec_vllm(argv)
 
@@ -87,5 +92,5 @@ def serve_config(args: Sequence[str]) -> tuple[launch.ServeConfig, Path]:
     parser = typer.Typer()
     parser.command(context_settings=CONTEXT)(serve)
     with typer.main.get_command(parser).make_context("serve", list(args)) as ctx:
-        options = {k: v for k, v in ctx.params.items() if k not in ("cache_dir", "dry_run")}
+        options = {k: v for k, v in ctx.params.items() if k not in ("cache_dir", "dry_run", "as_json")}
         return _config(ctx.args, **options), ctx.params["cache_dir"] or default_cache_dir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,9 @@ import typer
 def shapes(
     name: Annotated[str, typer.Argument(help="A catalog model (e.g. llama-2-70b) or tiny-llama.")],
     directory: Annotated[Path, typer.Argument(help="Folder to write; one holding the same shape is reused.")],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the folder as JSON: folder, shape, parameters, tokenizer (how it compares with the "
+                       "model's own) and serve (the command that serves it).")] = False,
 ) -> None:
     """Write a model folder of a real architecture for vLLM's --load-format dummy: nothing to download.
 
@@ -28,6 +32,11 @@ def shapes(
 
     shape = find_shape(name)
     folder = write_model_folder(shape, directory)
-    typer.echo(f"{folder}: {shape.name}, {parameter_count(shape.config()):,} parameters (dummy weights); "
-               f"tokenizer {tokenizer_fidelity(shape)}")
-    typer.echo(f"serve it: tpserve serve --model {folder} -- --load-format dummy")
+    parameters, tokenizer = parameter_count(shape.config()), tokenizer_fidelity(shape)
+    serve = f"tpserve serve --model {folder} -- --load-format dummy"
+    if as_json:
+        typer.echo(json.dumps({"folder": str(folder), "shape": shape.name, "parameters": parameters,
+                               "tokenizer": tokenizer, "serve": serve}, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{folder}: {shape.name}, {parameters:,} parameters (dummy weights); tokenizer {tokenizer}")
+    typer.echo(f"serve it: {serve}")
