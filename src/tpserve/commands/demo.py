@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,9 @@ def demo(
     locustfile: Annotated[Path, typer.Option(help="The Locust file to run.")] = LOCUSTFILE,
     results_dir: Annotated[Path, typer.Option(help="Where the results JSON goes.")] = OUTPUT_DIR,
     cache_dir: Annotated[Path, typer.Option(help="Model folder and vLLM caches.")] = Path(".cache"),
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the run as JSON instead of the table: results (the file written) and record (its "
+                       "run record, the keys docs/results.md lists).")] = False,
 ) -> None:
     """Serve a tiny Llama with real vLLM on CPU and measure it with the Locust load test.
 
@@ -37,7 +41,10 @@ def demo(
                           health_timeout_s=health_timeout, locustfile=locustfile, results_dir=results_dir,
                           cache_dir=cache_dir)
     record, path = run_demo(options, say=lambda text: console.print(f"[dim]{text}[/dim]"))
-    print_summary(record, Console())
-    console.print(f"results: {path}")
+    if as_json:
+        typer.echo(json.dumps({"results": str(path), "record": record.to_json()}, indent=2, ensure_ascii=False))
+    else:
+        print_summary(record, Console())
+        console.print(f"results: {path}")
     if not record.ok:
         raise TpserveError("the run failed its checks: " + "; ".join(record.problems))
