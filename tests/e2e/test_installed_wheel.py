@@ -9,6 +9,7 @@ find the wheel's copy.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -49,8 +50,12 @@ def venv(tmp_path_factory) -> Path:
     return root / "venv"
 
 
+# A PYTHONPATH naming a checkout's src/ would put that tpserve ahead of the wheel's.
+OUTSIDE = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
 def installed(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return run(str(venv / "bin" / "python"), *args, cwd=cwd)
+    return run(str(venv / "bin" / "python"), *args, cwd=cwd, env=OUTSIDE)
 
 
 def test_the_venv_imports_the_wheels_tpserve_and_finds_the_files_it_ships_inside_it(venv, tmp_path):
@@ -71,10 +76,11 @@ def test_locust_finds_the_completion_user_in_the_wheels_locust_file(venv, tmp_pa
 
 
 def test_plan_and_shapes_run_from_the_wheel_outside_the_checkout(venv, tmp_path):
-    plan = run(str(venv / "bin" / "tpserve"), "plan", "llama-2-7b", "--gpu", "h100", cwd=tmp_path)
+    plan = run(str(venv / "bin" / "tpserve"), "plan", "llama-2-7b", "--gpu", "h100", cwd=tmp_path, env=OUTSIDE)
     assert plan.returncode == 0, plan.stderr
     assert "tpserve serve" in plan.stdout
-    shapes = run(str(venv / "bin" / "tpserve"), "shapes", "llama-2-7b", str(tmp_path / "model"), cwd=tmp_path)
+    shapes = run(str(venv / "bin" / "tpserve"), "shapes", "llama-2-7b", str(tmp_path / "model"), cwd=tmp_path,
+                 env=OUTSIDE)
     assert shapes.returncode == 0, shapes.stderr
     assert json.loads((tmp_path / "model" / "config.json").read_text())["num_hidden_layers"] == 32
     assert (tmp_path / "model" / "tokenizer.json").is_file()
@@ -85,7 +91,7 @@ def test_the_wheels_load_test_measures_the_cpu_server_from_outside_the_checkout(
     argv = loadtest_command(vllm_server.url, users=2, locustfile=Path(json.loads(probe.stdout)["locustfile"]),
                             num_requests=4, max_tokens=8, run_time_s=300, only_summary=True,
                             results_json=Path("run.json"), python=str(venv / "bin" / "python"))
-    done = run(*argv, cwd=tmp_path, timeout=400)
+    done = run(*argv, cwd=tmp_path, timeout=400, env=OUTSIDE)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "run.json").read_text())
     assert (report["completed"], report["failed"], report["model_id"]) == (4, 0, MODEL_NAME)
