@@ -1,7 +1,8 @@
 """The one place the two command lines tpserve runs are built: ``tpserve serve`` and the Locust load test.
 
 ``tpserve demo``, ``tpserve sweep``, the benchmarks and the tests start servers and load tests only
-through :func:`serve_command` and :func:`loadtest_command`, so an option is added or renamed here once.
+through :func:`serve_command` (:func:`serve_command_of` from a :class:`tpserve.launch.ServeConfig`) and
+:func:`loadtest_command`, so an option is added or renamed here once.
 """
 
 from __future__ import annotations
@@ -38,16 +39,34 @@ def serve_command(model: str | Path, *, served_model_name: str = "", revision: s
     return argv + (["--", *vllm_args] if vllm_args else [])
 
 
-def served_layout(argv: Sequence[str], device_kind: str, replicas: int = 1) -> Layout:
-    """What a ``tpserve serve`` command line serves, read by the command's own parser (its variables too).
+def serve_command_of(config: launch.ServeConfig, *, cache_dir: Path | None = None,
+                     python: str = sys.executable) -> list[str]:
+    """The ``tpserve serve`` command that launches CONFIG, every option given, so that none is left to the
+    ``TPSERVE_*`` variables the server inherits; CONFIG's ``extra_args`` go to vLLM after ``--``.
 
-    Its settings profile is resolved as the server resolved it (launch.resolve_settings: this host's GPUs,
-    the model's config.json), so ``vllm_flags`` holds the flags it added. Call it on the host that ran the
-    server; with no GPU visible nothing was added and the model is not read.
+    Build the :class:`tpserve.launch.ServeConfig` first and its command line from it: what was served
+    (:func:`served_layout`) is then read from the config, never from the command line.
     """
-    from tpserve.commands.serve import serve_config
+    options = (("--revision", config.revision), ("--served-model-name", config.served_model_name),
+               ("-tp", config.tensor_parallel_size), ("-pp", config.pipeline_parallel_size),
+               ("--max-model-len", config.max_model_len), ("--dtype", config.dtype),
+               ("--gpu-memory-utilization", config.gpu_memory_utilization), ("--host", config.host),
+               ("--port", config.port), ("--settings", config.settings), ("--extra-args", ""),
+               ("--cache-dir", cache_dir))
+    argv = [python, "-m", "tpserve", "serve", "--model", str(config.model)]
+    argv += [part for flag, value in options if value is not None for part in (flag, str(value))]
+    argv += ["--allreduce-fusion" if config.allreduce_fusion else "--no-allreduce-fusion"]
+    return argv + (["--", *config.extra_args] if config.extra_args else [])
 
-    config, cache_dir = serve_config(list(argv)[list(argv).index("serve") + 1:])
+
+def served_layout(config: launch.ServeConfig, cache_dir: Path, device_kind: str, replicas: int = 1) -> Layout:
+    """What a server launched with CONFIG serves.
+
+    Its settings profile is resolved as the server resolves it (launch.resolve_settings: this host's GPUs,
+    the model's config.json, read from CACHE_DIR for a repo id), so ``vllm_flags`` holds the flags it
+    added. Call it on the host that runs the server; with no GPU visible nothing is added and the model is
+    not read.
+    """
     choice = launch.resolve_settings(config, lambda: launch.find_verified_model(config, cache_dir).config)
     config = launch.with_settings(config, choice)
     return Layout(config.model, device_kind, config.tensor_parallel_size, config.pipeline_parallel_size,

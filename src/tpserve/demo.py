@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve.commandlines import loadtest_command, serve_command, served_layout
+from tpserve.commandlines import loadtest_command, serve_command_of, served_layout
 from tpserve.data import LOCUSTFILE, OUTPUT_DIR
 from tpserve.fetch.errors import LoadTestError
+from tpserve.launch import ServeConfig
 from tpserve.machine import describe_machine, device_kind
 from tpserve.server import LocalServer, check_port_free, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder
@@ -60,8 +61,9 @@ def run_demo(options: DemoOptions, say=print) -> tuple[RunRecord, Path]:
     work.mkdir(parents=True, exist_ok=True)
     model_dir = write_model_folder(TINY_LLAMA, options.cache_dir / "models" / TINY_LLAMA.name)
     env = cpu_env(options.cache_dir)
-    argv = serve_command(model_dir, served_model_name=TINY_LLAMA.name, host="127.0.0.1", port=options.port,
-                         max_model_len=options.max_model_len, vllm_args=["--load-format", "dummy"])
+    config = ServeConfig(str(model_dir), served_model_name=TINY_LLAMA.name, host="127.0.0.1", port=options.port,
+                         max_model_len=options.max_model_len, extra_args=("--load-format", "dummy"))
+    argv = serve_command_of(config)
     server = LocalServer(argv, port=options.port, log_path=work / "server.log", env=env)
     load_results = work / "load.json"
     load_results.unlink(missing_ok=True)
@@ -83,7 +85,7 @@ def run_demo(options: DemoOptions, say=print) -> tuple[RunRecord, Path]:
     machine = describe_machine()
     record = runrecord.load(load_results)
     record = replace(
-        record, layout=served_layout(argv, device_kind(machine)),
+        record, layout=served_layout(config, options.cache_dir, device_kind(machine)),
         provenance=replace(record.provenance, command="demo", machine=machine, server_argv=tuple(argv),
                            server_startup_s=round(startup_s, 1)),
         context={"options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},

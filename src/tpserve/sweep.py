@@ -22,9 +22,10 @@ from pathlib import Path
 
 from tpserve import axes
 from tpserve.axes import Settings
-from tpserve.commandlines import DEFAULT_LOCUSTFILE, loadtest_command, serve_command, served_layout
+from tpserve.commandlines import DEFAULT_LOCUSTFILE, loadtest_command, serve_command_of, served_layout
 from tpserve.fetch.errors import ConfigError, LoadTestError, TpserveError
 from tpserve.fetch.preflight import visible_gpus
+from tpserve.launch import ServeConfig
 from tpserve.machine import describe_machine, device_kind
 from tpserve.server import LocalServer, cpu_env
 from tpserve.workload import runrecord
@@ -241,24 +242,42 @@ def exact_settings(serve_args: Sequence[str]) -> list[str]:
     return ["--settings", "vllm", *serve_args]
 
 
-def replica_command(model: str, served_name: str, point: Point, port: int, serve_args: Sequence[str] = (),
-                    vllm_args: Sequence[str] = ()) -> list[str]:
-    """The ``tpserve serve`` command of one replica of POINT: the sweep's arguments, then the point's settings.
+# Point settings that are options of tpserve serve (tpserve.axes.SERVE_OPTIONS): their ServeConfig field and type.
+SERVE_FIELDS = {"gpu-memory-utilization": ("gpu_memory_utilization", float), "max-model-len": ("max_model_len", int),
+                "dtype": ("dtype", str)}
 
-    A point measures vLLM's defaults plus exactly its own settings: every server gets ``--settings vllm``
-    (no tpserve profile, docs/settings.md) unless SERVE_ARGS choose a profile themselves.
+
+def replica_config(base: ServeConfig, point: Point, port: int, vllm_args: Sequence[str] = ()) -> ServeConfig:
+    """The :class:`tpserve.launch.ServeConfig` of one replica of POINT: BASE (the sweep's own ``tpserve serve``
+    options, :func:`exact_settings` applied) with the point's tensor-parallel size and settings, on PORT here.
+
+    The replica's command line (:func:`tpserve.commandlines.serve_command_of`) and its run records' layout
+    (:func:`tpserve.commandlines.served_layout`) are both made from it. VLLM_ARGS go to vLLM verbatim, before
+    the point's own vLLM flags (:func:`tpserve.axes.command_args`).
     """
-    point_serve_args, point_vllm_args = axes.command_args(point.settings, exact_settings(serve_args))
-    return serve_command(model, served_model_name=served_name, tensor_parallel_size=point.tensor, host="127.0.0.1",
-                         port=port, serve_args=point_serve_args, vllm_args=[*vllm_args, *point_vllm_args])
+    serve_args, point_vllm_args = axes.command_args(point.settings, [] if base.allreduce_fusion
+                                                    else ["--no-allreduce-fusion"])
+    options = {}
+    for arg in serve_args:
+        if arg == "--no-allreduce-fusion":
+            continue
+        key, _, value = arg.removeprefix("--").partition("=")
+        name, kind = SERVE_FIELDS[key]
+        try:
+            options[name] = kind(value)
+        except ValueError:
+            raise ConfigError(f"--vllm {key}={value}: {key} takes a {kind.__name__}, got {value!r}") from None
+    return replace(base, tensor_parallel_size=point.tensor, host="127.0.0.1",
+                   port=port, allreduce_fusion=base.allreduce_fusion or "--no-allreduce-fusion" not in serve_args,
+                   extra_args=(*base.extra_args, *vllm_args, *point_vllm_args), **options)
 
 
-def local_backend(model: str, served_name: str, *, base_port: int, logs: Path, serve_args: Sequence[str] = (),
-                  vllm_args: Sequence[str] = (), env: dict | None = None, health_timeout_s: float = 900) -> Backend:
+def local_backend(base: ServeConfig, cache_dir: Path, *, base_port: int, logs: Path, vllm_args: Sequence[str] = (),
+                  env: dict | None = None, health_timeout_s: float = 900) -> Backend:
     """Replicas of ``tpserve serve`` on this host, each on its own GPUs (or CPU cores).
 
-    VLLM_ARGS go to vLLM verbatim (after ``--``); SERVE_ARGS are more ``tpserve serve`` options. A point's
-    settings add to both (:func:`tpserve.axes.command_args`).
+    BASE is the sweep's ``tpserve serve`` configuration (model, served name, ``--serve-arg`` options) and
+    CACHE_DIR its model cache; VLLM_ARGS go to vLLM verbatim. Each replica runs :func:`replica_config`.
     """
     kind, devices = available_devices()
     device = device_kind(describe_machine())
@@ -275,14 +294,15 @@ def local_backend(model: str, served_name: str, *, base_port: int, logs: Path, s
                 else:
                     replica_env = cpu_env(env=replica_env) | {"VLLM_CPU_OMP_THREADS_BIND": ",".join(group)}
                 port = base_port + i
-                argv = replica_command(model, served_name, point, port, serve_args, vllm_args)
-                server = LocalServer(argv, port=port, log_path=logs / f"{point.label}-replica{i}.log", env=replica_env)
+                config = replica_config(base, point, port, vllm_args)
+                server = LocalServer(serve_command_of(config, cache_dir=cache_dir), port=port,
+                                     log_path=logs / f"{point.label}-replica{i}.log", env=replica_env)
                 stack.enter_context(server)
                 servers.append(server)
             for server in servers:
                 server.wait_healthy(health_timeout_s)
             yield Servers([server.url for server in servers],
-                          served_layout(servers[0].argv, device, replicas=point.replicas))
+                          served_layout(config, cache_dir, device, replicas=point.replicas))
             for server in servers:
                 server.check_alive()
 

@@ -21,6 +21,7 @@ import requests
 from tests.conftest import run, tpserve, wait_until
 from tests.e2e.conftest import counters, healthy_server, requests_in_server, under_way
 from tpserve.commandlines import loadtest_command, served_layout
+from tpserve.commands.serve import serve_config
 from tpserve.server import _session_members
 from tpserve.workload import runrecord
 from tpserve.workload.servermetrics import GENERATION_TOKENS
@@ -85,7 +86,8 @@ def test_the_load_test_and_the_report_never_show_the_key(keyed_server, tmp_path,
     assert_no_secret(*(path.read_text() for path in reports))
     # As tpserve demo and sweep do, the layout is added by whoever started the server.
     record = runrecord.load(results)
-    runrecord.write(results, replace(record, layout=served_layout(keyed_server.argv, "cpu")))
+    config, cache_dir = serve_config(keyed_server.argv[keyed_server.argv.index("serve") + 1:])
+    runrecord.write(results, replace(record, layout=served_layout(config, cache_dir, "cpu")))
     report = tpserve("report", str(results), timeout=120)
     assert report.returncode == 0, report.stderr
     assert_no_secret(done.stdout, done.stderr, results.read_text(), records.read_text(), report.stdout,

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import free_port, run, tpserve
 from tests.gpu.conftest import NO_MULTICAST, RESULTS
 from tpserve.commandlines import loadtest_command, serve_command, served_layout
+from tpserve.commands.serve import serve_config
 from tpserve.machine import describe_machine, device_kind
 from tpserve.server import LocalServer
 from tpserve.shapes import LLAMA2_7B, LLAMA2_70B, write_model_folder
@@ -46,7 +47,8 @@ def serve_and_measure(model_dir, name: str, tensor: int, tmp_path, requests: int
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     machine = describe_machine()
     record = runrecord.load(report_path)
-    record = replace(record, layout=served_layout(argv, device_kind(machine)),
+    config, cache_dir = serve_config(argv[argv.index("serve") + 1:])
+    record = replace(record, layout=served_layout(config, cache_dir, device_kind(machine)),
                      provenance=replace(record.provenance, command="gpu test", machine=machine,
                                         server_argv=tuple(argv), server_startup_s=round(startup_s, 1)))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

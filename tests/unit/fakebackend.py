@@ -1,8 +1,9 @@
 """A sweep backend with deterministic figures, for tests of the sweep's and tune's logic.
 
 Only the servers and the load are stood in for (at :data:`tpserve.sweep.Backend`): each point's
-``tpserve serve`` command is the real one (:func:`tpserve.sweep.replica_command`) and its layout is read
-back by the real parser (:func:`tpserve.commandlines.served_layout`), as the local backend does.
+``tpserve serve`` configuration is the real one (the sweep's options read by the serve command's parser,
+then :func:`tpserve.sweep.replica_config`), and its layout is made from that configuration
+(:func:`tpserve.commandlines.served_layout`), as the local backend does.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
 
 from tpserve.commandlines import served_layout
+from tpserve.commands._measuring import local_serve_config
 from tpserve.fetch.errors import ServerNotHealthyError
-from tpserve.sweep import Point, Servers, replica_command
+from tpserve.sweep import Point, Servers, replica_config
 from tpserve.workload.metrics import Metrics
 from tpserve.workload.records import RunPlan
 from tpserve.workload.runrecord import Provenance, RunRecord, TokenCheck
@@ -51,10 +53,11 @@ class FakeBackend:
         self.started.append(point.label)
         if point.label in self.failing:
             raise ServerNotHealthyError(self.failing[point.label], log_tail="ValueError: vLLM says no\n")
-        argv = replica_command("/models/tiny", "tiny", point, 8100, self.serve_args, self.vllm_args)
+        base, cache_dir = local_serve_config("/models/tiny", "tiny", list(self.serve_args))
+        config = replica_config(base, point, 8100, self.vllm_args)
 
         def measure(urls, model, load, work, seed):
             self.loads.append(load)
             return record(*self.figures(point))
 
-        yield Servers(["http://fake"], served_layout(argv, "fake device", replicas=point.replicas), measure)
+        yield Servers(["http://fake"], served_layout(config, cache_dir, "fake device", replicas=point.replicas), measure)

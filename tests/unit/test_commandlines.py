@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tpserve.commandlines import DEFAULT_LOCUSTFILE, loadtest_command, serve_command, served_layout
+from tpserve.commandlines import (
+    DEFAULT_LOCUSTFILE,
+    loadtest_command,
+    serve_command,
+    serve_command_of,
+    served_layout,
+)
+from tpserve.commands.serve import serve_config
+from tpserve.launch import ServeConfig
 
 PY = sys.executable
 LOCUSTFILE = str(DEFAULT_LOCUSTFILE)
@@ -26,12 +34,12 @@ def options(argv: list[str]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("built, old", [
-    # demo.serve_argv
+    # tpserve demo, before it built a ServeConfig (serve_command_of)
     (serve_command(Path("/c/models/tiny-llama"), served_model_name="tiny-llama", host="127.0.0.1", port=8000,
                    max_model_len=2048, vllm_args=["--load-format", "dummy"]),
      [PY, "-m", "tpserve", "serve", "--model", "/c/models/tiny-llama", "--served-model-name", "tiny-llama",
       "--host", "127.0.0.1", "--port", "8000", "--max-model-len", "2048", "--", "--load-format", "dummy"]),
-    # sweep.local_backend, with --serve-arg and --dummy-weights
+    # sweep.local_backend, with --serve-arg and --dummy-weights, before it built a ServeConfig
     (serve_command("/m/7b", served_model_name="llama-2-7b", tensor_parallel_size=2, host="127.0.0.1", port=8101,
                    serve_args=["--no-allreduce-fusion"], vllm_args=["--load-format", "dummy"]),
      [PY, "-m", "tpserve", "serve", "--model", "/m/7b", "--served-model-name", "llama-2-7b", "-tp", "2",
@@ -100,19 +108,23 @@ def test_users_start_together_unless_a_spawn_rate_is_given():
     assert "-u" not in loadtest_command("h")
 
 
-def test_the_layout_of_a_serve_command_names_every_vllm_flag_off_vllms_defaults(monkeypatch):
-    monkeypatch.delenv("TPSERVE_EXTRA_ARGS", raising=False)
-    argv = serve_command("/m/7b", served_model_name="x", tensor_parallel_size=2, allreduce_fusion=False,
-                         host="127.0.0.1", port=8100, serve_args=["--max-model-len=1024", "--dtype", "bfloat16"],
-                         vllm_args=["--load-format", "dummy", "--enforce-eager"])
-    layout = served_layout(argv, "NVIDIA H200", replicas=2)
+def test_the_layout_of_a_serve_config_names_every_vllm_flag_off_vllms_defaults(tmp_path):
+    config = ServeConfig("/m/7b", served_model_name="x", tensor_parallel_size=2, allreduce_fusion=False,
+                         host="127.0.0.1", port=8100, max_model_len=1024, dtype="bfloat16",
+                         extra_args=("--load-format", "dummy", "--enforce-eager"))
+    layout = served_layout(config, tmp_path, "NVIDIA H200", replicas=2)
     assert (layout.model, layout.tensor_parallel_size, layout.replicas, layout.device_count) == ("/m/7b", 2, 2, 4)
     assert layout.vllm_flags == {"--dtype": "bfloat16", "--max-model-len": "1024",
                                  "--compilation-config": '{"pass_config": {"fuse_allreduce_rms": false}}',
                                  "--load-format": "dummy", "--enforce-eager": True}
 
 
-def test_the_layout_reads_the_serve_variables_a_server_started_from_here_would_get(monkeypatch):
-    monkeypatch.setenv("TPSERVE_PIPELINE_PARALLEL_SIZE", "2")
-    layout = served_layout(serve_command("/m", dry_run=True), "CPU (X)")
-    assert (layout.pipeline_parallel_size, layout.device_count, layout.vllm_flags) == (2, 2, {})
+def test_the_serve_command_of_a_config_launches_that_config_whatever_the_serve_variables_say(monkeypatch):
+    variables = {"TPSERVE_PIPELINE_PARALLEL_SIZE": "2", "TPSERVE_EXTRA_ARGS": "--enforce-eager",
+                 "TPSERVE_DTYPE": "half", "TPSERVE_SERVED_MODEL_NAME": "other", "TPSERVE_SETTINGS": "fp8",
+                 "TPSERVE_ALLREDUCE_FUSION": "false", "TPSERVE_CACHE_DIR": "/elsewhere"}
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    config = ServeConfig("/m/7b", tensor_parallel_size=2, max_model_len=1024, extra_args=("--load-format", "dummy"))
+    argv = serve_command_of(config, cache_dir=Path("/c"))
+    assert serve_config(argv[argv.index("serve") + 1:]) == (config, Path("/c"))

@@ -2,13 +2,14 @@
 
 import json
 import shlex
+from dataclasses import replace
 
 import pytest
 
 from tests.conftest import tpserve
 from tests.unit.conftest import gpus_of
 from tpserve import catalog, launch, settings
-from tpserve.commandlines import serve_command, served_layout
+from tpserve.commandlines import served_layout
 from tpserve.commands.serve import serve_config
 from tpserve.fetch.errors import ConfigError
 from tpserve.launch import ServeConfig
@@ -155,18 +156,16 @@ def test_the_profile_comes_from_tpserve_settings_and_vllm_adds_nothing(model_of,
     assert launch.prepare(config, cache_dir, {}) == launch.vllm_argv(config)
 
 
-def test_the_layout_of_a_served_command_records_the_flags_its_profile_added(model_of, tmp_path, monkeypatch):
-    monkeypatch.delenv("TPSERVE_EXTRA_ARGS", raising=False)
-    monkeypatch.delenv("TPSERVE_SETTINGS", raising=False)
-    model = model_of("llama-2-70b")
-    argv = serve_command(model, tensor_parallel_size=2, cache_dir=tmp_path, serve_args=["--settings", "fp8"],
-                         vllm_args=["--load-format", "dummy"])
-    assert served_layout(argv, "NVIDIA H200").vllm_flags == {"--load-format": "dummy"}  # no GPU: nothing added
+def test_the_layout_of_a_served_config_records_the_flags_its_profile_added(model_of, tmp_path, monkeypatch):
+    config = ServeConfig(str(model_of("llama-2-70b")), tensor_parallel_size=2, settings="fp8",
+                         extra_args=("--load-format", "dummy"))
+    no_gpu = served_layout(config, tmp_path, "NVIDIA H200")
+    assert no_gpu.vllm_flags == {"--load-format": "dummy"}  # no GPU: nothing added
     gpus_of(monkeypatch, H200)
-    assert served_layout(argv, "NVIDIA H200").vllm_flags == {**FP8, "--dtype": "bfloat16", "--load-format": "dummy"}
-    defaults = serve_command(model, tensor_parallel_size=2, serve_args=["--settings", "vllm"],
-                             vllm_args=["--load-format", "dummy"])
-    assert served_layout(defaults, "NVIDIA H200").vllm_flags == {"--load-format": "dummy"}
+    fp8 = served_layout(config, tmp_path, "NVIDIA H200")
+    assert fp8.vllm_flags == {**FP8, "--dtype": "bfloat16", "--load-format": "dummy"}
+    defaults = served_layout(replace(config, settings="vllm"), tmp_path, "NVIDIA H200")
+    assert defaults.vllm_flags == {"--load-format": "dummy"}
 
 
 def test_a_bad_profile_on_the_command_line_is_one_line_and_exit_2(model_of):

@@ -7,9 +7,11 @@ import pytest
 
 from tests.unit.fakebackend import FakeBackend
 from tpserve.axes import command_args, parse_axes
+from tpserve.commandlines import serve_command_of
+from tpserve.commands._measuring import local_serve_config
 from tpserve.fetch.errors import ConfigError
 from tpserve.report import load_runs, markdown, rows
-from tpserve.sweep import Load, Point, parse_grid, replica_command, run_sweep, with_settings
+from tpserve.sweep import Load, Point, parse_grid, replica_config, run_sweep, with_settings
 
 
 def test_the_grid_is_every_layout_times_every_combination_of_the_axes_with_readable_labels():
@@ -42,10 +44,10 @@ def test_each_kind_of_setting_becomes_the_argument_that_sets_it(settings, serve,
 
 def test_every_server_measures_vllms_defaults_plus_its_settings_unless_a_profile_is_chosen():
     point = Point(1, 1, (("max-num-seqs", "512"),))
-    default = replica_command("/m", "m", point, 8100)
+    default = serve_command_of(replica_config(local_serve_config("/m", "m", [])[0], point, 8100))
     assert default[default.index("--settings") + 1] == "vllm" and default[-2:] == ["--", "--max-num-seqs=512"]
-    chosen = replica_command("/m", "m", point, 8100, serve_args=["--settings=tuned"])
-    assert "--settings=tuned" in chosen and "vllm" not in chosen[chosen.index("serve"):]
+    chosen = serve_command_of(replica_config(local_serve_config("/m", "m", ["--settings=tuned"])[0], point, 8100))
+    assert chosen[chosen.index("--settings") + 1] == "tuned" and "vllm" not in chosen[chosen.index("serve"):]
 
 
 def test_a_cudagraph_mode_with_the_fusion_off_is_one_compilation_config_holding_both():

@@ -72,6 +72,20 @@ def served_name_for(on: str, model: str, served_model_name: str, values, sets) -
     return Path(model).name
 
 
+def local_serve_config(model: str, name: str, serve_args: list[str]):
+    """The ``tpserve serve`` configuration every local point starts from, and its model cache: MODEL served as
+    NAME with the --serve-arg options, read once by the serve command's own parser (its variables too)."""
+    import click
+
+    from tpserve.commands.serve import serve_config
+    from tpserve.sweep import exact_settings
+
+    try:
+        return serve_config(["--model", model, "--served-model-name", name, *exact_settings(serve_args)])
+    except click.UsageError as exc:
+        raise typer.BadParameter(exc.format_message(), param_hint="--serve-arg") from None
+
+
 def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Path, base_port: int,
                 health_timeout: float, serve_args: list[str], vllm_args: list[str], release: str, chart: Path,
                 namespace: str, values: list[Path], sets: list[str], load_in_cluster: int):
@@ -85,8 +99,9 @@ def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Pa
         if load_in_cluster:
             raise typer.BadParameter("runs the load as Kubernetes Jobs: add --on kubernetes",
                                      param_hint="--load-in-cluster")
-        return local_backend(model, name, base_port=base_port, logs=logs, serve_args=serve_args,
-                             vllm_args=vllm_args, health_timeout_s=health_timeout)
+        base, cache_dir = local_serve_config(model, name, serve_args)
+        return local_backend(base, cache_dir, base_port=base_port, logs=logs, vllm_args=vllm_args,
+                             health_timeout_s=health_timeout)
     from tpserve.kube import check_axes, kubernetes_backend
     from tpserve.kubeload import InClusterLoad
 
