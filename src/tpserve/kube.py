@@ -25,7 +25,8 @@ from tpserve import axes, kubeload
 from tpserve.fetch.errors import ConfigError, ServerNotHealthyError
 from tpserve.kubeload import InClusterLoad
 from tpserve.launch import FUSION_OFF, flags_of
-from tpserve.sweep import Backend, Point, Servers
+from tpserve.measure.points import Point
+from tpserve.measure.runner import Backend, Servers
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import Layout, RunRecord
 

@@ -41,7 +41,7 @@ class InClusterLoad:
 
     @classmethod
     def of(cls, load, workers: int) -> InClusterLoad:
-        """The sweep's LOAD (a :class:`tpserve.sweep.Load`) over WORKERS in-cluster workers."""
+        """The sweep's LOAD (a :class:`tpserve.measure.runner.Load`) over WORKERS in-cluster workers."""
         return cls(workers=workers, users=load.concurrency, num_requests=load.num_requests,
                    max_tokens=load.max_tokens, prompt_set=load.prompt_set, random_input_len=load.random_input_len,
                    warmup_requests=load.warmup_requests, run_time_s=load.run_timeout_s)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tpserve.data import CHAT_FILE
 from tpserve.fetch.errors import ConfigError
-from tpserve.sweep import Load
+from tpserve.measure.runner import Load
 
 PRESETS: dict[str, Load] = {
     "note": Load(num_requests=59, max_tokens=256, concurrency=59, prompt_set="builtin"),

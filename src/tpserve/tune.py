@@ -21,7 +21,7 @@ at least once before dropping any, i.e. at least as many starts as the grid.
 ``default`` is added to an axis that lacks it, so vLLM's defaults are always a candidate. ``max_runs``
 caps the runs; the search stops before a candidate that would pass it. Interrupted (Ctrl-C, SIGTERM), it
 stops the candidate's servers and returns what it measured, so that ``tune.json`` is still written.
-Every run is a run record (:func:`tpserve.sweep.measure_point`, the sweep's own machinery);
+Every run is a run record (:func:`tpserve.measure.runner.measure_point`, the sweep's own machinery);
 ``tune.json`` holds every candidate, its runs, why it was dropped, and the winner as a ``tpserve serve``
 command line.
 """
@@ -39,7 +39,9 @@ from tpserve import axes
 from tpserve.commandlines import serve_command
 from tpserve.fetch.errors import ConfigError
 from tpserve.machine import describe_machine
-from tpserve.sweep import Backend, Load, Point, check_repeats, exact_settings, measure_point
+from tpserve.measure.local import exact_settings
+from tpserve.measure.points import Point
+from tpserve.measure.runner import Backend, Load, check_repeats, measure_point
 
 TUNE_FILE = "tune.json"
 

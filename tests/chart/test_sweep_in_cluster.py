@@ -20,7 +20,9 @@ from tpserve import kubeload
 from tpserve.fetch.errors import LoadTestError
 from tpserve.kube import kubernetes_backend
 from tpserve.kubeload import Apis, InClusterLoad
-from tpserve.sweep import Load, Point, run_sweep
+from tpserve.measure.points import Point
+from tpserve.measure.runner import Load
+from tpserve.sweep import run_sweep
 from tpserve.workload import runrecord
 from tpserve.workload.resultslog import results_line
 

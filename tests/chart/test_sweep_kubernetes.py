@@ -13,7 +13,7 @@ from kubernetes import client
 from tests.chart.conftest import CHART, container
 from tpserve.fetch.errors import ConfigError, ServerNotHealthyError
 from tpserve.kube import fullname, helm_argv, kubernetes_backend, wait_rolled_out
-from tpserve.sweep import Point
+from tpserve.measure.points import Point
 
 
 def test_each_layout_is_one_helm_upgrade_with_tensor_and_replicas_last(tmp_path, monkeypatch):
@@ -194,7 +194,7 @@ def test_the_tune_winner_on_kubernetes_is_the_helm_command_that_deploys_it(tmp_p
     from tests.unit.test_tune import AXES, BUDGET, search
     from tests.unit.test_tune import figures as tune_figures
     from tpserve.kube import deploying
-    from tpserve.sweep import Load
+    from tpserve.measure.runner import Load
     from tpserve.tune import write_summary
 
     result = search(tmp_path, FakeBackend(tune_figures))
@@ -325,6 +325,6 @@ def test_the_load_on_kubernetes_asks_for_the_name_the_chart_serves_under(tmp_pat
 
 
 def test_a_served_name_with_a_slash_names_one_record_file_not_a_folder():
-    from tpserve.sweep import file_stem
+    from tpserve.measure.runner import file_stem
 
     assert file_stem("tpserve-test/tiny-llama") == "tpserve-test--tiny-llama" and file_stem("tiny") == "tiny"

@@ -48,10 +48,10 @@ from benchmarks import profile_summary
 from benchmarks.vllm_cli import bench_serve_command, random_dataset
 from tests.gpu.tune_phases import BEST, THROUGHPUT, Phase, kv_bytes_per_token, phases
 from tpserve.commandlines import serve_command
+from tpserve.measure.runner import Load, measure
 from tpserve.presets import workload
 from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, find_shape, write_model_folder
-from tpserve.sweep import Load, measure
 from tpserve.workload import runrecord
 from tpserve.workload.distributed import share
 from tpserve.workload.servermetrics import server_window

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tpserve.launch import flags_of
+from tpserve.measure.runner import Load
 from tpserve.plan import kv_cache_bytes_per_token
 from tpserve.shapes import TINY_LLAMA, find_shape
-from tpserve.sweep import Load
 
 # The throughput-bound workload: 1,000 random prompts of 512 tokens, 256 out, 256 in flight.
 THROUGHPUT = Load(num_requests=1000, max_tokens=256, concurrency=256, prompt_set="random", random_input_len=512,

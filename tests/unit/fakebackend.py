@@ -1,8 +1,8 @@
 """A sweep backend with deterministic figures, for tests of the sweep's and tune's logic.
 
-Only the servers and the load are stood in for (at :data:`tpserve.sweep.Backend`): each point's
+Only the servers and the load are stood in for (at :data:`tpserve.measure.runner.Backend`): each point's
 ``tpserve serve`` configuration is the real one (the sweep's options read by the serve command's parser,
-then :func:`tpserve.sweep.replica_config`), and its layout is made from that configuration
+then :func:`tpserve.measure.local.replica_config`), and its layout is made from that configuration
 (:func:`tpserve.commandlines.served_layout`), as the local backend does.
 """
 
@@ -15,7 +15,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from tpserve.commandlines import served_layout
 from tpserve.commands._measuring import local_serve_config
 from tpserve.fetch.errors import ServerNotHealthyError
-from tpserve.sweep import Point, Servers, replica_config
+from tpserve.measure.local import replica_config
+from tpserve.measure.points import Point
+from tpserve.measure.runner import Servers
 from tpserve.workload.metrics import Metrics
 from tpserve.workload.records import RunPlan
 from tpserve.workload.runrecord import Provenance, RunRecord, TokenCheck

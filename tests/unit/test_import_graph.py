@@ -20,8 +20,9 @@ LAYERS = [
     ("serving", ["tpserve.machine", "tpserve.gpuspecs", "tpserve.settings", "tpserve.catalog", "tpserve.launch",
                  "tpserve.plan", "tpserve.shapes", "tpserve.startup", "tpserve.axes", "tpserve.server"]),
     ("workload", ["tpserve.workload", "tpserve.data"]),
-    ("measure", ["tpserve.commandlines", "tpserve.sweep", "tpserve.tune", "tpserve.kube", "tpserve.kubeload",
-                 "tpserve.presets", "tpserve.demo", "tpserve.report", "tpserve.roofline", "tpserve.recommend"]),
+    ("measure", ["tpserve.commandlines", "tpserve.measure", "tpserve.sweep", "tpserve.tune", "tpserve.kube",
+                 "tpserve.kubeload", "tpserve.presets", "tpserve.demo", "tpserve.report", "tpserve.roofline",
+                 "tpserve.recommend"]),
     ("commands", ["tpserve.commands"]),
     ("cli", ["tpserve.cli", "tpserve.__main__"]),
 ]

@@ -6,8 +6,8 @@ import pytest
 
 from tests.conftest import REPO
 from tpserve.fetch.errors import ConfigError
+from tpserve.measure.runner import Load
 from tpserve.presets import CHAT_FILE, PRESETS, workload
-from tpserve.sweep import Load
 
 
 def test_each_preset_is_the_workload_its_table_row_says():

@@ -10,8 +10,11 @@ from tpserve.axes import command_args, parse_axes
 from tpserve.commandlines import serve_command_of
 from tpserve.commands._measuring import local_serve_config
 from tpserve.fetch.errors import ConfigError
+from tpserve.measure.local import replica_config
+from tpserve.measure.points import Point, parse_grid, with_settings
+from tpserve.measure.runner import Load
 from tpserve.report import load_runs, markdown, rows
-from tpserve.sweep import Load, Point, parse_grid, replica_config, run_sweep, with_settings
+from tpserve.sweep import run_sweep
 
 
 def test_the_grid_is_every_layout_times_every_combination_of_the_axes_with_readable_labels():

@@ -9,7 +9,8 @@ from tests.conftest import tpserve
 from tests.unit.fakebackend import FakeBackend
 from tpserve.axes import Axis
 from tpserve.fetch.errors import ConfigError
-from tpserve.sweep import Load, Point, parse_grid
+from tpserve.measure.points import Point, parse_grid
+from tpserve.measure.runner import Load
 from tpserve.tune import Budget, final_line, serving, tune, write_summary
 
 SEQS = {"default": 100.0, "4": 180.0, "8": 240.0}  # output tok/s of one GPU at each max-num-seqs

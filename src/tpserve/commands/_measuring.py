@@ -1,5 +1,6 @@
 """What ``tpserve sweep`` and ``tpserve tune`` share: the load and backend options, and the helpers that
-turn them into the measuring engine's :class:`tpserve.sweep.Load` and :data:`tpserve.sweep.Backend`.
+turn them into the measuring engine's :class:`tpserve.measure.runner.Load` and
+:data:`tpserve.measure.runner.Backend`.
 
 Not a command (its name starts with ``_``): both commands import it, and it imports no command.
 """
@@ -36,7 +37,7 @@ ServeArg = Annotated[list[str] | None, typer.Option(
 
 
 def load_for(workload: str | None, **explicit):
-    """The sweep's :class:`tpserve.sweep.Load`: the --workload preset with the options given over it, checked."""
+    """The sweep's :class:`tpserve.measure.runner.Load`: the --workload preset with the options given over it, checked."""
     from tpserve.presets import workload as preset
     from tpserve.workload.options import PROMPT_SETS
 
@@ -78,7 +79,7 @@ def local_serve_config(model: str, name: str, serve_args: list[str]):
     import click
 
     from tpserve.commands.serve import serve_config
-    from tpserve.sweep import exact_settings
+    from tpserve.measure.local import exact_settings
 
     try:
         return serve_config(["--model", model, "--served-model-name", name, *exact_settings(serve_args)])
@@ -89,9 +90,9 @@ def local_serve_config(model: str, name: str, serve_args: list[str]):
 def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Path, base_port: int,
                 health_timeout: float, serve_args: list[str], vllm_args: list[str], release: str, chart: Path,
                 namespace: str, values: list[Path], sets: list[str], load_in_cluster: int):
-    """The points' backend (:data:`tpserve.sweep.Backend`) for ``--on``: ``tpserve serve`` here, or one Helm
+    """The points' backend (:data:`tpserve.measure.runner.Backend`) for ``--on``: ``tpserve serve`` here, or one Helm
     release of the chart per point; every option that cannot work with it is refused first."""
-    from tpserve.sweep import local_backend
+    from tpserve.measure.local import local_backend
 
     if on not in ("local", "kubernetes"):
         raise typer.BadParameter(f"must be local or kubernetes, got {on!r}", param_hint="--on")

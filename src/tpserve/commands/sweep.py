@@ -82,7 +82,8 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tpserve.axes import parse_axes
-    from tpserve.sweep import parse_grid, run_sweep, stamp, with_settings
+    from tpserve.measure.points import parse_grid, with_settings
+    from tpserve.sweep import run_sweep, stamp
 
     load = load_for(workload, num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency,
                     prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file)

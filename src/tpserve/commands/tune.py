@@ -85,7 +85,8 @@ def tune(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tpserve.axes import parse_axes
-    from tpserve.sweep import parse_grid, stamp
+    from tpserve.measure.points import parse_grid
+    from tpserve.sweep import stamp
     from tpserve.tune import (
         TUNE_FILE,
         Budget,
