@@ -32,10 +32,12 @@ class SweepResult:
 
 
 def run_sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, load: Load, repeats: int,
-              out: Path, progress: Callable[[str, int], None] = lambda text, done: print(text)) -> SweepResult:
+              out: Path, progress: Callable[[str, int], None] = lambda text, done: print(text),
+              resume: bool = False) -> SweepResult:
     """Measure every point REPEATS times; write one JSON per run, and failures.json for the points that failed.
 
-    PROGRESS gets a line to show and how many of the len(points) × repeats runs it completes.
+    PROGRESS gets a line to show and how many of the len(points) × repeats runs it completes. With RESUME,
+    a point whose runs are all in OUT already is not measured again (:func:`tpserve.measure.runner.recorded_runs`).
     """
     check_repeats(repeats)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,7 @@ def run_sweep(points: Sequence[Point], backend: Backend, *, name: str, model: st
     result = SweepResult()
     for point in points:
         measured = measure_point(point, backend, name=name, model=model, load=load, repeats=repeats, out=out,
-                                 machine=machine, progress=progress)
+                                 machine=machine, progress=progress, resume=resume)
         result.runs += measured.runs
         if measured.failure:
             result.failures.append(measured.failure)

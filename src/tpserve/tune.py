@@ -126,8 +126,11 @@ def search_size(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis]) ->
 
 def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: Backend, *, name: str, model: str,
          load: Load, budget: Budget, repeats: int = 1, max_runs: int | None = None, out: Path,
-         progress: Callable[[str, int], None] = lambda text, done: print(text)) -> TuneResult:
-    """Search LAYOUTS × SETTINGS_AXES (see the module) and write every run and ``tune.json`` under OUT."""
+         progress: Callable[[str, int], None] = lambda text, done: print(text), resume: bool = False) -> TuneResult:
+    """Search LAYOUTS × SETTINGS_AXES (see the module) and write every run and ``tune.json`` under OUT.
+
+    With RESUME, a candidate whose runs are all in OUT already is read from them, not started again; the
+    search takes the same path, since it depends only on the candidates' figures."""
     check_repeats(repeats)
     if not settings_axes:
         raise ConfigError("tune needs at least one setting to try: add --vllm KEY=V1,V2 (e.g. max-num-seqs=256,512)")
@@ -150,14 +153,15 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
             state["stopped"] = state["stopped"] or f"the run budget ({max_runs} runs) was spent"
             candidate.reason = state["stopped"]
             return None
-        state["starts"] += 1
         try:
             result = measure_point(point, backend, name=name, model=model, load=load, repeats=repeats, out=out,
-                                   machine=machine, progress=progress, context={"tune_phase": phase})
+                                   machine=machine, progress=progress, context={"tune_phase": phase}, resume=resume)
         except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C or SIGTERM: the backend stopped the servers
+            state["starts"] += 1
             state["stopped"] = candidate.reason = f"interrupted while measuring {point.label}"
             state["interrupted"] = stop
             return None
+        state["starts"] += 0 if result.resumed else 1
         state["runs"] += len(result.runs)
         candidate.runs = [path.name for path in result.runs]
         bad = [problem for record in result.records for problem in record.problems]

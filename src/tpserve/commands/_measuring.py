@@ -61,6 +61,18 @@ LoadInCluster = Annotated[int, typer.Option(
          "workers (docs/loadtest-in-cluster.md); 0 runs Locust here, through kubectl port-forward.")]
 
 
+Resume = Annotated[bool, typer.Option(
+    help="Continue in --out: a point whose runs are all recorded there already is not measured again.")]
+
+
+def check_resume(resume: bool, out: Path | None, command: str) -> None:
+    """Refuse --resume without --out: the default folder is a new one, so there would be nothing to resume."""
+    from tpserve.fetch.errors import ConfigError
+
+    if resume and out is None:
+        raise ConfigError(f"--resume continues the {command} in the folder --out names: add --out FOLDER")
+
+
 def served_name_for(on: str, model: str, served_model_name: str, values, sets) -> str:
     """What the load test asks for: --served-model-name; else on Kubernetes the name the chart serves under
     (model.servedName or model.name of the values), locally the model folder's name."""

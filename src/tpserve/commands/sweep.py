@@ -20,12 +20,14 @@ from tpserve.commands._measuring import (
     PromptSet,
     RandomInputLen,
     Release,
+    Resume,
     ServeArg,
     Sets,
     Values,
     VllmAxis,
     Workload,
     backend_for,
+    check_resume,
     load_for,
     served_name_for,
 )
@@ -49,6 +51,7 @@ def sweep(
     prompt_file: PromptFile = None,
     on: On = "local",
     out: Annotated[Path | None, typer.Option(help=f"Results folder (default: {OUTPUT_DIR}/<time>-sweep).")] = None,
+    resume: Resume = False,
     base_port: Annotated[int, typer.Option(help="First local port (replica i listens on base + i).")] = 8100,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for each layout to be ready.")] = 900.0,
     serve_arg: ServeArg = None,
@@ -91,6 +94,7 @@ def sweep(
     settings_axes = parse_axes(vllm or [], [*(serve_arg or []), *fixed_vllm_args])
     points = with_settings(parse_grid(tensor, replicas), settings_axes)
     name = served_name_for(on, model, served_model_name, values, set_)
+    check_resume(resume, out, "sweep")
     out = out or OUTPUT_DIR / f"{stamp()}-sweep"
     backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
                           base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
@@ -105,7 +109,7 @@ def sweep(
             bar.advance(task, done)
 
         result = run_sweep(points, backend, name=name, model=name, load=load, repeats=repeats, out=out,
-                           progress=progress)
+                           progress=progress, resume=resume)
     console.print(f"{len(result.runs)} runs in {out}; {len(result.failures)} failed points "
                   f"(see {out / 'failures.json'}); tpserve report {out}")
     if not result.runs:

@@ -20,12 +20,14 @@ from tpserve.commands._measuring import (
     PromptSet,
     RandomInputLen,
     Release,
+    Resume,
     ServeArg,
     Sets,
     Values,
     VllmAxis,
     Workload,
     backend_for,
+    check_resume,
     load_for,
     served_name_for,
 )
@@ -55,6 +57,7 @@ def tune(
     prompt_file: PromptFile = None,
     served_model_name: Annotated[str, typer.Option(help="Name the servers serve it under.")] = "",
     out: Annotated[Path | None, typer.Option(help=f"Results folder (default: {OUTPUT_DIR}/<time>-tune).")] = None,
+    resume: Resume = False,
     base_port: Annotated[int, typer.Option(help="First local port (replica i listens on base + i).")] = 8100,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for each candidate to be ready.")] = 900.0,
     serve_arg: ServeArg = None,
@@ -109,6 +112,7 @@ def tune(
         raise ConfigError("tune needs at least one setting to try: add --vllm KEY=V1,V2 (e.g. max-num-seqs=256,512)")
     layouts = parse_grid(tensor, replicas)
     name = served_name_for(on, model, served_model_name, values, set_)
+    check_resume(resume, out, "search")
     out = out or OUTPUT_DIR / f"{stamp()}-tune"
     backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
                           base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
@@ -131,7 +135,8 @@ def tune(
             bar.advance(task, done)
 
         result = search(layouts, settings_axes, backend, name=name, model=name, load=load, budget=budget,
-                        repeats=repeats, max_runs=budget_runs, out=out, progress=progress)
+                        repeats=repeats, max_runs=budget_runs, out=out, progress=progress,
+                        resume=resume)
     summary = write_summary(out / TUNE_FILE, result, model=model, load=load, budget=budget, layouts=layouts,
                             settings_axes=settings_axes, repeats=repeats, max_runs=budget_runs, how=how)
     console.print(f"{result.runs} runs in {out}; the search is in {summary}"

@@ -102,6 +102,7 @@ class PointResult:
     runs: list[Path] = field(default_factory=list)
     records: list[RunRecord] = field(default_factory=list)
     failure: dict | None = None
+    resumed: bool = False  # read from the records an earlier run wrote; no server was started
 
 
 def file_stem(name: str) -> str:
@@ -109,11 +110,38 @@ def file_stem(name: str) -> str:
     return name.replace("/", "--")
 
 
+def run_path(out: Path, name: str, point: Point, repeat: int) -> Path:
+    """Where run REPEAT (from 1) of POINT is recorded: ``OUT/NAME-LABEL-runN.json``."""
+    return out / f"{file_stem(name)}-{point.label}-run{repeat}.json"
+
+
+def recorded_runs(point: Point, *, name: str, repeats: int, out: Path) -> PointResult | None:
+    """POINT's REPEATS runs as an earlier sweep or search recorded them in OUT; None unless every one of them
+    is there and loads (run records are written whole, so a run cut short left no file)."""
+    result = PointResult(resumed=True)
+    for repeat in range(1, repeats + 1):
+        path = run_path(out, name, point, repeat)
+        try:
+            record = runrecord.load(path)
+        except (ConfigError, KeyError, TypeError, ValueError):
+            return None
+        if record.context.get("repeat") != repeat:
+            return None
+        result.runs.append(path)
+        result.records.append(record)
+    return result
+
+
 def measure_point(point: Point, backend: Backend, *, name: str, model: str, load: Load, repeats: int, out: Path,
-                  machine: dict, progress: Callable[[str, int], None], context: dict | None = None) -> PointResult:
+                  machine: dict, progress: Callable[[str, int], None], context: dict | None = None,
+                  resume: bool = False) -> PointResult:
     """Start POINT's servers once and measure them REPEATS times; each run is written as
     ``NAME-LABEL-runN.json``, a slash in NAME written as ``--`` (CONTEXT adds to its context). A failure is
-    returned, never raised."""
+    returned, never raised. With RESUME, a point whose runs are all recorded in OUT already
+    (:func:`recorded_runs`) is returned as recorded, and no server is started."""
+    if resume and (recorded := recorded_runs(point, name=name, repeats=repeats, out=out)):
+        progress(f"{point.label}: its {repeats} run(s) are recorded in {out} already; not measured again", repeats)
+        return recorded
     result = PointResult()
     started = time.monotonic()
     try:
@@ -125,8 +153,7 @@ def measure_point(point: Point, backend: Backend, *, name: str, model: str, load
                 record = replace(record, layout=servers.layout,
                                  provenance=replace(record.provenance, command="sweep", machine=machine),
                                  context={"name": name, "repeat": repeat + 1, "repeats": repeats, **(context or {})})
-                result.runs.append(runrecord.write(out / f"{file_stem(name)}-{point.label}-run{repeat + 1}.json",
-                                                   record))
+                result.runs.append(runrecord.write(run_path(out, name, point, repeat + 1), record))
                 result.records.append(record)
                 progress(f"{point.label} run {repeat + 1}/{repeats}: {record.metrics.output_throughput:.1f} "
                          f"output tok/s, {record.metrics.completed}/{record.metrics.num_prompts} ok", 1)
