@@ -519,15 +519,17 @@ def steps(cpu: bool) -> list[Step]:
         and TMPDIR at the same paths; the compile cache and the warm-up kernels kept on the claim), twice with
         vLLM's engine start method (spawn, as `vllm serve` sets it) and twice with fork, and once under py-spy."""
         fork = (("VLLM_WORKER_MULTIPROC_METHOD", "fork"),)
-        serve_and_stop(session, Start("7b-cold", small, pod="cold", cache="7b-claim"))
-        serve_and_stop(session, Start("7b-new-pod", small, pod="a", cache="7b-claim"), workloads=("throughput",))
-        serve_and_stop(session, Start("7b-new-pod-again", small, pod="b", cache="7b-claim"))
-        serve_and_stop(session, Start("7b-new-pod-fork", small, pod="c", cache="7b-claim", env=fork))
-        serve_and_stop(session, Start("7b-new-pod-fork-again", small, pod="d", cache="7b-claim", env=fork))
-        if session.left() > 120 + keep_for_70b:
-            serve_and_stop(session, Start("7b-new-pod-profiled", small, pod="e", cache="7b-claim", profile=True))
-        else:
-            session.steps[-1]["skipped"] = ["7b-new-pod-profiled"]
+        plan = [Start("7b-cold", small, pod="cold", cache="7b-claim"),
+                Start("7b-new-pod", small, pod="a", cache="7b-claim"),
+                Start("7b-new-pod-fork", small, pod="b", cache="7b-claim", env=fork),
+                Start("7b-new-pod-profiled", small, pod="c", cache="7b-claim", profile=True),
+                Start("7b-new-pod-again", small, pod="d", cache="7b-claim"),
+                Start("7b-new-pod-fork-again", small, pod="e", cache="7b-claim", env=fork)]
+        for start in plan:
+            if session.left() < 100:
+                session.steps[-1].setdefault("skipped", []).append(start.name)
+                continue
+            serve_and_stop(session, start)
 
     return [Step("7b-restarts", 350, restarts), Step("7b-cold-warm", 400, cold_and_warm),
             Step("loaders", 100, loaders), Step("70b-fp8", 300, fp8_70b), Step("7b-fp8", 150, fp8_7b)]
