@@ -77,13 +77,16 @@ def read(path: Path) -> list[Thread]:
     return threads
 
 
+def is_main_thread(name: str) -> bool:
+    """py-spy names a thread 'Process P Thread T "NAME"'; a process that exec'd keeps its main thread unnamed."""
+    return name.rpartition(" ")[2] in ('"MainThread"', '""')
+
+
 def summary(threads: list[Thread], top: int, bucket_s: float) -> str:
     end = max(t.seconds for t in threads)
     lines = [f"{len(threads)} threads; the longest was sampled for {end:.1f} s", ""]
     for thread in sorted(threads, key=lambda t: -t.seconds):
-        if "MainThread" not in thread.name and thread.name.split('"')[1:2] != [""]:
-            continue
-        if thread.seconds < 1:
+        if not is_main_thread(thread.name) or thread.seconds < 1:
             continue
         counts = collections.Counter(thread.activities)
         imports = sum(n for a, n in counts.items() if a.startswith("import "))
