@@ -10,6 +10,9 @@ them (``dd iflag=direct``; then a buffered read after dropping the page cache, a
 The session then starts servers one after another through ``tpserve serve``, each line of their logs stamped on
 arrival as ``kubectl logs --timestamps`` does, and splits every start into phases with :mod:`tpserve.startup`:
 
+- the chart's restarts of 7b: a cold start on an empty claim, then new pods on that claim, as ``tpserve serve``
+  starts vLLM (the engine forked on one GPU) and with the engine spawned (as ``vllm serve`` starts it), one of
+  them under py-spy.
 - 7b, vLLM's defaults, dummy weights: cold (empty ``VLLM_CACHE_ROOT``, fresh HOME and TMPDIR, as a new pod
   whose claim is empty), warm (the cache kept, HOME and TMPDIR fresh: a new pod on the chart's claim, whose HOME
   is an emptyDir), and warm with the last pod's HOME kept too (the JIT caches Triton, FlashInfer and CUDA keep
@@ -371,17 +374,17 @@ def start_server(session: Session, start: Start):
     session.port += 1
     def command(dry_run: bool = False) -> list[str]:
         return serve_command(MODELS / start.model, served_model_name=start.model, host="127.0.0.1",
-                             port=session.port, serve_args=start.serve_args, vllm_args=start.vllm_args,
-                             dry_run=dry_run, python=sys.executable)
+                             port=session.port, serve_args=(*start.serve_args, *(["--json"] if dry_run else [])),
+                             vllm_args=start.vllm_args, dry_run=dry_run, python=sys.executable)
 
     argv = command()
     log = session.out / "logs" / f"{start.name}.log"
     if start.profile:
         # py-spy loses a process that execs, so it starts vLLM's own command line (tpserve serve --dry-run prints
         # it) with the environment tpserve serve gives it. speedscope keeps each thread's samples in order.
-        dry = subprocess.run(command(dry_run=True), capture_output=True, text=True, env=env, check=True)
-        argv = shlex.split(dry.stdout.strip().splitlines()[-1])
-        env = {**env, "HF_HUB_OFFLINE": "1"}
+        dry = json.loads(subprocess.run(command(dry_run=True), capture_output=True, text=True, env=env,
+                                        check=True).stdout)
+        argv, env = dry["argv"], {**env, **dry["env"]}
         argv = [os.environ.get("PYSPY", "py-spy"), "record", "--subprocesses", "--idle", "--rate", str(PROFILE_HZ),
                 "--format", "speedscope", "-o", str(session.out / "profiles" / f"{start.name}.speedscope.json"),
                 "--", *argv]
@@ -516,15 +519,16 @@ def steps(cpu: bool) -> list[Step]:
 
     def restarts(session: Session) -> None:
         """The chart's own restarts: a cold start on an empty claim, then new pods on the same claim (fresh HOME
-        and TMPDIR at the same paths; the compile cache and the warm-up kernels kept on the claim), twice with
-        vLLM's engine start method (spawn, as `vllm serve` sets it) and twice with fork, and once under py-spy."""
-        fork = (("VLLM_WORKER_MULTIPROC_METHOD", "fork"),)
+        and TMPDIR at the same paths; the compile cache and the warm-up kernels kept on the claim), twice as
+        tpserve serve starts vLLM (its engine forked on one GPU) and twice with the engine spawned (as `vllm serve`
+        starts it), and once under py-spy."""
+        spawn = (("VLLM_WORKER_MULTIPROC_METHOD", "spawn"),)
         plan = [Start("7b-cold", small, pod="cold", cache="7b-claim"),
                 Start("7b-new-pod", small, pod="a", cache="7b-claim"),
-                Start("7b-new-pod-fork", small, pod="b", cache="7b-claim", env=fork),
+                Start("7b-new-pod-spawn", small, pod="b", cache="7b-claim", env=spawn),
                 Start("7b-new-pod-profiled", small, pod="c", cache="7b-claim", profile=True),
                 Start("7b-new-pod-again", small, pod="d", cache="7b-claim"),
-                Start("7b-new-pod-fork-again", small, pod="e", cache="7b-claim", env=fork)]
+                Start("7b-new-pod-spawn-again", small, pod="e", cache="7b-claim", env=spawn)]
         for start in plan:
             if session.left() < 100:
                 session.steps[-1].setdefault("skipped", []).append(start.name)

@@ -145,7 +145,8 @@ def test_fetch_and_serve_dry_run_print_as_json_what_their_lines_say(hub, cache_d
     shown = tpserve(*serve, "--json", "--", "--enforce-eager", env={**_env(), **GPUS}, timeout=120)
     assert shown.returncode == 0, shown.stderr
     text = tpserve(*serve, "--", "--enforce-eager", env={**_env(), **GPUS}, timeout=120).stdout
-    assert json.loads(shown.stdout) == {"argv": shlex.split(text)} and "--enforce-eager" in shlex.split(text)
+    assert json.loads(shown.stdout) == {"argv": shlex.split(text), "env": {"HF_HUB_OFFLINE": "1"}}
+    assert "--enforce-eager" in shlex.split(text)
 
 
 def test_serve_json_without_dry_run_is_refused_naming_the_fix(fetched):
@@ -176,7 +177,20 @@ def _env():
 
 
 def test_vllm_runs_offline_because_its_weights_are_already_verified_on_disk():
-    assert launch.vllm_env({"HF_HUB_OFFLINE": "0", "PATH": "/bin"}) == {"HF_HUB_OFFLINE": "1", "PATH": "/bin"}
+    env = launch.vllm_env(ServeConfig(model="m", tensor_parallel_size=2), {"HF_HUB_OFFLINE": "0", "PATH": "/bin"})
+    assert env == {"HF_HUB_OFFLINE": "1", "PATH": "/bin"}
+
+
+def test_on_one_gpu_the_engine_is_forked_unless_the_environment_names_a_start_method():
+    one = ServeConfig(model="m")
+    assert launch.vllm_env(one, {})["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"
+    assert launch.vllm_env(one, {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"})["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    assert launch.env_added(one, {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}) == {"HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.parametrize("layout", [{"tensor_parallel_size": 2}, {"pipeline_parallel_size": 2}])
+def test_with_more_than_one_gpu_the_engine_start_stays_vllms_own(layout):
+    assert "VLLM_WORKER_MULTIPROC_METHOD" not in launch.vllm_env(ServeConfig(model="m", **layout), {})
 
 
 @pytest.mark.parametrize("model", ["./no/such/folder", "no/such/folder", "/no/such", "~/no-such-model", "../x"])

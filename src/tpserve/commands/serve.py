@@ -51,7 +51,8 @@ def serve(
              "you give wins. docs/settings.md.")] = "tuned",
     dry_run: Annotated[bool, typer.Option(help="Check everything, then print the vLLM command instead of running it.")] = False,
     as_json: Annotated[bool, typer.Option(
-        "--json", help='With --dry-run: print the command as JSON, {"argv": [...]} (the list exec would run).')] = False,
+        "--json", help='With --dry-run: print the command as JSON, {"argv": [...], "env": {...}} (the list exec '
+        'would run and the variables tpserve sets for it).')] = False,
 ) -> None:
     """Check the launch, then exec vLLM's OpenAI-compatible server (the container's entrypoint).
 
@@ -73,9 +74,10 @@ def serve(
     argv = launch.prepare(config, cache_dir or default_cache_dir(),
                           say=lambda line: typer.echo(f"tpserve: {line}", err=True))
     if dry_run:
-        typer.echo(json.dumps({"argv": argv}, indent=2) if as_json else shlex.join(argv))
+        typer.echo(json.dumps({"argv": argv, "env": launch.env_added(config)}, indent=2) if as_json
+                   else shlex.join(argv))
         return
-    launch.exec_vllm(argv)
+    launch.exec_vllm(argv, launch.vllm_env(config))
 
 
 def _config(vllm_args: Sequence[str], *, extra_args: str, **options) -> launch.ServeConfig:
