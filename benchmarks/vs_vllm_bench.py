@@ -52,7 +52,7 @@ from tpserve.commandlines import loadtest_command, serve_command
 from tpserve.machine import describe_machine, device_kind
 from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, write_model_folder
-from tpserve.workload.prompts import BUILTIN_PROMPTS
+from tpserve.workload.promptsets import BUILTIN_PROMPTS
 from tpserve.workload.servermetrics import (
     Sample,
     busy_seconds,

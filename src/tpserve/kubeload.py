@@ -5,7 +5,7 @@ For each measurement the chart is rendered by ``helm template`` with the release
 networkPolicy.enabled, its NetworkPolicy), picked by their component label, are exactly what
 ``--set loadtest.enabled=true`` installs, and are created through the kubernetes client. tpserve
 waits for the master Job to end, reads the run record the master printed to its log
-(:mod:`tpserve.workload.resultslog`), and deletes the objects again.
+(:mod:`tpserve.workload.logline`), and deletes the objects again.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import yaml
 
 from tpserve.fetch.errors import LoadTestError
-from tpserve.workload.resultslog import records_from_log
+from tpserve.workload.logline import records_from_log
 from tpserve.workload.runrecord import RunRecord
 
 COMPONENTS = ("loadtest-master", "loadtest-worker")

@@ -89,7 +89,7 @@ class ModelSize:
 
 
 @dataclass(frozen=True)
-class Layout:
+class LayoutFit:
     """One way to place the model: tensor parallel within a node × pipeline stages, and what it leaves.
 
     Per-GPU figures are those of the tightest GPU (the first or last pipeline stage, which also hold
@@ -129,7 +129,7 @@ class Plan:
     size: ModelSize
     valid_tensor_parallel_sizes: tuple[int, ...]
     invalid_tensor_parallel_sizes: tuple[int, ...]
-    layouts: tuple[Layout, ...]
+    layouts: tuple[LayoutFit, ...]
     notes: tuple[str, ...]
 
     @property
@@ -137,7 +137,7 @@ class Plan:
         return int(self.gpu.memory_bytes * self.gpu_memory_utilization)
 
     @property
-    def minimum(self) -> Layout | None:
+    def minimum(self) -> LayoutFit | None:
         """The fitting layout with the fewest GPUs, or None when none fits."""
         fitting = [layout for layout in self.layouts if layout.fits]
         return min(fitting, key=lambda layout: (layout.gpus, layout.pipeline_parallel)) if fitting else None
@@ -300,7 +300,7 @@ def stage_layers(layers: int, pipeline: int) -> list[int]:
 def layout(config: Mapping, gpu: GpuKind, tensor: int, pipeline: int, *, context: int, dtype: str = "auto",
            kv_dtype: str = "auto", gpus_per_node: int = DEFAULT_GPUS_PER_NODE,
            utilization: float = GPU_MEMORY_UTILIZATION, reserve: int = ACTIVATION_RESERVE_BYTES,
-           load_reserve: int = LOAD_RESERVE_BYTES) -> Layout:
+           load_reserve: int = LOAD_RESERVE_BYTES) -> LayoutFit:
     """What TENSOR × PIPELINE GPUs of GPU leave for the KV cache, and whether vLLM would start: the weights
     fit in what vLLM may use, their load peak beside the CUDA context, and one sequence in the KV cache."""
     dtype, kv_dtype = weight_dtype(config, dtype), _kv_dtype(kv_dtype)
@@ -340,7 +340,7 @@ def layout(config: Mapping, gpu: GpuKind, tensor: int, pipeline: int, *, context
     elif tokens < context:
         reason = (f"the KV cache holds {tokens:,} tokens, less than one {context:,}-token sequence, so vLLM "
                   "refuses to start: lower --context or use more GPUs")
-    return Layout(tensor_parallel=tensor, pipeline_parallel=pipeline, gpus=tensor * pipeline,
+    return LayoutFit(tensor_parallel=tensor, pipeline_parallel=pipeline, gpus=tensor * pipeline,
                   nodes=-(-tensor * pipeline // gpus_per_node), weight_bytes_per_gpu=heaviest,
                   load_peak_bytes_per_gpu=peak,
                   kv_cache_bytes_per_gpu=kv_bytes, kv_cache_tokens=tokens, max_sequences=tokens // context,

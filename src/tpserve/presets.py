@@ -32,7 +32,7 @@ PRESETS: dict[str, Load] = {
 }
 
 
-def workload(name: str | None, **explicit) -> Load:
+def workload_preset(name: str | None, **explicit) -> Load:
     """The preset NAME (``note`` when None) with the EXPLICIT options that are not None put over it.
 
     A prompt file's requests are all sent once: the number of requests is its number of lines, unless

@@ -11,7 +11,7 @@ from pathlib import Path
 from tpserve import settings
 from tpserve.commandlines import serve_command
 from tpserve.fetch import cache
-from tpserve.plan import GPU_MEMORY_UTILIZATION, GiB, Layout, Plan
+from tpserve.plan import GPU_MEMORY_UTILIZATION, GiB, LayoutFit, Plan
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def recommend(plan: Plan, serve_model: str, profile: str = settings.DEFAULT_PROF
     return tuple(_recommend(plan, layout, serve_model, profile) for layout in plan.layouts if layout.fits)
 
 
-def _recommend(plan: Plan, layout: Layout, serve_model: str, profile: str) -> Recommendation:
+def _recommend(plan: Plan, layout: LayoutFit, serve_model: str, profile: str) -> Recommendation:
     tensor, pipeline, size = layout.tensor_parallel, layout.pipeline_parallel, plan.size
     options = ["-pp", str(pipeline)] if pipeline > 1 else []
     # A repo id is the chart's model.name; a local folder has none (the user names the repo it came from).

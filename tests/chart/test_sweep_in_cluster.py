@@ -24,7 +24,7 @@ from tpserve.measure.points import Point
 from tpserve.measure.runner import Load
 from tpserve.sweep import run_sweep
 from tpserve.workload import runrecord
-from tpserve.workload.resultslog import results_line
+from tpserve.workload.logline import results_line
 
 RECORD = runrecord.load(REPO / "results" / "20261126T103826Z-demo.json")
 LOAD = InClusterLoad(workers=3, users=6, num_requests=12, max_tokens=32, prompt_set="builtin", random_input_len=128,

@@ -417,7 +417,7 @@ def start_server(session: Session, start: Start):
 
 def load_run(session: Session, name: str, server, model: str, workload: str) -> None:
     """One load-test run of the named WORKLOAD (tpserve.presets; small on CPU) against SERVER."""
-    from tpserve.presets import workload as preset
+    from tpserve.presets import workload_preset as preset
     from tpserve.sweep import measure
     from tpserve.workload import runrecord
 

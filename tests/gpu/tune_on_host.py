@@ -49,7 +49,7 @@ from benchmarks.vllm_cli import bench_serve_command, random_dataset
 from tests.gpu.tune_phases import BEST, THROUGHPUT, Phase, kv_bytes_per_token, phases
 from tpserve.commandlines import serve_command
 from tpserve.measure.runner import Load, measure
-from tpserve.presets import workload
+from tpserve.presets import workload_preset
 from tpserve.server import LocalServer, cpu_env
 from tpserve.shapes import TINY_LLAMA, find_shape, write_model_folder
 from tpserve.workload import runrecord
@@ -337,7 +337,7 @@ def run_phase(session: Session, phase: Phase, model_dirs: dict[str, Path], devic
         for name in phase.workloads:
             small = {"num_requests": 6, "concurrency": 3, "max_tokens": 16} if session.cpu else {}
             client_run(session, phase, urls, tokenizer, "loadtest", 0, 0, mode="workload",
-                       load=workload(name, run_timeout_s=session.load.run_timeout_s, **small), workload_name=name)
+                       load=workload_preset(name, run_timeout_s=session.load.run_timeout_s, **small), workload_name=name)
     except Exception as exc:  # noqa: BLE001 — a phase that fails is recorded, the next one runs
         record["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
         record["log_tails"] = [s.log_tail(40) for s in servers]

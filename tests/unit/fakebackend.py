@@ -19,7 +19,7 @@ from tpserve.measure.local import replica_config
 from tpserve.measure.points import Point
 from tpserve.measure.runner import Servers
 from tpserve.workload.metrics import Metrics
-from tpserve.workload.records import RunPlan
+from tpserve.workload.requesttypes import RunPlan
 from tpserve.workload.runrecord import Provenance, RunRecord, TokenCheck
 
 # (output tok/s, median TTFT ms, median TPOT ms) of one run of a point.

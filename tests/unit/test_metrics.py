@@ -11,7 +11,7 @@ from tpserve.workload.metrics import (
     summarize,
     tpot,
 )
-from tpserve.workload.records import RequestResult
+from tpserve.workload.requesttypes import RequestResult
 
 
 def result(send, ttft, latency, out, prompt=10, error=None, itl=()):

@@ -27,7 +27,7 @@ def plan_for(name: str, gpu: str, **options) -> plan.Plan:
     return make_plan(find_model_config(name), GPUS[gpu], **options)
 
 
-def by_tensor(result: plan.Plan) -> dict[int, plan.Layout]:
+def by_tensor(result: plan.Plan) -> dict[int, plan.LayoutFit]:
     return {item.tensor_parallel: item for item in result.layouts if item.pipeline_parallel == 1}
 
 

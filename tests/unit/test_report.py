@@ -6,7 +6,7 @@ import pytest
 from tpserve.fetch.errors import ConfigError
 from tpserve.report import check_same_workload, load_runs, markdown, parse_prices, plot, rows
 from tpserve.workload.metrics import Metrics
-from tpserve.workload.records import RunPlan
+from tpserve.workload.requesttypes import RunPlan
 from tpserve.workload.runrecord import Layout, Provenance, RunRecord, TokenCheck
 
 PLAN = RunPlan(host="http://127.0.0.1:8100", model="m", max_tokens=256, num_requests=59, concurrency=59,

@@ -13,7 +13,7 @@ from tpserve.fetch.errors import ConfigError
 from tpserve.report import check_same_workload, load_runs, rows
 from tpserve.workload import runrecord
 from tpserve.workload.metrics import summarize
-from tpserve.workload.records import RequestResult, RunPlan
+from tpserve.workload.requesttypes import RequestResult, RunPlan
 from tpserve.workload.runrecord import SCHEMA_VERSION, Layout, Provenance, RunRecord, TokenCheck, merge
 
 PLAN = RunPlan(host="http://127.0.0.1:8100", model="tiny", max_tokens=4, num_requests=2, concurrency=2, seed=7)

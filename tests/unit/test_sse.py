@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tpserve.workload.records import RequestSpec
+from tpserve.workload.requesttypes import RequestSpec
 from tpserve.workload.sse import (
     DONE,
     StreamError,

@@ -11,7 +11,7 @@ from tpserve.commandlines import serve_command_of
 from tpserve.commands._measuring import local_serve_config
 from tpserve.fetch.errors import ConfigError
 from tpserve.measure.local import replica_config
-from tpserve.measure.points import Point, parse_grid, with_settings
+from tpserve.measure.points import Point, cross_with_settings, parse_grid
 from tpserve.measure.runner import Load
 from tpserve.report import load_runs, markdown, rows
 from tpserve.sweep import run_sweep
@@ -19,7 +19,7 @@ from tpserve.sweep import run_sweep
 
 def test_the_grid_is_every_layout_times_every_combination_of_the_axes_with_readable_labels():
     axes = parse_axes(["max-num-seqs=default,512", "kv-cache-dtype=auto,fp8"])
-    points = with_settings(parse_grid("1,2"), axes)
+    points = cross_with_settings(parse_grid("1,2"), axes)
     assert [p.label for p in points] == [
         "tp1x1-kv-cache-dtype=auto", "tp1x1-kv-cache-dtype=fp8",
         "tp1x1-max-num-seqs=512-kv-cache-dtype=auto", "tp1x1-max-num-seqs=512-kv-cache-dtype=fp8",
@@ -29,7 +29,7 @@ def test_the_grid_is_every_layout_times_every_combination_of_the_axes_with_reada
 
 
 def test_without_axes_the_grid_and_labels_are_the_layouts_as_before():
-    assert [p.label for p in with_settings(parse_grid("1,2", "1,2"), [])] == ["tp1x1", "tp1x2", "tp2x1", "tp2x2"]
+    assert [p.label for p in cross_with_settings(parse_grid("1,2", "1,2"), [])] == ["tp1x1", "tp1x2", "tp2x1", "tp2x2"]
 
 
 @pytest.mark.parametrize("settings, serve, vllm", [
@@ -102,7 +102,7 @@ def test_an_axis_that_cannot_be_measured_is_refused_in_one_line_before_any_serve
 
 def test_settings_land_in_every_run_records_vllm_flags_and_failed_points_are_recorded(tmp_path):
     axes = parse_axes(["max-num-seqs=default,4", "cudagraph-mode=default,PIECEWISE"])
-    points = with_settings(parse_grid("1"), axes)
+    points = cross_with_settings(parse_grid("1"), axes)
     backend = FakeBackend(lambda p: (100.0 + 10 * len(p.label), 50.0, 5.0),
                           failing={"tp1x1-max-num-seqs=4-cudagraph-mode=PIECEWISE": "the server exited with status 1"},
                           serve_args=("--no-allreduce-fusion",))
@@ -131,7 +131,7 @@ def test_settings_land_in_every_run_records_vllm_flags_and_failed_points_are_rec
 
 
 def test_the_report_tells_points_apart_by_their_settings(tmp_path):
-    points = with_settings([Point(1)], parse_axes(["max-num-seqs=default,4"]))
+    points = cross_with_settings([Point(1)], parse_axes(["max-num-seqs=default,4"]))
     run_sweep(points, FakeBackend(lambda p: (200.0 if "seqs" in p.label else 100.0, 50.0, 5.0)), name="tiny",
               model="tiny", load=Load(), repeats=1, out=tmp_path, progress=lambda text, done: None)
     table = rows(load_runs([tmp_path]))

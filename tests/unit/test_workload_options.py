@@ -10,9 +10,9 @@ from tpserve.workload.distributed import share
 from tpserve.workload.metrics import lateness_ms
 from tpserve.workload.options import build_plan, build_specs, context_error, options_error, plan_and_specs
 from tpserve.workload.pacing import PoissonPacer
-from tpserve.workload.prompts import load_jsonl, random_specs
-from tpserve.workload.records import RequestResult, RunPlan
-from tpserve.workload.run import RunState, build_report
+from tpserve.workload.promptsets import load_jsonl, random_specs
+from tpserve.workload.requesttypes import RequestResult, RunPlan
+from tpserve.workload.runstate import RunState, build_record
 
 
 def options(**overrides):
@@ -188,7 +188,7 @@ def test_warmup_requests_come_first_and_stay_out_of_the_figures():
     assert [state.next_spec() for _ in range(3)] == [load[0], load[1], None]
     for _ in range(2):
         state.record(_result())
-    record = build_report(state, {})
+    record = build_record(state, {})
     assert record.metrics.num_prompts == 2 and record.warmup_requests_sent == 2
 
 
@@ -205,7 +205,7 @@ def test_the_mode_says_how_the_load_was_offered():
 
 
 def _spec(name):
-    from tpserve.workload.records import RequestSpec
+    from tpserve.workload.requesttypes import RequestSpec
 
     return RequestSpec(prompt=name, max_tokens=4, prompt_id=name)
 
@@ -218,7 +218,7 @@ def test_report_names_the_chat_endpoint():
     state = RunState(RunPlan("h", "m", 4, 1, endpoint="chat"), [_spec("a")])
     state.issued = 1
     state.record(_result())
-    document = json.loads(json.dumps(build_report(state, {}).to_json()))
+    document = json.loads(json.dumps(build_record(state, {}).to_json()))
     assert (document["endpoint"], document["endpoint_type"]) == ("/v1/chat/completions", "openai-chat")
 
 

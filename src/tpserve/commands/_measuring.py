@@ -15,7 +15,7 @@ import typer
 from tpserve.commands import at_least_one
 
 # The load options of tpserve sweep and tpserve tune: None keeps the --workload preset's value (tpserve.presets).
-Workload = Annotated[str | None, typer.Option(
+WorkloadPreset = Annotated[str | None, typer.Option(
     help="A named workload: note (59 built-in prompts × 256 tokens, all in flight), throughput (1,000 random "
          "512-token prompts × 256, 256 in flight) or chat (tpserve/data/chat.jsonl, 64 in flight); the options "
          "below override it. Default: note's values.", show_default=False)]
@@ -38,7 +38,7 @@ ServeArg = Annotated[list[str] | None, typer.Option(
 
 def load_for(workload: str | None, **explicit):
     """The sweep's :class:`tpserve.measure.runner.Load`: the --workload preset with the options given over it, checked."""
-    from tpserve.presets import workload as preset
+    from tpserve.presets import workload_preset as preset
     from tpserve.workload.options import PROMPT_SETS
 
     if explicit.get("prompt_set") not in (None, *PROMPT_SETS):

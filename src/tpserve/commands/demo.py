@@ -34,7 +34,7 @@ def demo(
         tpserve demo --num-requests 59 --concurrency 8
     """
     from tpserve.demo import DemoOptions, run_demo
-    from tpserve.workload.report import print_summary
+    from tpserve.workload.runtable import print_summary
 
     at_least_one(num_requests=num_requests, concurrency=concurrency, max_tokens=max_tokens)
     options = DemoOptions(port=port, num_requests=num_requests, concurrency=concurrency, max_tokens=max_tokens,

@@ -31,7 +31,7 @@ def loadtest_results(
         tpserve report results/lt1.json
     """
     from tpserve.workload import runrecord
-    from tpserve.workload.resultslog import records_from_log
+    from tpserve.workload.logline import records_from_log
 
     if str(log) == "-":
         text, source = sys.stdin.read(), "standard input"

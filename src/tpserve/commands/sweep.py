@@ -25,7 +25,7 @@ from tpserve.commands._measuring import (
     Sets,
     Values,
     VllmAxis,
-    Workload,
+    WorkloadPreset,
     backend_for,
     check_resume,
     load_for,
@@ -42,7 +42,7 @@ def sweep(
     replicas: Annotated[str, typer.Option(help="Replica counts to measure, comma-separated.")] = "1",
     repeats: Annotated[int, typer.Option(help="Runs of the load per layout (the reference note used 5).")] = 5,
     vllm: VllmAxis = None,
-    workload: Workload = None,
+    workload: WorkloadPreset = None,
     num_requests: NumRequests = None,
     max_tokens: MaxTokens = None,
     concurrency: Concurrency = None,
@@ -85,14 +85,14 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tpserve.axes import parse_axes
-    from tpserve.measure.points import parse_grid, with_settings
+    from tpserve.measure.points import cross_with_settings, parse_grid
     from tpserve.sweep import run_sweep, stamp
 
     load = load_for(workload, num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency,
                     prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file)
     fixed_vllm_args = ["--load-format", "dummy"] if dummy_weights else []
     settings_axes = parse_axes(vllm or [], [*(serve_arg or []), *fixed_vllm_args])
-    points = with_settings(parse_grid(tensor, replicas), settings_axes)
+    points = cross_with_settings(parse_grid(tensor, replicas), settings_axes)
     name = served_name_for(on, model, served_model_name, values, set_)
     check_resume(resume, out, "sweep")
     out = out or OUTPUT_DIR / f"{stamp()}-sweep"

@@ -47,6 +47,6 @@ def parse_grid(tensors: str, replicas: str = "1") -> list[Point]:
     return [Point(t, r) for t in numbers(tensors, "--tensor") for r in numbers(replicas, "--replicas")]
 
 
-def with_settings(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis]) -> list[Point]:
+def cross_with_settings(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis]) -> list[Point]:
     """The grid: every layout × every combination of the settings axes, layouts slowest."""
     return [replace(layout, settings=combo) for layout in layouts for combo in axes.grid(settings_axes)]

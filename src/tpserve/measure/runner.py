@@ -20,7 +20,7 @@ from tpserve.fetch.errors import ConfigError, LoadTestError, TpserveError
 from tpserve.measure.points import Point
 from tpserve.workload import runrecord
 from tpserve.workload.distributed import share
-from tpserve.workload.records import RequestResult
+from tpserve.workload.requesttypes import RequestResult
 from tpserve.workload.runrecord import Layout, RunRecord
 
 

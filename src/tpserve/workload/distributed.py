@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 
-from tpserve.workload.records import RequestResult
+from tpserve.workload.requesttypes import RequestResult
 
 
 def share(total: int, workers: int, index: int) -> int:

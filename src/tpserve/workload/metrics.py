@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
-from tpserve.workload.records import RequestResult
+from tpserve.workload.requesttypes import RequestResult
 
 PERCENTILES = (50, 90, 99)
 

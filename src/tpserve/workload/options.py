@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import random
 
-from tpserve.workload.prompts import builtin_specs, load_jsonl, random_specs
-from tpserve.workload.records import RequestSpec, RunPlan
+from tpserve.workload.promptsets import builtin_specs, load_jsonl, random_specs
+from tpserve.workload.requesttypes import RequestSpec, RunPlan
 from tpserve.workload.runrecord import Layout
 from tpserve.workload.serverapi import ServerTokenizer
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from tpserve.fetch.errors import ConfigError
 from tpserve.workload import runrecord_v1
 from tpserve.workload.metrics import Metrics, error_counts, summarize
-from tpserve.workload.records import RequestResult, RunPlan
+from tpserve.workload.requesttypes import RequestResult, RunPlan
 
 SCHEMA_VERSION = 2
 VERSION_KEY = "tpserve_schema_version"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from tpserve.workload.records import RequestResult, RequestSpec
+from tpserve.workload.requesttypes import RequestResult, RequestSpec
 
 DONE = "[DONE]"
 

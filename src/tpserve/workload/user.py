@@ -22,8 +22,9 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from tpserve.errors import LoadTestError
-from tpserve.workload import report
+from tpserve.workload import runtable
 from tpserve.workload.distributed import clock_offset, share, to_master_clock
+from tpserve.workload.logline import results_line
 from tpserve.workload.options import (
     add_options,
     build_plan,
@@ -34,11 +35,10 @@ from tpserve.workload.options import (
     parse_layout,
 )
 from tpserve.workload.pacing import PoissonPacer
-from tpserve.workload.prompts import builtin_specs
-from tpserve.workload.records import RequestResult, RequestSpec, RunPlan
-from tpserve.workload.resultslog import results_line
-from tpserve.workload.run import RunState, build_report, write_records
+from tpserve.workload.promptsets import builtin_specs
+from tpserve.workload.requesttypes import RequestResult, RequestSpec, RunPlan
 from tpserve.workload.runrecord import write
+from tpserve.workload.runstate import RunState, build_record, write_records
 from tpserve.workload.serverapi import check_served_model, max_model_len, server_counters, server_version
 from tpserve.workload.sse import StreamError, StreamTimeout, check_length, result_from_stream
 
@@ -264,7 +264,7 @@ def finish_run(environment) -> None:
         after = server_counters(options.host)
     except LoadTestError as exc:
         after_error = str(exc)
-    record = build_report(state, after, workers=len(state.workers) if _is_master(environment) else 1,
+    record = build_record(state, after, workers=len(state.workers) if _is_master(environment) else 1,
                           after_error=after_error)
     record = replace(record, layout=parse_layout(options.layout))
     if options.results_json:
@@ -273,7 +273,7 @@ def finish_run(environment) -> None:
         print(results_line(record), flush=True)
     if options.records_jsonl:
         write_records(options.records_jsonl, state.results)
-    report.print_summary(record)
+    runtable.print_summary(record)
     for problem in record.problems:
         log.error("tpserve: %s", problem)
     environment.process_exit_code = 0 if record.ok else 1

@@ -1,7 +1,7 @@
 """Write src/tpserve/data/chat.jsonl, the chat-like workload: mixed-length conversations with long-tailed lengths.
 
-    python tools/make_chat_workload.py            # rewrite src/tpserve/data/chat.jsonl
-    python tools/make_chat_workload.py --check    # exit 1 if the committed file is not what this script writes
+    python tools/make_chat_prompts.py            # rewrite src/tpserve/data/chat.jsonl
+    python tools/make_chat_prompts.py --check    # exit 1 if the committed file is not what this script writes
 
 Each line is {"messages": [...], "max_tokens": N}: an optional system prompt, 0 to 7 earlier exchanges
 and a last user turn, composed from this script's own sentence templates and vocabulary over 16
@@ -9,7 +9,7 @@ topics. Lengths are drawn first and the text is built to fit them, both log-norm
 (median ~300 tokens, 16 to ~1,950 after the chat template) and the answer (``max_tokens``: median ~100, 16
 to 512), so most conversations are short and a few are long, as in real chat traffic. A prompt and its
 answer fit in 2,048 tokens, the tiny CPU model's context. The script uses only Python's seeded ``random`` (no
-tokenizer), so it writes the same bytes on every machine; tests/unit/test_chat_workload.py measures the
+tokenizer), so it writes the same bytes on every machine; tests/unit/test_chat_prompts.py measures the
 lengths with the Llama-2-size tokenizer.
 """
 
@@ -287,7 +287,7 @@ def main() -> None:
     text = workload()
     if args.check:
         if not args.out.exists() or args.out.read_text(encoding="utf-8") != text:
-            sys.exit(f"{args.out} is not what tools/make_chat_workload.py writes: run it and commit the file")
+            sys.exit(f"{args.out} is not what tools/make_chat_prompts.py writes: run it and commit the file")
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

@@ -9,10 +9,10 @@ from transformers import AutoTokenizer
 
 from tests.conftest import REPO
 from tpserve.shapes import TINY_LLAMA, write_model_folder
-from tpserve.workload.prompts import load_jsonl
+from tpserve.workload.promptsets import load_jsonl
 
 CHAT = REPO / "src" / "tpserve" / "data" / "chat.jsonl"
-GENERATOR = REPO / "tools" / "make_chat_workload.py"
+GENERATOR = REPO / "tools" / "make_chat_prompts.py"
 
 
 @pytest.fixture(scope="module")
@@ -84,5 +84,5 @@ def test_the_generators_check_names_the_fix_when_the_file_differs(tmp_path):
     done = subprocess.run([sys.executable, str(GENERATOR), "--check", "--out", str(stale)], check=False,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
-    assert done.stderr.strip() == (f"{stale} is not what tools/make_chat_workload.py writes: "
+    assert done.stderr.strip() == (f"{stale} is not what tools/make_chat_prompts.py writes: "
                                    "run it and commit the file")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tpserve.fetch.errors import LoadTestError
 from tpserve.workload.metrics import error_counts, summarize
-from tpserve.workload.records import RequestResult, RequestSpec, RunPlan
+from tpserve.workload.requesttypes import RequestResult, RequestSpec, RunPlan
 from tpserve.workload.runrecord import Provenance, RunRecord, TokenCheck
 from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS
 
@@ -110,7 +110,7 @@ def token_check(results: list[RequestResult], before: dict, after: dict, in_flig
     return TokenCheck(status, client_completion, client_prompt, server_generation, server_prompt)
 
 
-def build_report(state: RunState, metrics_after: dict[str, float], workers: int = 1,
+def build_record(state: RunState, metrics_after: dict[str, float], workers: int = 1,
                  after_error: str = "") -> RunRecord:
     """The run's record: its figures plus what is needed to trust and reproduce them.
 

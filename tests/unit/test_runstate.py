@@ -1,9 +1,9 @@
 import pytest
 
 from tpserve.fetch.errors import LoadTestError
-from tpserve.workload.prompts import BUILTIN_PROMPTS, builtin_specs
-from tpserve.workload.records import RequestResult, RunPlan
-from tpserve.workload.run import RunState, build_report, token_check
+from tpserve.workload.promptsets import BUILTIN_PROMPTS, builtin_specs
+from tpserve.workload.requesttypes import RequestResult, RunPlan
+from tpserve.workload.runstate import RunState, build_record, token_check
 from tpserve.workload.servermetrics import GENERATION_TOKENS, PROMPT_TOKENS
 
 PLAN = RunPlan(host="http://127.0.0.1:1", model="m", max_tokens=4, num_requests=3)
@@ -59,7 +59,7 @@ def test_report_fails_on_any_failed_request_by_default():
         state.issued += 1
         state.record(result)
     state.metrics_before = {GENERATION_TOKENS: 0.0}
-    record = build_report(state, {GENERATION_TOKENS: 8.0})
+    record = build_record(state, {GENERATION_TOKENS: 8.0})
     assert not record.ok
     assert record.problems == ("1 of 3 requests failed (allowed error rate 0)",)
     assert record.token_check.ok and record.errors == {"HTTP 500: x": 1}
@@ -71,7 +71,7 @@ def test_report_of_a_clean_run_is_ok_and_names_model_and_plan():
         state.issued += 1
         state.record(ok())
     state.metrics_before = {GENERATION_TOKENS: 0.0}
-    record = build_report(state, {GENERATION_TOKENS: 12.0})
+    record = build_record(state, {GENERATION_TOKENS: 12.0})
     assert record.ok and record.problems == ()
     assert record.model_id == "m" and record.workload.num_requests == 3
     assert record.metrics.output_throughput == pytest.approx(12.0)
@@ -83,7 +83,7 @@ def test_a_run_cut_short_before_all_requests_is_a_problem_not_a_smaller_denomina
     state.issued = 2
     state.record(ok())
     state.metrics_before = {GENERATION_TOKENS: 0.0}
-    record = build_report(state, {GENERATION_TOKENS: 9.0})
+    record = build_record(state, {GENERATION_TOKENS: 9.0})
     assert not record.ok
     assert "the run stopped after 1 of 3 requests" in record.problems[0]
     assert record.token_check.status == "skipped: the run stopped with 1 requests in flight"
@@ -96,7 +96,7 @@ def test_a_server_gone_after_the_run_is_the_first_problem_and_skips_the_token_ch
         state.record(result)
     state.metrics_before = {GENERATION_TOKENS: 0.0}
     gone = "cannot reach http://127.0.0.1:1/metrics: ConnectionError; is the server running?"
-    record = build_report(state, {}, after_error=gone)
+    record = build_record(state, {}, after_error=gone)
     assert record.problems[0] == f"the server stopped answering during the run: {gone}"
     assert record.token_check.status == "skipped: the server's counters could not be read after the run"
     assert record.token_check.client_completion_tokens == 4

@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import REPO, tpserve
 from tpserve.fetch.errors import LoadTestError
 from tpserve.workload import runrecord
+from tpserve.workload.logline import records_from_log, results_line
 from tpserve.workload.options import parse_layout
-from tpserve.workload.resultslog import records_from_log, results_line
 from tpserve.workload.runrecord import Layout
 
 RECORD = runrecord.load(REPO / "results" / "20261126T103826Z-demo.json")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tpserve.fetch.errors import LoadTestError
-from tpserve.workload.records import RequestSpec
+from tpserve.workload.requesttypes import RequestSpec
 
 BUILTIN_PROMPTS: tuple[str, ...] = (
     "Explain tensor parallelism to a new engineer in three sentences.",
