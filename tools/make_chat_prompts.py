@@ -1,7 +1,7 @@
-"""Write src/tpserve/data/chat.jsonl, the chat-like workload: mixed-length conversations with long-tailed lengths.
+"""Write src/tpserve/data/chat.jsonl, the chat preset's prompts: mixed-length conversations with long-tailed lengths.
 
-    python tools/make_chat_prompts.py            # rewrite src/tpserve/data/chat.jsonl
-    python tools/make_chat_prompts.py --check    # exit 1 if the committed file is not what this script writes
+    python tools/make_chat_prompts.py             # rewrite src/tpserve/data/chat.jsonl
+    python tools/make_chat_prompts.py --check     # exit 1 if the committed file is not what this script writes
 
 Each line is {"messages": [...], "max_tokens": N}: an optional system prompt, 0 to 7 earlier exchanges
 and a last user turn, composed from this script's own sentence templates and vocabulary over 16

@@ -1,4 +1,4 @@
-"""Named workloads for ``tpserve sweep`` and ``tpserve tune`` (``--workload NAME``).
+"""Workload presets, the named loads of ``tpserve sweep`` and ``tpserve tune`` (``--workload NAME``).
 
 ========== ==================================== ============== ========== ===================================
 name       prompts                              output tokens  in flight  why

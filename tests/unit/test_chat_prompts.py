@@ -1,4 +1,4 @@
-"""tpserve/data/chat.jsonl, the chat-like workload: it loads, its lengths are mixed, and its generator made it."""
+"""tpserve/data/chat.jsonl, the chat preset's prompts: they load, their lengths are mixed, and their generator made them."""
 
 import statistics
 import subprocess
@@ -30,7 +30,7 @@ def prompt_tokens(specs, tmp_path_factory):
     return [len(tokenizer(text, add_special_tokens=False).input_ids) for text in texts]
 
 
-def test_the_chat_workload_loads_as_200_chat_requests_each_with_its_own_length(specs):
+def test_the_chat_prompts_load_as_200_chat_requests_each_with_its_own_length(specs):
     assert len(specs) == 200
     assert all(spec.messages for spec in specs)
     assert all('"max_tokens": ' in line for line in CHAT.read_text().splitlines())

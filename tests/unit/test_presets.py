@@ -1,4 +1,4 @@
-"""``--workload note|throughput|chat``: the named workloads, and the options that override them."""
+"""``--workload note|throughput|chat``: the workload presets, and the options that override them."""
 
 import re
 

@@ -16,7 +16,7 @@ from tpserve.commands import at_least_one
 
 # The load options of tpserve sweep and tpserve tune: None keeps the --workload preset's value (tpserve.presets).
 WorkloadPreset = Annotated[str | None, typer.Option(
-    help="A named workload: note (59 built-in prompts × 256 tokens, all in flight), throughput (1,000 random "
+    help="A workload preset: note (59 built-in prompts × 256 tokens, all in flight), throughput (1,000 random "
          "512-token prompts × 256, 256 in flight) or chat (tpserve/data/chat.jsonl, 64 in flight); the options "
          "below override it. Default: note's values.", show_default=False)]
 NumRequests = Annotated[int | None, typer.Option(help="Requests per run.", show_default=False)]
@@ -38,13 +38,13 @@ ServeArg = Annotated[list[str] | None, typer.Option(
 
 def load_for(workload: str | None, **explicit):
     """The sweep's :class:`tpserve.measure.runner.Load`: the --workload preset with the options given over it, checked."""
-    from tpserve.presets import workload_preset as preset
+    from tpserve.presets import workload_preset
     from tpserve.workload.options import PROMPT_SETS
 
     if explicit.get("prompt_set") not in (None, *PROMPT_SETS):
         raise typer.BadParameter(f"must be one of {', '.join(PROMPT_SETS)}, got {explicit['prompt_set']!r}",
                                  param_hint="--prompt-set")
-    load = preset(workload, **explicit)
+    load = workload_preset(workload, **explicit)
     at_least_one(num_requests=load.num_requests, max_tokens=load.max_tokens, concurrency=load.concurrency)
     return load
 

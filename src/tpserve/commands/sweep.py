@@ -70,7 +70,7 @@ def sweep(
         tpserve sweep /models/llama-2-7b --tensor 1,2,4 --repeats 5 --dummy-weights \\
             --serve-arg=--no-allreduce-fusion
 
-    Settings axes (2 layouts × 3 × 2 = 12 points, each a server start), the throughput workload:
+    Settings axes (2 layouts × 3 × 2 = 12 points, each a server start), the throughput preset:
 
         tpserve sweep /models/llama-2-7b --tensor 1,2 --workload throughput --repeats 3 \\
             --vllm max-num-seqs=default,512,1024 --vllm kv-cache-dtype=auto,fp8

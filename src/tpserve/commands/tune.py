@@ -78,7 +78,7 @@ def tune(
     defaults, measured in the same session, then how to serve it. Runs locally (GPUs, else CPU cores), or with
     --on kubernetes as one Helm release of the chart per candidate (as tpserve sweep does; docs/tuning.md).
 
-    Example (2 GPUs, the throughput workload):
+    Example (2 GPUs, the throughput preset):
 
         tpserve tune /models/llama-2-7b --workload throughput --tensor 1,2 --replicas 1 \\
             --vllm max-num-seqs=256,512,1024 --vllm max-num-batched-tokens=8192,16384 \\

@@ -1,7 +1,7 @@
 """The files tpserve ships beside its modules, and the folder its commands write to unless told otherwise.
 
 They are found through :mod:`importlib.resources`, so an installed wheel finds them as a checkout does:
-Locust loads the Locust file by its path, and the chat workload is a prompt file like any other.
+Locust loads the Locust file by its path, and the chat preset's prompts are a prompt file like any other.
 """
 
 from importlib import resources

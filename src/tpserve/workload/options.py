@@ -42,7 +42,7 @@ def add_options(parser) -> None:
     add("--warmup-requests", env_var="TPSERVE_WARMUP_REQUESTS", type=int, default=0,
         help="Requests sent first and left out of every figure")
     add("--seed", env_var="TPSERVE_SEED", type=int, default=-1,
-        help="Seed for random prompts and arrivals (default: a new one per run, recorded in the report)")
+        help="Seed for random prompts and arrivals (default: a new one per run, recorded in the run record)")
     add("--request-timeout", env_var="TPSERVE_REQUEST_TIMEOUT", type=float, default=300.0,
         help="Seconds a request may wait for the server's next bytes before it fails")
     add("--max-error-rate", env_var="TPSERVE_MAX_ERROR_RATE", type=float, default=0.0,

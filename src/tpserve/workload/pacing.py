@@ -2,7 +2,7 @@
 
 Send times are drawn up front from one seeded stream of exponential gaps, so the arrival process does
 not depend on how many users there are; a user that picks up a send time late (all users were busy)
-records how late it was, and the report shows it.
+records how late it was, and the run record shows it.
 """
 
 from __future__ import annotations

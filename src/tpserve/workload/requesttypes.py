@@ -1,6 +1,6 @@
-"""Typed records for what flows through a load test: the run's plan, one spec and one result per request.
+"""The types a load test's requests flow through: the run's plan, one spec and one result per request.
 
-The whole run's record, built from these, is :class:`tpserve.workload.runrecord.RunRecord`.
+The run record built from them is :class:`tpserve.workload.runrecord.RunRecord`.
 """
 
 from __future__ import annotations

@@ -253,7 +253,7 @@ def quit_run(environment, **_kwargs) -> None:
 
 
 def finish_run(environment) -> None:
-    """Cross-check with the server, write the report, and set the exit status from its problems."""
+    """Cross-check with the server, write the run record, and set the exit status from its problems."""
     state: RunState | None = getattr(environment, "tpserve_state", None)
     if state is None or state.reported or _is_worker(environment):
         return
