@@ -243,7 +243,7 @@ class Composer:
 
 
 def conversation(rng: random.Random) -> dict:
-    """One line of the workload: lengths first, then the text that fits them."""
+    """One line of the file: lengths first, then the text that fits them."""
     composer = Composer(rng, rng.choice(sorted(TOPICS)))
     target = lognormal_int(rng, PROMPT_MEDIAN, PROMPT_SIGMA, *PROMPT_RANGE)
     max_tokens = lognormal_int(rng, OUTPUT_MEDIAN, OUTPUT_SIGMA, *OUTPUT_RANGE)
@@ -274,7 +274,7 @@ def conversation(rng: random.Random) -> dict:
     return {"messages": messages, "max_tokens": max_tokens}
 
 
-def workload(seed: int = SEED, count: int = COUNT) -> str:
+def chat_prompts(seed: int = SEED, count: int = COUNT) -> str:
     rng = random.Random(seed)
     return "".join(json.dumps(conversation(rng), ensure_ascii=False) + "\n" for _ in range(count))
 
@@ -284,7 +284,7 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="exit 1 if OUT differs from what this writes")
     parser.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT.relative_to(REPO)})")
     args = parser.parse_args()
-    text = workload()
+    text = chat_prompts()
     if args.check:
         if not args.out.exists() or args.out.read_text(encoding="utf-8") != text:
             sys.exit(f"{args.out} is not what tools/make_chat_prompts.py writes: run it and commit the file")
