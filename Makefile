@@ -86,7 +86,7 @@ chart-files:
 	$(PYTHON) tools/sync_chart_files.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests loadtest tools benchmarks
+	$(BIN)/ruff check src tests loadtest tools lab
 
 clean:
 	rm -rf $(VENV) .cache

@@ -152,7 +152,7 @@ class GpuKind:
         return self.datasheet_gb * 10**9
 
 
-MEASURED_HERE = "measured here: benchmarks/gpu_memory.py (torch.cuda.mem_get_info())"
+MEASURED_HERE = "measured here: lab/benchmarks/gpu_memory.py (torch.cuda.mem_get_info())"
 VLLM_LOG = "vLLM 0.26.0's log on this project's H200 host (results/20261126-h200x4-tp4)"
 PUBLISHED = "total PyTorch reports on this card in public logs; not measured here"
 

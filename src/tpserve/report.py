@@ -233,7 +233,7 @@ def answers(table: Sequence[Row], prices: dict[str, float], ttft_budget_ms: floa
 
 
 def limits_files(paths: Iterable[Path]) -> list[Path]:
-    """The ``benchmarks/gpu_limits.py`` results (``gpu-limits.json``) anywhere under the folders among PATHS."""
+    """The ``lab/benchmarks/gpu_limits.py`` results (``gpu-limits.json``) anywhere under the folders among PATHS."""
     return [file for path in map(Path, paths) if path.is_dir() for file in sorted(path.rglob(roofline.LIMITS_FILE))]
 
 
@@ -241,7 +241,7 @@ ROOFLINE_INTRO = (
     "Roofline: output tok/s against the decode bound (the bytes a step reads at the card's memory bandwidth, or "
     "its FLOPs, whichever takes longer, at the run's measured batch and mean context) and input tok/s against the "
     "prefill bound (the card's dense tensor throughput), as a share of the datasheet limits and of the limits "
-    "benchmarks/gpu_limits.py measured on the card (docs/performance.md, \"Roofline\").")
+    "lab/benchmarks/gpu_limits.py measured on the card (docs/performance.md, \"Roofline\").")
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

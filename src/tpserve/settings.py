@@ -60,7 +60,7 @@ TABLE = MappingProxyType({
 # The layouts and profiles measured to serve the most output tok/s per GPU, what `tpserve plan` reports as
 # measured. Each is held against vLLM's defaults at the model's tensor-parallel layout on the same GPUs and
 # workload, measured in the same device session unless "baseline_in" names another. Figures are medians of
-# the runs in measured_in (benchmarks/tune_summary.py prints them); the workload's requests in flight are
+# the runs in measured_in (lab/benchmarks/tune_summary.py prints them); the workload's requests in flight are
 # the load on the whole layout (one GPU serving all of it for "most per GPU" at TP 1).
 _SESSION = {"min_gpu_memory_gib": 130, "defaults_tensor": 2, "baseline_in": None,
             "workload": "1,000 random prompts, 512 in / 256 out, 256 in flight"}

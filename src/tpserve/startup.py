@@ -2,7 +2,7 @@
 
 A start is a chain of events that vLLM (and ``tpserve serve`` before it) logs in a fixed order; each
 phase runs from one event to the next. The time of a line is its ``kubectl logs --timestamps`` prefix
-(RFC 3339, sub-second; tests/gpu/ready_on_host.py writes its logs the same way) when there is one,
+(RFC 3339, sub-second; lab/gpu/ready_on_host.py writes its logs the same way) when there is one,
 else vLLM's own stamp (``INFO 12-01 04:25:05``, whole seconds, no year). Uvicorn's access lines carry no
 stamp of their own, so the first ``/health`` 200 has a time only in a prefixed log. An event the log
 lacks (a CPU server captures no CUDA graphs, an eager one compiles nothing) leaves its time in the next

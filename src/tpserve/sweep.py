@@ -20,7 +20,7 @@ from tpserve.machine import describe_machine
 from tpserve.measure.points import Point
 from tpserve.measure.runner import Backend, Load, check_repeats, measure, measure_point
 
-# tests/gpu/ready_on_host.py, a GPU-run driver, still imports measure from here.
+# lab/gpu/ready_on_host.py, a GPU-run driver, still imports measure from here.
 __all__ = ["SweepResult", "measure", "run_sweep", "stamp"]
 
 

@@ -2,7 +2,7 @@
 
 The chart mounts charts/vllm/files/tpserve (a link to src/tpserve/fetch) as a `tpserve` package on
 PYTHONPATH and runs `python3 -m tpserve.fetchjob` with the image's own Python and huggingface_hub. These
-tests run exactly those files, in a subprocess with that PYTHONPATH, against the fake hub of tests/hubfake
+tests run exactly those files, in a subprocess with that PYTHONPATH, against the fake hub of lab/hubfake
 (the real huggingface_hub client over HTTP).
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import snapshot_download
 
+from lab.hubfake import HubFake, fixture_files
 from tests.chart.conftest import CHART
 from tests.conftest import REPO, run
-from tests.hubfake import HubFake, fixture_files
 
 SHIPPED = CHART / "files" / "tpserve"
 MODEL = "tiny-org/tiny-llama"

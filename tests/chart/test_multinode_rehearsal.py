@@ -1,4 +1,4 @@
-"""tests/gpu/multinode_rehearsal.py: the rendered leader and worker as processes, $(NAME) expanded as the kubelet
+"""lab/gpu/multinode_rehearsal.py: the rendered leader and worker as processes, $(NAME) expanded as the kubelet
 does, the LeaderWorkerSet's variables standing in for a loopback group."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 from tests.chart.conftest import CHART
 from tests.conftest import REPO, run
 
-SPEC = importlib.util.spec_from_file_location("multinode_rehearsal", REPO / "tests" / "gpu" / "multinode_rehearsal.py")
+SPEC = importlib.util.spec_from_file_location("multinode_rehearsal", REPO / "lab" / "gpu" / "multinode_rehearsal.py")
 rehearsal = importlib.util.module_from_spec(SPEC)
 sys.modules.setdefault("multinode_rehearsal", rehearsal)
 SPEC.loader.exec_module(rehearsal)
 
-VALUES = REPO / "tests" / "gpu" / "multinode-rehearsal-values.yaml"
+VALUES = REPO / "lab" / "gpu" / "multinode-rehearsal-values.yaml"
 SHA = "f" * 40
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.hubfake import HubFake
 from tests.chart.conftest import TOOLS_BIN
 from tests.conftest import REPO, wait_until
-from tests.hubfake import HubFake
 from tests.pod.model import REPO_ID, tiny_llama_files
 
 sys.path.insert(0, str(REPO / "tools" / "cluster"))

@@ -1,5 +1,5 @@
 """Faults on the wire are counted as failed requests with their reasons: never a crash, a hang,
-or a smaller denominator. The misbehaving server is ``benchmarks/sse_server.py``'s fault modes."""
+or a smaller denominator. The misbehaving server is ``lab/benchmarks/sse_server.py``'s fault modes."""
 
 import json
 import os
@@ -13,6 +13,7 @@ import requests
 from tests.conftest import REPO, run
 from tpserve.commandlines import loadtest_command
 
+SSE_SERVER = REPO / "lab" / "benchmarks" / "sse_server.py"
 FAULTS = {
     "fault:500": "HTTP 500: ",
     "fault:cut": "malformed stream: connection lost mid-stream",
@@ -24,7 +25,7 @@ FAULTS = {
 
 @pytest.fixture
 def faulty_server(port):
-    server = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "sse_server.py"), "--port", str(port),
+    server = subprocess.Popen([sys.executable, str(SSE_SERVER), "--port", str(port),
                                "--first-delay", "0"])
     _wait_up(port)
     yield f"http://127.0.0.1:{port}"
@@ -77,7 +78,7 @@ def test_a_stalled_stream_times_out_as_a_failure_and_locusts_own_reports_still_w
 
 
 def test_measured_requests_start_only_once_every_user_is_spawned(tmp_path, port):
-    server = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "sse_server.py"), "--port", str(port),
+    server = subprocess.Popen([sys.executable, str(SSE_SERVER), "--port", str(port),
                                "--first-delay", "0.3"])
     try:
         _wait_up(port)

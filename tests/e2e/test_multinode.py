@@ -1,4 +1,4 @@
-"""The chart's multi-node leader and worker, run for real: the commands tests/gpu/multinode_rehearsal.py takes from
+"""The chart's multi-node leader and worker, run for real: the commands lab/gpu/multinode_rehearsal.py takes from
 the rendered LeaderWorkerSet, as two processes standing in for two nodes (loopback master address), on vLLM's CPU
 build with the tiny Llama split in two pipeline stages, one per "node". The GPU run of the same tool is in
 docs/scale-out.md."""
@@ -16,7 +16,7 @@ from tests.chart.conftest import tools  # noqa: F401  (the pinned helm, as a fix
 from tests.conftest import REPO, free_port
 from tpserve.server import CPU_ENV_DEFAULTS, LocalServer
 
-SPEC = importlib.util.spec_from_file_location("multinode_rehearsal", REPO / "tests" / "gpu" / "multinode_rehearsal.py")
+SPEC = importlib.util.spec_from_file_location("multinode_rehearsal", REPO / "lab" / "gpu" / "multinode_rehearsal.py")
 rehearsal = importlib.util.module_from_spec(SPEC)
 sys.modules.setdefault("multinode_rehearsal", rehearsal)
 SPEC.loader.exec_module(rehearsal)
@@ -42,7 +42,7 @@ if __name__ == "__main__":
 def group(tools, tiny_model, tmp_path_factory):  # noqa: F811
     """Leader and worker started from the rendered chart; the leader answers on a free port."""
     root = tmp_path_factory.mktemp("multinode")
-    manifest = rehearsal.render([str(REPO / "tests" / "gpu" / "multinode-rehearsal-values.yaml")], [
+    manifest = rehearsal.render([str(REPO / "lab" / "gpu" / "multinode-rehearsal-values.yaml")], [
         "model.name=tpserve-rehearsal/tiny-llama", f"model.revision={SHA}", "model.attentionHeads=4",
         "model.kvHeads=4", "model.layers=2", "gpu.resource=", "vllm.dtype=float32", "vllm.maxModelLen=2048",
         "shutdown.drainSeconds=5", f"multiNode.masterPort={free_port()}"], tools.helm)

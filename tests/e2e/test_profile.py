@@ -1,14 +1,14 @@
-"""A real vLLM server's profile, as ``tests/gpu/tune_on_host.py`` takes it and ``benchmarks/profile_summary.py``
+"""A real vLLM server's profile, as ``lab/gpu/tune_on_host.py`` takes it and ``lab/benchmarks/profile_summary.py``
 reads it: the profiler is armed by ``--profiler-config`` through ``tpserve serve``, started and stopped over
 HTTP, and every engine step in its trace carries the scheduled tokens that the summary splits the steps by.
 On CPU the trace holds no GPU kernels, so what is checked here is the contract with vLLM: the step names."""
 
 import requests
 
-from benchmarks import profile_summary
+from lab.benchmarks import profile_summary
+from lab.gpu.tune_on_host import Session, profiler_flags
+from lab.gpu.tune_phases import THROUGHPUT, Phase
 from tests.e2e.conftest import MODEL_NAME, healthy_server
-from tests.gpu.tune_on_host import Session, profiler_flags
-from tests.gpu.tune_phases import THROUGHPUT, Phase
 from tpserve.shapes import TINY_LLAMA
 
 PROMPTS = ["The harbour master counted seven boats before the storm arrived in the bay",

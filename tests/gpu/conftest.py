@@ -1,6 +1,6 @@
 """GPU tests: real vLLM (CUDA build) with tensor parallelism. They run only where GPUs are visible.
 
-Run them on a GPU host with ``pytest tests/gpu`` (``tests/gpu/run_on_host.sh`` does the whole job
+Run them on a GPU host with ``pytest tests/gpu`` (``lab/gpu/run_on_host.sh`` does the whole job
 on the project's offline 4-GPU host); everywhere else they are skipped, not failed.
 """
 
@@ -14,8 +14,6 @@ import pytest
 from tpserve.preflight import visible_gpus
 
 RESULTS = Path(os.environ.get("TPSERVE_GPU_RESULTS", "results"))
-# NVLink multicast stays off on shared hosts; vLLM 0.26's fused all-reduce needs it, hence the switch.
-NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
 def pytest_collection_modifyitems(items):

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from lab.gpu import NO_MULTICAST
 from tests.conftest import free_port, run, tpserve
-from tests.gpu.conftest import NO_MULTICAST, RESULTS
+from tests.gpu.conftest import RESULTS
 from tpserve.commandlines import loadtest_command, serve_command, served_layout
 from tpserve.commands.serve import serve_config
 from tpserve.machine import describe_machine, device_kind

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab.hubfake import HubFake
 from tests.chart.conftest import CHART, load_tool, tools  # noqa: F401  (the pinned helm, as tests/chart uses it)
 from tests.conftest import REPO, free_port
-from tests.hubfake import HubFake
 from tests.pod import kubeplay
 from tests.pod.kubeplay import Site
 from tests.pod.model import REPO_ID, tiny_llama_files

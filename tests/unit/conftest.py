@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from huggingface_hub import constants
 
-from tests.hubfake import HubFake
+from lab.hubfake import HubFake
 
 
 @pytest.fixture

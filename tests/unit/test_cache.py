@@ -1,4 +1,4 @@
-"""The model cache against a fake hub, through the real huggingface_hub client (see ``tests/hubfake``)."""
+"""The model cache against a fake hub, through the real huggingface_hub client (see ``lab/hubfake``)."""
 
 import errno
 import json
@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import constants, file_download
 from huggingface_hub import utils as hf_utils
 
-from tests.hubfake import DiskFile, fixture_files
+from lab.hubfake import DiskFile, fixture_files
 from tpserve.fetch import cache
 from tpserve.fetch import hub as hub_module
 from tpserve.fetch.errors import (

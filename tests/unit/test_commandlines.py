@@ -51,7 +51,7 @@ def options(argv: list[str]) -> list[tuple[str, str]]:
      [PY, "-m", "tpserve", "serve", "--model", "/t/llama-2-70b", "--served-model-name", "llama-2-70b", "-tp", "4",
       "--no-allreduce-fusion", "--host", "127.0.0.1", "--port", "41000", "--max-model-len", "4096", "--",
       "--load-format", "dummy"]),
-    # benchmarks/serve_startup.py
+    # lab/benchmarks/serve_startup.py
     (serve_command("meta-llama/Llama-2-70b-chat-hf", revision="main", cache_dir=Path("/s/cache"),
                    tensor_parallel_size=4, allreduce_fusion=False, dry_run=True),
      [PY, "-m", "tpserve", "serve", "--model", "meta-llama/Llama-2-70b-chat-hf", "--revision", "main",
@@ -81,7 +81,7 @@ def test_the_load_test_command_of_a_sweep_replica_is_exactly_what_the_sweep_buil
      [PY, "-m", "locust", "-f", "loadtest/prompts.py", "--headless", "-u", "8", "-r", "8", "--host",
       "http://127.0.0.1:8000", "--model", "tiny-llama", "--num-requests", "59", "--max-tokens", "64",
       "--run-time", "600s", "--results-json", ".cache/demo/load.json", "--only-summary"]),
-    # benchmarks/vs_vllm_bench.py, built-in prompts
+    # lab/benchmarks/vs_vllm_bench.py, built-in prompts
     (loadtest_command("http://127.0.0.1:8031", users=8, max_tokens=64, num_requests=59, warmup_requests=8, seed=3,
                       run_time_s=1200, only_summary=True, results_json=Path("/s/tpserve-1.json"), prompt_set="file",
                       prompt_file=Path("/s/prompts.jsonl")),
@@ -89,7 +89,7 @@ def test_the_load_test_command_of_a_sweep_replica_is_exactly_what_the_sweep_buil
       "--prompt-set", "file", "--prompt-file", "/s/prompts.jsonl", "--max-tokens", "64", "--num-requests", "59",
       "--warmup-requests", "8", "--seed", "3", "--run-time", "1200s", "--results-json", "/s/tpserve-1.json",
       "--only-summary"]),
-    # benchmarks/client_headroom.py, the probe run
+    # lab/benchmarks/client_headroom.py, the probe run
     (loadtest_command("http://127.0.0.1:8041", users=1, run_time_s=600, results_json=Path("/s/probe.json"),
                       only_summary=True, prompt_set="file", prompt_file=Path("/s/probes.jsonl"), num_requests=100,
                       max_tokens=8, records_jsonl=Path("/s/records.jsonl")),

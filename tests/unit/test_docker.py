@@ -275,7 +275,7 @@ def test_every_copied_file_is_in_the_build_context(dockerfile):
 @pytest.mark.parametrize("path", [
     ".git/HEAD", ".venv/bin/python", ".cache/models/config.json", "results/run.json",
     "tests/unit/test_docker.py", "src/tpserve/__pycache__/cli.cpython-312.pyc", "src/tpserve.egg-info/PKG-INFO",
-    ".pytest_cache/README.md", "build/lib/tpserve/cli.py",
+    ".pytest_cache/README.md", "build/lib/tpserve/cli.py", "lab/hubfake/data/tiny-llama/model.safetensors",
 ])
 def test_the_build_context_leaves_out_local_state(path):
     assert dockerignored(path)

@@ -1,5 +1,5 @@
 """``tpserve fetch`` as a process meets faults: stopped by a signal mid-file, a disk that fills up, files
-damaged after the download. The hub stand-in (``tests/hubfake``) serves real bytes to the real
+damaged after the download. The hub stand-in (``lab/hubfake``) serves real bytes to the real
 huggingface_hub client and holds a download mid-file, so each fault lands at a known point: the tests wait
 for that point, never for a time.
 
@@ -16,9 +16,9 @@ import time
 
 import pytest
 
+from lab.hubfake import fixture_files
 from tests.conftest import REPO as ROOT
 from tests.conftest import tpserve
-from tests.hubfake import fixture_files
 from tpserve.fetch import cache
 from tpserve.fetch.errors import CacheDamagedError, CacheIncompleteError
 

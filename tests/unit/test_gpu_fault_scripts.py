@@ -4,9 +4,9 @@ import json
 import signal
 import subprocess
 
+from lab.gpu.multinode_run import prepare
+from lab.gpu.tp_worker_kill import process_titled
 from tests.conftest import wait_until
-from tests.gpu.multinode_run import prepare
-from tests.gpu.tp_worker_kill import process_titled
 from tpserve.shapes import TINY_LLAMA
 
 
@@ -35,8 +35,8 @@ def test_each_pod_gets_its_model_folder_and_writable_folders(tmp_path):
 def test_the_watch_after_a_kill_records_when_the_server_and_the_load_test_are_gone(tmp_path):
     import time
 
+    from lab.gpu.tp_worker_kill import watch
     from tests.conftest import free_port
-    from tests.gpu.tp_worker_kill import watch
 
     server = subprocess.Popen(["sleep", "300"], start_new_session=True)
     load = subprocess.Popen(["true"])
@@ -53,8 +53,8 @@ def test_the_watch_after_a_kill_records_when_the_server_and_the_load_test_are_go
 def test_a_server_that_outlives_the_budget_is_called_hung(tmp_path):
     import time
 
+    from lab.gpu.tp_worker_kill import watch
     from tests.conftest import free_port
-    from tests.gpu.tp_worker_kill import watch
 
     server = subprocess.Popen(["sleep", "300"], start_new_session=True)
     load = subprocess.Popen(["true"])
@@ -70,7 +70,7 @@ def test_a_server_that_outlives_the_budget_is_called_hung(tmp_path):
 def test_a_new_pod_of_the_ready_session_gets_an_empty_home_at_the_same_path(tmp_path, monkeypatch):
     # vLLM 0.26 hashes VLLM_CONFIG_ROOT (under HOME) into its compile cache key: a HOME path per pod missed the cache
     # that a chart's pod, whose HOME path never changes, would hit (results/20261206-h100x1-ready).
-    from tests.gpu import ready_on_host
+    from lab.gpu import ready_on_host
 
     monkeypatch.setattr(ready_on_host, "WORK", tmp_path)
     session = ready_on_host.Session(tmp_path / "out", deadline=0, cpu=True)

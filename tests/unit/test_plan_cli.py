@@ -143,7 +143,7 @@ def test_plan_reports_the_measured_best_layouts_and_profiles_for_the_size_on_tho
 
 
 def test_the_measured_figures_plan_reports_are_the_committed_sessions_medians():
-    from benchmarks.tune_summary import FP8_PROFILE, load_runs, points, summarize
+    from lab.benchmarks.tune_summary import FP8_PROFILE, load_runs, points, summarize
     from tpserve.settings import MEASURED
 
     def table(folder: str) -> dict:

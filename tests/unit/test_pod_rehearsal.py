@@ -1,4 +1,4 @@
-"""The pieces of the GPU hardened-pod rehearsal (tests/gpu/pod_rehearsal.py) that run anywhere: the
+"""The pieces of the GPU hardened-pod rehearsal (lab/gpu/pod_rehearsal.py) that run anywhere: the
 seccomp wrapper standing in for RuntimeDefault, and the pod spec's translation into mounts and env."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO
 
-GPU = REPO / "tests" / "gpu"
+GPU = REPO / "lab" / "gpu"
 
 
 def load(name: str):

@@ -12,8 +12,8 @@ import socket
 import pytest
 from huggingface_hub import snapshot_download
 
+from lab.hubfake import fixture_files
 from tests.conftest import tpserve
-from tests.hubfake import fixture_files
 from tpserve import launch
 from tpserve.fetch import cache, prefilled
 from tpserve.fetch.errors import CacheDamagedError, CacheIncompleteError, ConfigError

@@ -1,4 +1,4 @@
-"""benchmarks/profile_summary.py ties each GPU kernel of a torch profiler trace to the engine step that launched it
+"""lab/benchmarks/profile_summary.py ties each GPU kernel of a torch profiler trace to the engine step that launched it
 and splits the steps' GPU time by kernel family. The trace here is written by hand in the format torch's profiler
 writes (Chrome trace events: CPU ranges, CUDA runtime launches and kernels joined by correlation ids); the script's
 reading of a real one from an H200 is in results/20261201-h200x1-tune (the trace itself is not in git)."""
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from benchmarks import profile_summary as ps
+from lab.benchmarks import profile_summary as ps
 
 ATTENTION = "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<...>>>"
 GEMM = "void cutlass::device_kernel<vllm::cutlass_3x_gemm_sm90_fp8<cutlass::float_e4m3_t, ...>>"

@@ -167,7 +167,7 @@ def test_the_reports_json_holds_the_facts_of_its_tables():
 
 def test_the_benchmarks_json_is_what_the_report_reads(tmp_path):
     out = tmp_path / "gpu-limits.json"
-    done = subprocess.run([sys.executable, "benchmarks/gpu_limits.py", "--cpu", "--iterations", "1", "--warmup",
+    done = subprocess.run([sys.executable, "lab/benchmarks/gpu_limits.py", "--cpu", "--iterations", "1", "--warmup",
                            "0", "--out", str(out)], cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     document = json.loads(out.read_text())
@@ -181,7 +181,7 @@ def test_a_file_that_is_not_the_benchmarks_json_is_refused_naming_the_fix(tmp_pa
     (tmp_path / "gpu-limits.json").write_text("{}")
     done = tpserve("report", str(DEFAULTS), "--gpu-limits", str(tmp_path / "gpu-limits.json"))
     assert done.returncode == 2
-    assert "gpu-limits.json is not a benchmarks/gpu_limits.py result (KeyError" in done.stderr
+    assert "gpu-limits.json is not a lab/benchmarks/gpu_limits.py result (KeyError" in done.stderr
     assert "pass the JSON that script writes with --out" in done.stderr
 
 

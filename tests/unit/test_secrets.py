@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from lab.hubfake import fixture_files
 from tests.conftest import run, tpserve
-from tests.hubfake import fixture_files
 
 TOKEN = "hf_PLANTEDtoken0123456789"
 API_KEY = "sk-planted-api-key"

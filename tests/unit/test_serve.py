@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
+from lab.hubfake import fixture_files
 from tests.conftest import tpserve
-from tests.hubfake import fixture_files
 from tpserve import launch
 from tpserve.fetch import cache
 from tpserve.fetch.errors import CacheError, CacheMismatchError, ConfigError

@@ -31,7 +31,7 @@ def shell_scripts() -> list[str]:
 
 
 def test_the_shell_scripts_found_include_ci_and_the_gpu_host_scripts():
-    assert {".ci/run", "tests/gpu/run_on_host.sh", "tests/gpu/host_env.sh"} <= set(shell_scripts())
+    assert {".ci/run", "lab/gpu/run_on_host.sh", "lab/gpu/host_env.sh"} <= set(shell_scripts())
 
 
 @NEEDS_SHELLCHECK

@@ -1,10 +1,10 @@
-"""benchmarks/startup_profile.py names what each process of a server's start spent its seconds on, from a py-spy
+"""lab/benchmarks/startup_profile.py names what each process of a server's start spent its seconds on, from a py-spy
 speedscope profile. The profile here is written by hand in py-spy's layout (shared frames, one sampled profile per
 thread, a process frame heading each stack); a real one from a GPU start is in results/."""
 
 import json
 
-from benchmarks import startup_profile as sp
+from lab.benchmarks import startup_profile as sp
 
 FRAMES = [
     {"name": 'process 10:"python -m vllm.entrypoints.openai.api_server"', "file": "", "line": 0},

@@ -1,13 +1,21 @@
-"""benchmarks/tune_summary.py groups a GPU tuning session's runs by the point each measured: a layout shared
+"""lab/benchmarks/tune_summary.py groups a GPU tuning session's runs by the point each measured: a layout shared
 by its replicas, or one replica alone (its share or the whole load), with the settings that replica served."""
 
 import json
 
 import pytest
 
-from benchmarks.tune_summary import baseline, instrument, load_runs, points, short, summarize, tune_cli_lines
-from tests.gpu.tune_on_host import Session, profiler_flags
-from tests.gpu.tune_phases import THROUGHPUT, Phase, kv_bytes_per_token, one_gpu_phases, phases
+from lab.benchmarks.tune_summary import (
+    baseline,
+    instrument,
+    load_runs,
+    points,
+    short,
+    summarize,
+    tune_cli_lines,
+)
+from lab.gpu.tune_on_host import Session, profiler_flags
+from lab.gpu.tune_phases import THROUGHPUT, Phase, kv_bytes_per_token, one_gpu_phases, phases
 
 FP8 = ["--dtype", "bfloat16", "--kv-cache-dtype", "fp8", "--quantization", "fp8"]  # the fp8 profile
 

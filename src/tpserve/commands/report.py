@@ -19,7 +19,7 @@ def report(
     ttft_budget_ms: Annotated[float | None, typer.Option(help="Latency budget: TTFT p50 at most this.")] = None,
     tpot_budget_ms: Annotated[float | None, typer.Option(help="Latency budget: TPOT p50 at most this.")] = None,
     gpu_limits: Annotated[list[Path] | None, typer.Option(
-        help="benchmarks/gpu_limits.py results to hold runs against, repeatable; gpu-limits.json files under "
+        help="lab/benchmarks/gpu_limits.py results to hold runs against, repeatable; gpu-limits.json files under "
              "the reported folders are read too.")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the report as JSON instead of markdown: workload, and rows, each with model, device, "

@@ -371,7 +371,7 @@ def _timed_lines(raw, timeout_s: float):
     """Lines of the raw HTTP body as they arrive, each with its arrival time.
 
     Reads with the socket response's ``readline`` rather than Locust's ``iter_lines``, which reads
-    1 KiB blocks and so can hold an event back until a block fills; ``benchmarks/client_headroom.py``
+    1 KiB blocks and so can hold an event back until a block fills; ``lab/benchmarks/client_headroom.py``
     measures what this reader adds to TTFT.
     """
     while True:
