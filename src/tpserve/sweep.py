@@ -3,7 +3,7 @@
 A layout is a tensor-parallel size and a number of replicas (independent servers, each on its own
 GPUs). Locally each replica is ``tpserve serve`` on its own devices — ``CUDA_VISIBLE_DEVICES`` on a GPU
 host, pinned CPU cores (``VLLM_CPU_OMP_THREADS_BIND``) without GPUs —; on Kubernetes it is the chart
-(:mod:`tpserve.kube`). The load is the same Locust file users run, one process per replica, and the
+(:mod:`tpserve.measure.kubernetes`). The load is the same Locust file users run, one process per replica, and the
 point's figures come from the merged raw records. A point that fails is recorded with its reason and
 the sweep goes on. The measuring itself is :mod:`tpserve.measure`'s, which ``tpserve tune`` shares.
 """
@@ -18,10 +18,7 @@ from pathlib import Path
 
 from tpserve.machine import describe_machine
 from tpserve.measure.points import Point
-from tpserve.measure.runner import Backend, Load, check_repeats, measure, measure_point
-
-# tests/gpu/ready_on_host.py, a GPU-run driver, still imports measure from here.
-__all__ = ["SweepResult", "measure", "run_sweep", "stamp"]
+from tpserve.measure.runner import Backend, Load, check_repeats, measure_point
 
 
 @dataclass

@@ -230,7 +230,7 @@ def write_summary(path: Path, result: TuneResult, *, model: str, load: Load, bud
                   how: Callable[[Point], tuple[str, str]]) -> Path:
     """``tune.json``: the search, every candidate and its runs, the winner and its ratio to vLLM's defaults.
 
-    HOW gives the winner's key and command: :func:`serving` locally, :func:`tpserve.kube.deploying` on Kubernetes.
+    HOW gives the winner's key and command: :func:`serving` locally, :func:`tpserve.measure.kubernetes.deploying` on Kubernetes.
     """
     settings_axes = with_defaults(settings_axes)
     winner, defaults = result.winner, result.defaults

@@ -79,7 +79,7 @@ def served_name_for(on: str, model: str, served_model_name: str, values, sets) -
     if served_model_name:
         return served_model_name
     if on == "kubernetes":
-        from tpserve.kube import served_name
+        from tpserve.measure.kubernetes import served_name
 
         return served_name(model, values or [], sets or [])
     return Path(model).name
@@ -115,8 +115,8 @@ def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Pa
         base, cache_dir = local_serve_config(model, name, serve_args)
         return local_backend(base, cache_dir, base_port=base_port, logs=logs, vllm_args=vllm_args,
                              health_timeout_s=health_timeout)
-    from tpserve.kube import check_axes, kubernetes_backend
-    from tpserve.kubeload import InClusterLoad
+    from tpserve.measure.incluster import InClusterLoad
+    from tpserve.measure.kubernetes import check_axes, kubernetes_backend
 
     if serve_args:
         raise typer.BadParameter("tpserve serve arguments are for local servers: on Kubernetes the chart's values "

@@ -119,7 +119,7 @@ def tune(
                           vllm_args=fixed_vllm_args, release=release, chart=chart, namespace=namespace,
                           values=values or [], sets=set_ or [], load_in_cluster=load_in_cluster)
     if on == "kubernetes":
-        from tpserve.kube import deploying
+        from tpserve.measure.kubernetes import deploying
 
         how = deploying(release, chart, namespace, values or [], set_ or [])
     else:

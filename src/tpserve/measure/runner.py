@@ -83,7 +83,7 @@ class Servers:
 
     urls: list[str]
     layout: Layout
-    # How a run is measured: the Locust file on this host, or (tpserve.kube, --load-in-cluster) Jobs.
+    # How a run is measured: the Locust file on this host, or (tpserve.measure.kubernetes, --load-in-cluster) Jobs.
     measure: Callable[[Sequence[str], str, Load, Path, int], RunRecord] = measure
 
 
