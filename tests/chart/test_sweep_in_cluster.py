@@ -18,6 +18,7 @@ from tests.chart.conftest import CHART
 from tests.conftest import REPO
 from tpserve.fetch.errors import LoadTestError
 from tpserve.measure import incluster
+from tpserve.measure.campaign import Campaign
 from tpserve.measure.incluster import Apis, InClusterLoad
 from tpserve.measure.kubernetes import kubernetes_backend
 from tpserve.measure.points import Point
@@ -209,8 +210,8 @@ def test_the_sweep_measures_each_run_in_the_cluster_with_the_layouts_values_and_
                                        "model.hiddenSize=4096"],
                                  in_cluster=InClusterLoad.of(Load(num_requests=12, concurrency=6), 3),
                                  apps_api=apps, load_apis=apis, run=run)
-    result = run_sweep([Point(2)], backend, name="7b", model="meta-llama/Llama-2-7b-chat-hf", load=Load(),
-                       repeats=2, out=tmp_path, progress=lambda text, done: None)
+    result = run_sweep(Campaign("meta-llama/Llama-2-7b-chat-hf", "7b", (Point(2),), (), Load(), backend, tmp_path,
+                                repeats=2, progress=lambda text, done: None))
     assert result.failures == [] and [path.name for path in result.runs] == ["7b-tp2x1-run1.json", "7b-tp2x1-run2.json"]
     templates = [argv for argv in argvs if argv[1] == "template"]
     assert "loadtest.run=tp2x1-1" in templates[0] and "loadtest.workers=3" in templates[0]

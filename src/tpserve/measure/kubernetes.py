@@ -27,7 +27,7 @@ from tpserve.launch import FUSION_OFF, flags_of
 from tpserve.measure import incluster
 from tpserve.measure.incluster import InClusterLoad
 from tpserve.measure.points import Point
-from tpserve.measure.runner import Backend, Servers
+from tpserve.measure.runner import Backend, Servers, Serving
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import Layout, RunRecord
 
@@ -179,9 +179,9 @@ def deploy_line(release: str, chart: Path, namespace: str, point: Point, values:
 
 
 def deploying(release: str, chart: Path, namespace: str, values: Sequence[Path] = (),
-              sets: Sequence[str] = ()) -> Callable[[Point], tuple[str, str]]:
+              sets: Sequence[str] = ()) -> Serving:
     """How a Kubernetes search's winner is served: ``("deploy", its helm command)`` (:func:`deploy_line`), the
-    twin of :func:`tpserve.tune.serving`."""
+    twin of :func:`tpserve.measure.local.serving`."""
     return lambda point: ("deploy", deploy_line(release, chart, namespace, point, values, sets))
 
 

@@ -88,6 +88,9 @@ class Servers:
 
 
 Backend = Callable[[Point], AbstractContextManager[Servers]]
+# How a measured point is served for good, beside its backend: ("serve", its tpserve serve line) locally
+# (tpserve.measure.local.serving), ("deploy", its helm line) on Kubernetes (tpserve.measure.kubernetes.deploying).
+Serving = Callable[[Point], tuple[str, str]]
 
 
 def check_repeats(repeats: int) -> None:
