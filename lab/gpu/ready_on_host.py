@@ -417,8 +417,8 @@ def start_server(session: Session, start: Start):
 
 def load_run(session: Session, name: str, server, model: str, workload: str) -> None:
     """One load-test run of the named WORKLOAD (tpserve.presets; small on CPU) against SERVER."""
+    from tpserve.measure.runner import measure
     from tpserve.presets import workload_preset as preset
-    from tpserve.sweep import measure
     from tpserve.workload import runrecord
 
     small = {"num_requests": 8, "concurrency": 4, "max_tokens": 16, "random_input_len": 64} if session.cpu else {}

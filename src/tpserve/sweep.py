@@ -3,25 +3,22 @@
 A layout is a tensor-parallel size and a number of replicas (independent servers, each on its own
 GPUs). Locally each replica is ``tpserve serve`` on its own devices — ``CUDA_VISIBLE_DEVICES`` on a GPU
 host, pinned CPU cores (``VLLM_CPU_OMP_THREADS_BIND``) without GPUs —; on Kubernetes it is the chart
-(:mod:`tpserve.kube`). The load is the same Locust file users run, one process per replica, and the
+(:mod:`tpserve.measure.kubernetes`). The load is the same Locust file users run, one process per replica, and the
 point's figures come from the merged raw records. A point that fails is recorded with its reason and
-the sweep goes on. The measuring itself is :mod:`tpserve.measure`'s, which ``tpserve tune`` shares.
+the sweep goes on. The sweep is the grid strategy over a :class:`tpserve.measure.campaign.Campaign`, as
+``tpserve tune`` is the search strategy over one.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from tpserve.machine import describe_machine
-from tpserve.measure.points import Point
-from tpserve.measure.runner import Backend, Load, check_repeats, measure, measure_point
+from tpserve.measure.campaign import Campaign
+from tpserve.measure.points import Point, cross_with_settings
 
-# lab/gpu/ready_on_host.py, a GPU-run driver, still imports measure from here.
-__all__ = ["SweepResult", "measure", "run_sweep", "stamp"]
+FAILURES_FILE = "failures.json"
 
 
 @dataclass
@@ -30,29 +27,29 @@ class SweepResult:
     failures: list[dict] = field(default_factory=list)
 
 
+def sweep_points(campaign: Campaign) -> list[Point]:
+    """The grid: every layout of CAMPAIGN × every combination of its settings axes, layouts slowest."""
+    return cross_with_settings(campaign.layouts, campaign.settings_axes)
 
-def run_sweep(points: Sequence[Point], backend: Backend, *, name: str, model: str, load: Load, repeats: int,
-              out: Path, progress: Callable[[str, int], None] = lambda text, done: print(text),
-              resume: bool = False) -> SweepResult:
-    """Measure every point REPEATS times; write one JSON per run, and failures.json for the points that failed.
 
-    PROGRESS gets a line to show and how many of the len(points) × repeats runs it completes. With RESUME,
-    a point whose runs are all in OUT already is not measured again (:func:`tpserve.measure.runner.recorded_runs`).
+def run_sweep(campaign: Campaign) -> SweepResult:
+    """Measure every point of CAMPAIGN's grid; write one JSON per run, and failures.json for the points that
+    failed. With the campaign's resume, a point whose runs are all in its folder already is not measured
+    again (:func:`tpserve.measure.runner.recorded_runs`).
     """
-    check_repeats(repeats)
-    out.mkdir(parents=True, exist_ok=True)
-    machine = describe_machine()
+    campaign.out.mkdir(parents=True, exist_ok=True)
     result = SweepResult()
-    for point in points:
-        measured = measure_point(point, backend, name=name, model=model, load=load, repeats=repeats, out=out,
-                                 machine=machine, progress=progress, resume=resume)
+    for point in sweep_points(campaign):
+        measured = campaign.measure(point)
         result.runs += measured.runs
         if measured.failure:
             result.failures.append(measured.failure)
-    (out / "failures.json").write_text(json.dumps(result.failures, indent=2) + "\n")
+    (campaign.out / FAILURES_FILE).write_text(json.dumps(result.failures, indent=2) + "\n")
     return result
 
 
-
-def stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+def summary(campaign: Campaign, result: SweepResult) -> dict:
+    """What ``tpserve sweep --json`` prints: the results folder, every run's file, and the failed points as
+    failures.json holds them."""
+    return {"out": str(campaign.out), "runs": [str(path) for path in result.runs],
+            "failures_file": str(campaign.out / FAILURES_FILE), "failures": result.failures}

@@ -21,27 +21,24 @@ at least once before dropping any, i.e. at least as many starts as the grid.
 ``default`` is added to an axis that lacks it, so vLLM's defaults are always a candidate. ``max_runs``
 caps the runs; the search stops before a candidate that would pass it. Interrupted (Ctrl-C, SIGTERM), it
 stops the candidate's servers and returns what it measured, so that ``tune.json`` is still written.
-Every run is a run record (:func:`tpserve.measure.runner.measure_point`, the sweep's own machinery);
+The search is a strategy over a :class:`tpserve.measure.campaign.Campaign`, as the sweep's grid is: every
+run is a run record (:meth:`tpserve.measure.campaign.Campaign.measure`, the sweep's own machinery);
 ``tune.json`` holds every candidate, its runs, why it was dropped, and the winner as a ``tpserve serve``
-command line.
+command line (the campaign's ``serving``).
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tpserve import axes
-from tpserve.commandlines import serve_command
 from tpserve.fetch.errors import ConfigError
-from tpserve.machine import describe_machine
-from tpserve.measure.local import exact_settings
+from tpserve.measure.campaign import Campaign
 from tpserve.measure.points import Point
-from tpserve.measure.runner import Backend, Load, check_repeats, measure_point
 
 TUNE_FILE = "tune.json"
 
@@ -119,27 +116,25 @@ def with_defaults(settings_axes: Sequence[axes.Axis]) -> list[axes.Axis]:
             for axis in settings_axes]
 
 
-def search_size(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis]) -> int:
-    """The most candidates a search measures: every layout, then every other value of each axis."""
-    return len(layouts) + sum(len(axis.values) - 1 for axis in settings_axes)
+def search_size(campaign: Campaign) -> int:
+    """The most candidates a search of CAMPAIGN measures: every layout, then every other value of each axis
+    (``default`` included)."""
+    return len(campaign.layouts) + sum(len(axis.values) - 1 for axis in with_defaults(campaign.settings_axes))
 
 
-def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: Backend, *, name: str, model: str,
-         load: Load, budget: Budget, repeats: int = 1, max_runs: int | None = None, out: Path,
-         progress: Callable[[str, int], None] = lambda text, done: print(text), resume: bool = False) -> TuneResult:
-    """Search LAYOUTS × SETTINGS_AXES (see the module) and write every run and ``tune.json`` under OUT.
+def tune(campaign: Campaign, budget: Budget, *, max_runs: int | None = None) -> TuneResult:
+    """Search CAMPAIGN's layouts × settings axes (see the module), every run recorded in its folder.
 
-    With RESUME, a candidate whose runs are all in OUT already is read from them, not started again; the
-    search takes the same path, since it depends only on the candidates' figures."""
-    check_repeats(repeats)
+    With the campaign's resume, a candidate whose runs are all in its folder already is read from them, not
+    started again; the search takes the same path, since it depends only on the candidates' figures."""
+    layouts, settings_axes, repeats = campaign.layouts, campaign.settings_axes, campaign.repeats
     if not settings_axes:
         raise ConfigError("tune needs at least one setting to try: add --vllm KEY=V1,V2 (e.g. max-num-seqs=256,512)")
     if max_runs is not None and max_runs < repeats:
         raise ConfigError(f"--budget-runs must be at least --repeats ({repeats}) so that one candidate can be "
                           f"measured, got {max_runs}")
     settings_axes = with_defaults(settings_axes)
-    out.mkdir(parents=True, exist_ok=True)
-    machine = describe_machine()
+    campaign.out.mkdir(parents=True, exist_ok=True)
     start = tuple((axis.key, axes.DEFAULT) for axis in settings_axes)
     seen: dict[Point, Candidate] = {}
     state = {"runs": 0, "starts": 0, "stopped": "", "interrupted": None}
@@ -154,8 +149,7 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
             candidate.reason = state["stopped"]
             return None
         try:
-            result = measure_point(point, backend, name=name, model=model, load=load, repeats=repeats, out=out,
-                                   machine=machine, progress=progress, context={"tune_phase": phase}, resume=resume)
+            result = campaign.measure(point, context={"tune_phase": phase})
         except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C or SIGTERM: the backend stopped the servers
             state["starts"] += 1
             state["stopped"] = candidate.reason = f"interrupted while measuring {point.label}"
@@ -213,36 +207,26 @@ def tune(layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], backend: 
                       state["interrupted"])
 
 
-def serve_line(model: str, point: Point, serve_args: Sequence[str] = ()) -> str:
-    """The ``tpserve serve`` command that serves POINT's settings (one replica of it), as it was measured."""
-    point_serve, point_vllm = axes.command_args(point.settings, exact_settings(serve_args))
-    argv = serve_command(model, tensor_parallel_size=point.tensor, serve_args=point_serve, vllm_args=point_vllm)
-    return shlex.join(["tpserve", *argv[argv.index("serve"):]])
+def summary(campaign: Campaign, result: TuneResult, budget: Budget, max_runs: int | None) -> dict:
+    """What ``tune.json`` holds (and ``tpserve tune --json`` prints): the search, every candidate and its runs,
+    the winner and its ratio to vLLM's defaults.
 
-
-def serving(model: str, serve_args: Sequence[str] = ()) -> Callable[[Point], tuple[str, str]]:
-    """How a local search's winner is served: ``("serve", its tpserve serve command)`` (:func:`serve_line`)."""
-    return lambda point: ("serve", serve_line(model, point, serve_args))
-
-
-def write_summary(path: Path, result: TuneResult, *, model: str, load: Load, budget: Budget,
-                  layouts: Sequence[Point], settings_axes: Sequence[axes.Axis], repeats: int, max_runs: int | None,
-                  how: Callable[[Point], tuple[str, str]]) -> Path:
-    """``tune.json``: the search, every candidate and its runs, the winner and its ratio to vLLM's defaults.
-
-    HOW gives the winner's key and command: :func:`serving` locally, :func:`tpserve.kube.deploying` on Kubernetes.
+    The winner's key and command are the campaign's ``serving``: ``serve`` and its ``tpserve serve`` line
+    locally (:func:`tpserve.measure.local.serving`), ``deploy`` and its helm line on Kubernetes
+    (:func:`tpserve.measure.kubernetes.deploying`).
     """
-    settings_axes = with_defaults(settings_axes)
+    settings_axes = with_defaults(campaign.settings_axes)
     winner, defaults = result.winner, result.defaults
-    grid = len(layouts) * len(axes.grid(settings_axes))
-    document = {
+    grid = len(campaign.layouts) * len(axes.grid(settings_axes))
+    workload = asdict(campaign.load)
+    return {
         "method": "coordinate search (layouts, then one axis at a time; docs/tuning.md)",
-        "model": model,
-        "workload": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(load).items()},
+        "model": campaign.model,
+        "workload": {key: str(value) if isinstance(value, Path) else value for key, value in workload.items()},
         "budget": asdict(budget),
-        "layouts": [point.label for point in layouts],
+        "layouts": [point.label for point in campaign.layouts],
         "axes": {axis.key: list(axis.values) for axis in settings_axes},
-        "repeats": repeats,
+        "repeats": campaign.repeats,
         "max_runs": max_runs,
         "server_starts": result.server_starts,
         "runs": result.runs,
@@ -252,11 +236,16 @@ def write_summary(path: Path, result: TuneResult, *, model: str, load: Load, bud
         "winner": None if winner is None else {
             **winner.point.describe(), "output_tok_s_per_gpu": winner.tok_s_per_gpu,
             "median_ttft_ms": winner.median_ttft_ms, "median_tpot_ms": winner.median_tpot_ms,
-            **dict([how(winner.point)])},
+            **dict([campaign.serving(winner.point)] if campaign.serving else [])},
         "defaults": None if defaults is None else {"label": defaults.point.label, "status": defaults.status,
                                                    "output_tok_s_per_gpu": defaults.tok_s_per_gpu},
         "ratio_to_defaults": result.ratio_to_defaults,
     }
+
+
+def write_summary(campaign: Campaign, document: dict) -> Path:
+    """Write DOCUMENT (:func:`summary`) as ``tune.json`` in the campaign's folder."""
+    path = campaign.out / TUNE_FILE
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
 

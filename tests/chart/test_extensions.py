@@ -1,7 +1,7 @@
 """Issue 11's extension points: name overrides, extra volumes and mounts, securityContext overrides.
 
 Each is something users of any chart expect to set, and each keeps the chart's guarantees: every name and
-reference follows vllm.fullname (and tpserve.kube.fullname agrees with it), extra volumes never shadow the
+reference follows vllm.fullname (and tpserve.measure.kubernetes.fullname agrees with it), extra volumes never shadow the
 chart's own, and overridden security contexts are still checked by vllm.validateValues.
 """
 
@@ -12,7 +12,7 @@ import yaml
 
 from tests.chart.conftest import CHART, container, init_container, mounts_of, pod_spec, volumes_of
 from tests.chart.test_validation import problems
-from tpserve.kube import fullname, name_overrides
+from tpserve.measure.kubernetes import fullname, name_overrides
 
 ENABLE_ALL = ("--set", "podDisruptionBudget.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
               "--set", "replicaCount=2", "--set", "cache.accessMode=ReadWriteMany")

@@ -18,7 +18,7 @@ import yaml
 
 from tests.chart.conftest import CHART
 from tests.chart.test_validation import problems
-from tpserve.kube import fullname, name_overrides
+from tpserve.measure.kubernetes import fullname, name_overrides
 
 HELM_RELEASE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")

@@ -16,10 +16,11 @@ from kubernetes import client
 
 from tests.chart.conftest import CHART
 from tests.conftest import REPO
-from tpserve import kubeload
 from tpserve.fetch.errors import LoadTestError
-from tpserve.kube import kubernetes_backend
-from tpserve.kubeload import Apis, InClusterLoad
+from tpserve.measure import incluster
+from tpserve.measure.campaign import Campaign
+from tpserve.measure.incluster import Apis, InClusterLoad
+from tpserve.measure.kubernetes import kubernetes_backend
 from tpserve.measure.points import Point
 from tpserve.measure.runner import Load
 from tpserve.sweep import run_sweep
@@ -116,7 +117,7 @@ def rendered(helm, *sets: str) -> list[dict]:
     argv = ["helm", "template", "sweep7b", str(CHART), "--namespace", "bench"]
     for item in [*sets, *LOAD.sets("tp1x1-1", 7)]:
         argv += ["--set", item]
-    return kubeload.render(argv, helm)
+    return incluster.render(argv, helm)
 
 
 def no_wait(ticks=range(100000)):
@@ -133,7 +134,7 @@ def test_the_run_creates_the_charts_objects_waits_for_the_master_reads_its_recor
     fake, apis, _ = cluster
     fake.job_states = [{"active": 1}, {"active": 1}, COMPLETE]
     fake.log = f"[2026-11-30] master: ready\n{results_line(RECORD)}\n[2026-11-30] shutting down\n"
-    record = kubeload.run_in_cluster(rendered(helm), "bench", apis, timeout_s=60, **no_wait())
+    record = incluster.run_in_cluster(rendered(helm), "bench", apis, timeout_s=60, **no_wait())
     assert record == RECORD
     name = "sweep7b-vllm-loadtest-tp1x1-1"
     created = [call for call in fake.calls if call[0] == "POST"]
@@ -169,7 +170,7 @@ def test_a_failed_master_without_a_record_is_an_error_with_its_last_log_line_and
             "bench/sweep7b-vllm-loadtest-tp1x1-1-master-x7k2p holds no results record: the load test prints one "
             "when it ends with --print-results (TPSERVE_PRINT_RESULTS=true); did the run finish? — its last line: "
             "[2026-11-30] tpserve: the server lists ['other'], not 'meta-llama/Llama-2-70b-chat-hf'")):
-        kubeload.run_in_cluster(rendered(helm, "networkPolicy.enabled=false"), "bench", apis, timeout_s=60,
+        incluster.run_in_cluster(rendered(helm, "networkPolicy.enabled=false"), "bench", apis, timeout_s=60,
                                 **no_wait())
     assert len([call for call in fake.calls if call[0] == "DELETE"]) == 3
 
@@ -179,7 +180,7 @@ def test_a_master_that_never_ends_times_out_naming_the_job(cluster, helm):
     fake.job_states = [{"active": 1}]
     with pytest.raises(LoadTestError, match="the load-test Job bench/sweep7b-vllm-loadtest-tp1x1-1-master had not "
                                             "ended after 60 s; see kubectl -n bench describe job"):
-        kubeload.run_in_cluster(rendered(helm), "bench", apis, timeout_s=60, **no_wait(range(0, 1000, 30)))
+        incluster.run_in_cluster(rendered(helm), "bench", apis, timeout_s=60, **no_wait(range(0, 1000, 30)))
     assert len([call for call in fake.calls if call[0] == "DELETE"]) == 4
 
 
@@ -187,7 +188,7 @@ def test_a_failed_run_that_printed_its_record_is_returned_with_its_problems(clus
     fake, apis, _ = cluster
     fake.job_states = [FAILED]
     fake.log = results_line(RECORD) + "\n"
-    assert kubeload.run_in_cluster(rendered(helm), "bench", apis, timeout_s=60, **no_wait()) == RECORD
+    assert incluster.run_in_cluster(rendered(helm), "bench", apis, timeout_s=60, **no_wait()) == RECORD
 
 
 def test_the_sweep_measures_each_run_in_the_cluster_with_the_layouts_values_and_records_the_layout(
@@ -209,8 +210,8 @@ def test_the_sweep_measures_each_run_in_the_cluster_with_the_layouts_values_and_
                                        "model.hiddenSize=4096"],
                                  in_cluster=InClusterLoad.of(Load(num_requests=12, concurrency=6), 3),
                                  apps_api=apps, load_apis=apis, run=run)
-    result = run_sweep([Point(2)], backend, name="7b", model="meta-llama/Llama-2-7b-chat-hf", load=Load(),
-                       repeats=2, out=tmp_path, progress=lambda text, done: None)
+    result = run_sweep(Campaign("meta-llama/Llama-2-7b-chat-hf", "7b", (Point(2),), (), Load(), backend, tmp_path,
+                                repeats=2, progress=lambda text, done: None))
     assert result.failures == [] and [path.name for path in result.runs] == ["7b-tp2x1-run1.json", "7b-tp2x1-run2.json"]
     templates = [argv for argv in argvs if argv[1] == "template"]
     assert "loadtest.run=tp2x1-1" in templates[0] and "loadtest.workers=3" in templates[0]

@@ -12,7 +12,7 @@ from kubernetes import client
 
 from tests.chart.conftest import CHART, container
 from tpserve.fetch.errors import ConfigError, ServerNotHealthyError
-from tpserve.kube import fullname, helm_argv, kubernetes_backend, wait_rolled_out
+from tpserve.measure.kubernetes import fullname, helm_argv, kubernetes_backend, wait_rolled_out
 from tpserve.measure.points import Point
 
 
@@ -96,7 +96,7 @@ def test_a_cudagraph_mode_is_the_one_compilation_config_holding_the_charts_fusio
 
 
 def test_a_run_records_the_points_settings_as_its_layouts_vllm_flags():
-    from tpserve.kube import point_flags
+    from tpserve.measure.kubernetes import point_flags
 
     assert point_flags(Point(1, 1, SETTINGS)) == {
         "--max-num-seqs": "512", "--kv-cache-dtype": "fp8", "--no-async-scheduling": True,
@@ -121,7 +121,7 @@ def test_a_run_records_the_points_settings_as_its_layouts_vllm_flags():
 def test_an_axis_the_chart_values_already_set_is_refused_before_any_release(tmp_path, values_text, sets, axis,
                                                                             message):
     from tpserve.axes import parse_axes
-    from tpserve.kube import check_axes
+    from tpserve.measure.kubernetes import check_axes
 
     values = tmp_path / "v.yaml"
     values.write_text(values_text)
@@ -190,21 +190,20 @@ def test_sweep_and_tune_on_kubernetes_outside_a_checkout_say_to_pass_the_chart(t
 
 
 def test_the_tune_winner_on_kubernetes_is_the_helm_command_that_deploys_it(tmp_path):
-    from tests.unit.fakebackend import FakeBackend
+    from tests.unit.fakebackend import FakeBackend, fake_campaign
     from tests.unit.test_tune import AXES, BUDGET, search
     from tests.unit.test_tune import figures as tune_figures
-    from tpserve.kube import deploying
-    from tpserve.measure.runner import Load
-    from tpserve.tune import write_summary
+    from tpserve.measure.kubernetes import deploying
+    from tpserve.tune import summary as tune_summary
 
-    result = search(tmp_path, FakeBackend(tune_figures))
+    backend = FakeBackend(tune_figures)
+    result = search(tmp_path, backend)
     values = tmp_path / "7b.yaml"
     values.write_text("gpu:\n  memoryGiB: 140.4\n")
-    how = deploying("llama7b", CHART, "bench", [values], SEVEN_B)
+    campaign = fake_campaign(tmp_path, backend, layouts=[Point(1), Point(2)], settings_axes=AXES,
+                             serving=deploying("llama7b", CHART, "bench", [values], SEVEN_B))
 
-    summary = json.loads(write_summary(tmp_path / "tune.json", result, model="m", load=Load(),
-                                       budget=BUDGET, layouts=[Point(1), Point(2)], settings_axes=AXES,
-                                       repeats=1, max_runs=None, how=how).read_text())
+    summary = tune_summary(campaign, result, BUDGET, None)
     winner = summary["winner"]
     assert "serve" not in winner
     assert winner["deploy"] == (

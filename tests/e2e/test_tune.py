@@ -1,6 +1,7 @@
 """``tpserve tune`` end to end on the real vLLM server (CPU): two candidates, the chat preset with a small file."""
 
 import json
+import shlex
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from tests.conftest import REPO, tpserve
 from tests.e2e.conftest import CACHE
+from tpserve.commands.serve import serve_config
 from tpserve.server import cpu_env
 
 CONVERSATIONS = [
@@ -30,9 +32,11 @@ def test_tune_measures_vllms_defaults_beside_a_setting_and_names_the_winner(tiny
                    "--vllm", "max-num-seqs=default,4", "--workload", "chat", "--prompt-file", str(chat),
                    "--concurrency", "3", "--max-ttft-ms", "120000", "--max-tpot-ms", "60000", "--dummy-weights",
                    "--serve-arg=--max-model-len=1024", "--base-port", str(port), "--health-timeout", "900",
-                   "--out", str(out), env=cpu_env(CACHE), timeout=2400)
+                   "--out", str(out), "--json", env=cpu_env(CACHE), timeout=2400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((out / "tune.json").read_text())
+    summary = json.loads(done.stdout)
+    assert (summary.pop("out"), summary.pop("file")) == (str(out), str(out / "tune.json"))
+    assert summary == json.loads((out / "tune.json").read_text())
     assert (summary["server_starts"], summary["runs"], summary["grid_server_starts"]) == (2, 2, 2)
     assert [(c["label"], c["phase"], c["runs"]) for c in summary["candidates"]] == [
         ("tp1x1", "layouts", ["tiny-tp1x1-run1.json"]),
@@ -41,8 +45,11 @@ def test_tune_measures_vllms_defaults_beside_a_setting_and_names_the_winner(tiny
     winner = summary["winner"]
     assert winner["label"] in ("tp1x1", "tp1x1-max-num-seqs=4") and summary["defaults"]["label"] == "tp1x1"
     assert summary["ratio_to_defaults"] == winner["output_tok_s_per_gpu"] / summary["defaults"]["output_tok_s_per_gpu"]
-    assert winner["serve"].startswith(f"tpserve serve --model {tiny_model} -tp 1 --settings vllm --max-model-len=1024")
-    assert done.stderr.strip().splitlines()[-1].startswith(f"winner: {winner['label']}, ")
+    serve = shlex.split(winner["serve"])
+    config, _ = serve_config(serve[2:])
+    assert serve[:2] == ["tpserve", "serve"] and "dummy" not in winner["serve"]
+    assert (config.model, config.tensor_parallel_size, config.max_model_len, config.settings) == (
+        str(tiny_model), 1, 1024, "vllm")
 
     defaults, four = (json.loads((out / name).read_text()) for name in
                       ("tiny-tp1x1-run1.json", "tiny-tp1x1-max-num-seqs=4-run1.json"))

@@ -8,16 +8,19 @@ then :func:`tpserve.measure.local.replica_config`), and its layout is made from 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 
+from tpserve.axes import Axis
 from tpserve.commandlines import served_layout
 from tpserve.commands._measuring import local_serve_config
 from tpserve.fetch.errors import ServerNotHealthyError
-from tpserve.measure.local import replica_config
-from tpserve.measure.points import Point
-from tpserve.measure.runner import Servers
+from tpserve.measure.campaign import Campaign
+from tpserve.measure.local import replica_config, serving
+from tpserve.measure.points import Point, parse_grid
+from tpserve.measure.runner import Load, Servers
 from tpserve.workload.metrics import Metrics
 from tpserve.workload.requesttypes import RunPlan
 from tpserve.workload.runrecord import Provenance, RunRecord, TokenCheck
@@ -63,3 +66,12 @@ class FakeBackend:
             return record(*self.figures(point))
 
         yield Servers(["http://fake"], served_layout(config, cache_dir, "fake device", replicas=point.replicas), measure)
+
+
+def fake_campaign(out: Path, backend: FakeBackend, *, layouts: str | Sequence[Point] = "1",
+                  settings_axes: Sequence[Axis] = (), name: str = "tiny", **options) -> Campaign:
+    """A campaign of /models/tiny served as NAME over BACKEND, recorded in OUT, with no progress shown; a
+    local search's winner is served as the backend's own servers are (:func:`tpserve.measure.local.serving`)."""
+    options.setdefault("serving", serving(*local_serve_config("/models/tiny", name, list(backend.serve_args))))
+    return Campaign("/models/tiny", name, tuple(parse_grid(layouts) if isinstance(layouts, str) else layouts),
+                    tuple(settings_axes), Load(), backend, out, progress=lambda text, done: None, **options)

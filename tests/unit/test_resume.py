@@ -2,10 +2,8 @@
 folder is not measured again; one with a run missing or unreadable is."""
 
 from tests.conftest import tpserve
-from tests.unit.fakebackend import FakeBackend
+from tests.unit.fakebackend import FakeBackend, fake_campaign
 from tpserve.axes import parse_axes
-from tpserve.measure.points import parse_grid
-from tpserve.measure.runner import Load
 from tpserve.sweep import run_sweep
 from tpserve.tune import Budget, tune
 
@@ -15,8 +13,7 @@ def figures(point):
 
 
 def sweep(out, backend, resume):
-    return run_sweep(parse_grid("1,2,4"), backend, name="org/tiny", model="tiny", load=Load(), repeats=2, out=out,
-                     progress=lambda text, done: None, resume=resume)
+    return run_sweep(fake_campaign(out, backend, layouts="1,2,4", name="org/tiny", repeats=2, resume=resume))
 
 
 def test_a_resumed_sweep_measures_only_the_points_without_every_run_recorded(tmp_path):
@@ -47,8 +44,8 @@ def test_without_resume_every_point_is_measured_again(tmp_path):
 
 def test_a_resumed_search_starts_no_server_for_a_candidate_already_recorded(tmp_path):
     def search(backend, resume):
-        return tune(parse_grid("1,2"), parse_axes(["max-num-seqs=4,8"]), backend, name="tiny", model="tiny",
-                    load=Load(), budget=Budget(), out=tmp_path, progress=lambda text, done: None, resume=resume)
+        return tune(fake_campaign(tmp_path, backend, layouts="1,2", settings_axes=parse_axes(["max-num-seqs=4,8"]),
+                                  resume=resume), Budget())
 
     def by_label(point):
         return 100.0 + 10 * len(point.label), 50.0, 5.0

@@ -2,17 +2,19 @@
 
 import json
 import re
+import shlex
+from dataclasses import replace
 
 import pytest
 
-from tests.unit.fakebackend import FakeBackend
+from tests.unit.fakebackend import FakeBackend, fake_campaign
 from tpserve.axes import command_args, parse_axes
 from tpserve.commandlines import serve_command_of
 from tpserve.commands._measuring import local_serve_config
+from tpserve.commands.serve import serve_config
 from tpserve.fetch.errors import ConfigError
-from tpserve.measure.local import replica_config
+from tpserve.measure.local import point_config, replica_config, serve_line
 from tpserve.measure.points import Point, cross_with_settings, parse_grid
-from tpserve.measure.runner import Load
 from tpserve.report import load_runs, markdown, rows
 from tpserve.sweep import run_sweep
 
@@ -51,6 +53,15 @@ def test_every_server_measures_vllms_defaults_plus_its_settings_unless_a_profile
     assert default[default.index("--settings") + 1] == "vllm" and default[-2:] == ["--", "--max-num-seqs=512"]
     chosen = serve_command_of(replica_config(local_serve_config("/m", "m", ["--settings=tuned"])[0], point, 8100))
     assert chosen[chosen.index("--settings") + 1] == "tuned" and "vllm" not in chosen[chosen.index("serve"):]
+
+
+def test_a_search_winners_serve_line_reads_back_as_the_configuration_its_point_was_measured_with():
+    base, cache_dir = local_serve_config("/models/tiny", "tiny", ["--no-allreduce-fusion", "--max-model-len=1024"])
+    point = Point(2, 1, (("max-num-seqs", "4"), ("cudagraph-mode", "PIECEWISE"), ("gpu-memory-utilization", "0.8")))
+    argv = shlex.split(serve_line(base, point, cache_dir))
+    assert argv[:2] == ["tpserve", "serve"]
+    assert serve_config(argv[2:]) == (point_config(base, point), cache_dir)
+    assert point_config(base, point) == replace(replica_config(base, point, 8100), host=base.host, port=base.port)
 
 
 def test_a_cudagraph_mode_with_the_fusion_off_is_one_compilation_config_holding_both():
@@ -102,12 +113,10 @@ def test_an_axis_that_cannot_be_measured_is_refused_in_one_line_before_any_serve
 
 def test_settings_land_in_every_run_records_vllm_flags_and_failed_points_are_recorded(tmp_path):
     axes = parse_axes(["max-num-seqs=default,4", "cudagraph-mode=default,PIECEWISE"])
-    points = cross_with_settings(parse_grid("1"), axes)
     backend = FakeBackend(lambda p: (100.0 + 10 * len(p.label), 50.0, 5.0),
                           failing={"tp1x1-max-num-seqs=4-cudagraph-mode=PIECEWISE": "the server exited with status 1"},
                           serve_args=("--no-allreduce-fusion",))
-    result = run_sweep(points, backend, name="tiny", model="tiny", load=Load(), repeats=2, out=tmp_path,
-                       progress=lambda text, done: None)
+    result = run_sweep(fake_campaign(tmp_path, backend, settings_axes=axes, repeats=2))
     assert backend.started == ["tp1x1", "tp1x1-cudagraph-mode=PIECEWISE", "tp1x1-max-num-seqs=4",
                                "tp1x1-max-num-seqs=4-cudagraph-mode=PIECEWISE"]
     assert [p.name for p in result.runs] == [
@@ -131,9 +140,8 @@ def test_settings_land_in_every_run_records_vllm_flags_and_failed_points_are_rec
 
 
 def test_the_report_tells_points_apart_by_their_settings(tmp_path):
-    points = cross_with_settings([Point(1)], parse_axes(["max-num-seqs=default,4"]))
-    run_sweep(points, FakeBackend(lambda p: (200.0 if "seqs" in p.label else 100.0, 50.0, 5.0)), name="tiny",
-              model="tiny", load=Load(), repeats=1, out=tmp_path, progress=lambda text, done: None)
+    run_sweep(fake_campaign(tmp_path, FakeBackend(lambda p: (200.0 if "seqs" in p.label else 100.0, 50.0, 5.0)),
+                            settings_axes=parse_axes(["max-num-seqs=default,4"])))
     table = rows(load_runs([tmp_path]))
     assert [(row.mean_tok_s, row.settings_beside(table[0])) for row in table] == [(100.0, "—"),
                                                                                  (200.0, "--max-num-seqs=4")]

@@ -1,17 +1,19 @@
 """``tpserve tune``: coordinate search over layouts and settings, its budget, and tune.json — on a fake backend."""
 
+import itertools
 import json
 import re
+import shlex
 
 import pytest
 
 from tests.conftest import tpserve
-from tests.unit.fakebackend import FakeBackend
+from tests.unit.fakebackend import FakeBackend, fake_campaign
 from tpserve.axes import Axis
 from tpserve.fetch.errors import ConfigError
-from tpserve.measure.points import Point, parse_grid
-from tpserve.measure.runner import Load
-from tpserve.tune import Budget, final_line, serving, tune, write_summary
+from tpserve.measure.points import Point
+from tpserve.tune import Budget, final_line, tune, write_summary
+from tpserve.tune import summary as tune_summary
 
 SEQS = {"default": 100.0, "4": 180.0, "8": 240.0}  # output tok/s of one GPU at each max-num-seqs
 CACHE = {"default": 1.0, "auto": 1.0, "fp8": 1.25}
@@ -33,9 +35,15 @@ AXES = [Axis("max-num-seqs", ("4", "8")), Axis("kv-cache-dtype", ("auto", "fp8")
 BUDGET = Budget(max_ttft_ms=200.0)
 
 
-def search(tmp_path, backend, budget=BUDGET, layouts="1,2", settings_axes=AXES, **options):
-    return tune(parse_grid(layouts), settings_axes, backend, name="tiny", model="tiny", load=Load(), budget=budget,
-                out=tmp_path, progress=lambda text, done: None, **options)
+def search(tmp_path, backend, budget=BUDGET, layouts="1,2", settings_axes=AXES, max_runs=None, **options):
+    return tune(fake_campaign(tmp_path, backend, layouts=layouts, settings_axes=settings_axes, **options), budget,
+                max_runs=max_runs)
+
+
+def written_summary(tmp_path, backend, result, layouts="1,2"):
+    """RESULT's tune.json, as the search of LAYOUTS × AXES over BACKEND writes it, read back."""
+    campaign = fake_campaign(tmp_path, backend, layouts=layouts, settings_axes=AXES)
+    return json.loads(write_summary(campaign, tune_summary(campaign, result, BUDGET, None)).read_text())
 
 
 def test_the_search_starts_layouts_then_each_axis_from_the_best_and_never_restarts_a_candidate(tmp_path):
@@ -53,10 +61,9 @@ def test_the_search_starts_layouts_then_each_axis_from_the_best_and_never_restar
 
 
 def test_candidates_over_the_budget_or_slower_are_dropped_with_the_reason_in_tune_json(tmp_path):
-    result = search(tmp_path, FakeBackend(figures))
-    summary = json.loads(write_summary(tmp_path / "tune.json", result, model="/models/tiny", load=Load(),
-                                       budget=Budget(200.0), layouts=parse_grid("1,2"), settings_axes=AXES, repeats=1,
-                                       max_runs=None, how=serving("/models/tiny", ["--no-allreduce-fusion"])).read_text())
+    backend = FakeBackend(figures, serve_args=("--no-allreduce-fusion",))
+    result = search(tmp_path, backend)
+    summary = written_summary(tmp_path, backend, result)
     why = {c["label"]: (c["status"], c["reason"]) for c in summary["candidates"]}
     best = "225.0 of tp1x1-max-num-seqs=4-kv-cache-dtype=fp8 (axis kv-cache-dtype)"
     assert why == {
@@ -67,14 +74,18 @@ def test_candidates_over_the_budget_or_slower_are_dropped_with_the_reason_in_tun
         "tp1x1-max-num-seqs=4-kv-cache-dtype=auto": ("dropped", f"slower: 180.0 output tok/s per GPU vs {best}"),
         "tp1x1-max-num-seqs=4-kv-cache-dtype=fp8": ("winner", "the most output tok/s per GPU within the budget"),
     }
-    # As measured: vLLM's defaults plus the winner's settings, no tpserve profile on top.
-    assert summary["winner"]["serve"] == ("tpserve serve --model /models/tiny -tp 1 --settings vllm "
-                                          "--no-allreduce-fusion -- --max-num-seqs=4 --kv-cache-dtype=fp8")
+    # As measured: vLLM's defaults plus the winner's settings, no tpserve profile on top, no dummy weights.
+    serve = shlex.split(summary["winner"]["serve"])
+    assert serve[:4] == ["tpserve", "serve", "--model", "/models/tiny"]
+    assert serve[serve.index("--"):] == ["--", "--max-num-seqs=4", "--kv-cache-dtype=fp8"]
+    assert {"--settings": "vllm", "-tp": "1"}.items() <= dict(itertools.pairwise(serve)).items()
+    assert "--no-allreduce-fusion" in serve and "dummy" not in serve
     assert (summary["server_starts"], summary["runs"], summary["grid_server_starts"]) == (6, 6, 18)
     assert summary["axes"] == {"max-num-seqs": ["default", "4", "8"], "kv-cache-dtype": ["default", "auto", "fp8"]}
     assert summary["ratio_to_defaults"] == pytest.approx(2.25) and summary["defaults"]["label"] == "tp1x1"
     run = json.loads((tmp_path / "tiny-tp1x1-max-num-seqs=4-kv-cache-dtype=fp8-run1.json").read_text())
-    assert run["layout"]["vllm_flags"] == {"--load-format": "dummy", "--max-num-seqs": "4", "--kv-cache-dtype": "fp8"}
+    assert run["layout"]["vllm_flags"] == {"--compilation-config": '{"pass_config": {"fuse_allreduce_rms": false}}',
+                                           "--load-format": "dummy", "--max-num-seqs": "4", "--kv-cache-dtype": "fp8"}
     assert run["context"]["tune_phase"] == "axis kv-cache-dtype"
 
 
@@ -109,9 +120,7 @@ def test_an_interrupted_search_returns_what_it_measured_and_its_summary_is_still
     assert backend.started == ["tp1x1", "tp1x1-max-num-seqs=4", "tp1x1-max-num-seqs=8"]
     assert result.stopped == "interrupted while measuring tp1x1-max-num-seqs=8"
     assert result.winner.point.label == "tp1x1-max-num-seqs=4"
-    summary = json.loads(write_summary(tmp_path / "tune.json", result, model="tiny", load=Load(), budget=BUDGET,
-                                       layouts=parse_grid("1"), settings_axes=AXES, repeats=1, max_runs=None,
-                                       how=serving("/models/tiny")).read_text())
+    summary = written_summary(tmp_path, backend, result, layouts="1")
     assert summary["stopped"] == result.stopped and summary["winner"]["label"] == "tp1x1-max-num-seqs=4"
     assert [(c["label"], c["status"]) for c in summary["candidates"]] == [
         ("tp1x1", "dropped"), ("tp1x1-max-num-seqs=4", "winner"), ("tp1x1-max-num-seqs=8", "not measured")]

@@ -10,8 +10,8 @@ vllm.fullname names every object of a release: fullnameOverride when set; otherw
 suffixed with vllm.name unless it already contains it, so `helm install llama70b` gives llama70b-vllm and
 `helm install vllm` gives vllm. Dots of a release name become dashes and a release name that starts with a
 digit comes after vllm.name (`helm install 7b` gives vllm-7b), since Services need a DNS-1035 label;
-vllm.nameProblems refuses what still is not one. tpserve.kube.fullname is the same rule in Python (tests/chart
-pin them).
+vllm.nameProblems refuses what still is not one. tpserve.measure.kubernetes.fullname is the same rule in Python
+(tests/chart pin them).
 */}}
 {{- define "vllm.fullname" -}}
 {{- $name := include "vllm.name" . -}}

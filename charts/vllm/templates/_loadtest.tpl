@@ -1,6 +1,6 @@
 {{/*
 The in-cluster load test (loadtest.*): a Locust master Job, a worker Job, the master's headless Service and
-NetworkPolicy. tpserve.kubeload picks them out of `helm template` by their component label and runs them.
+NetworkPolicy. tpserve.measure.incluster picks them out of `helm template` by their component label and runs them.
 */}}
 
 {{/*

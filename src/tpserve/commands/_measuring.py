@@ -1,18 +1,21 @@
-"""What ``tpserve sweep`` and ``tpserve tune`` share: the load and backend options, and the helpers that
-turn them into the measuring engine's :class:`tpserve.measure.runner.Load` and
-:data:`tpserve.measure.runner.Backend`.
+"""What ``tpserve sweep`` and ``tpserve tune`` share: their common options, gathered in one
+:class:`MeasureOptions`, and :func:`campaign_for`, which turns it into the measuring engine's
+:class:`tpserve.measure.campaign.Campaign` (its load, its backend) that both strategies run.
 
 Not a command (its name starts with ``_``): both commands import it, and it imports no command.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tpserve.commands import at_least_one
+from tpserve.commands import at_least_one, console
 
 # The load options of tpserve sweep and tpserve tune: None keeps the --workload preset's value (tpserve.presets).
 WorkloadPreset = Annotated[str | None, typer.Option(
@@ -65,6 +68,47 @@ Resume = Annotated[bool, typer.Option(
     help="Continue in --out: a point whose runs are all recorded there already is not measured again.")]
 
 
+@dataclass(frozen=True)
+class MeasureOptions:
+    """The options ``tpserve sweep`` and ``tpserve tune`` share, as given (a load option None keeps the
+    --workload preset's value): each command builds one from its own options, and :func:`campaign_for` reads
+    it once into the campaign, as vLLM's sweep tools read one args object per tool. COMMAND (sweep or tune)
+    names the default output folder."""
+
+    command: str
+    model: str
+    served_model_name: str = ""
+    tensor: str = "1"
+    replicas: str = "1"
+    repeats: int = 1
+    vllm: tuple[str, ...] = ()
+    workload: str | None = None
+    num_requests: int | None = None
+    max_tokens: int | None = None
+    concurrency: int | None = None
+    prompt_set: str | None = None
+    random_input_len: int | None = None
+    prompt_file: Path | None = None
+    out: Path | None = None
+    resume: bool = False
+    on: str = "local"
+    base_port: int = 8100
+    health_timeout: float = 900.0
+    serve_args: tuple[str, ...] = ()
+    dummy_weights: bool = False
+    release: str = ""
+    namespace: str = "default"
+    chart: Path = Path("charts/vllm")
+    values: tuple[Path, ...] = ()
+    sets: tuple[str, ...] = ()
+    load_in_cluster: int = 0
+
+    @property
+    def vllm_args(self) -> list[str]:
+        """What every local point gives vLLM verbatim: ``--load-format dummy`` with --dummy-weights."""
+        return ["--load-format", "dummy"] if self.dummy_weights else []
+
+
 def check_resume(resume: bool, out: Path | None, command: str) -> None:
     """Refuse --resume without --out: the default folder is a new one, so there would be nothing to resume."""
     from tpserve.fetch.errors import ConfigError
@@ -79,7 +123,7 @@ def served_name_for(on: str, model: str, served_model_name: str, values, sets) -
     if served_model_name:
         return served_model_name
     if on == "kubernetes":
-        from tpserve.kube import served_name
+        from tpserve.measure.kubernetes import served_name
 
         return served_name(model, values or [], sets or [])
     return Path(model).name
@@ -99,32 +143,34 @@ def local_serve_config(model: str, name: str, serve_args: list[str]):
         raise typer.BadParameter(exc.format_message(), param_hint="--serve-arg") from None
 
 
-def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Path, base_port: int,
-                health_timeout: float, serve_args: list[str], vllm_args: list[str], release: str, chart: Path,
-                namespace: str, values: list[Path], sets: list[str], load_in_cluster: int):
-    """The points' backend (:data:`tpserve.measure.runner.Backend`) for ``--on``: ``tpserve serve`` here, or one Helm
-    release of the chart per point; every option that cannot work with it is refused first."""
-    from tpserve.measure.local import local_backend
+def backend_for(options: MeasureOptions, *, name: str, load, settings_axes, logs: Path):
+    """The points' backend (:data:`tpserve.measure.runner.Backend`) for ``--on``, and how a point is served for
+    good (:data:`tpserve.measure.runner.Serving`): ``tpserve serve`` here, or one Helm release of the chart per
+    point; every option that cannot work with it is refused first. NAME is what the servers serve the model
+    as, LOGS the servers' log folder."""
+    from tpserve.measure.local import local_backend, serving
 
+    on, load_in_cluster = options.on, options.load_in_cluster
     if on not in ("local", "kubernetes"):
         raise typer.BadParameter(f"must be local or kubernetes, got {on!r}", param_hint="--on")
     if on == "local":
         if load_in_cluster:
             raise typer.BadParameter("runs the load as Kubernetes Jobs: add --on kubernetes",
                                      param_hint="--load-in-cluster")
-        base, cache_dir = local_serve_config(model, name, serve_args)
-        return local_backend(base, cache_dir, base_port=base_port, logs=logs, vllm_args=vllm_args,
-                             health_timeout_s=health_timeout)
-    from tpserve.kube import check_axes, kubernetes_backend
-    from tpserve.kubeload import InClusterLoad
+        base, cache_dir = local_serve_config(options.model, name, list(options.serve_args))
+        backend = local_backend(base, cache_dir, base_port=options.base_port, logs=logs,
+                                vllm_args=options.vllm_args, health_timeout_s=options.health_timeout)
+        return backend, serving(base, cache_dir)
+    from tpserve.measure.incluster import InClusterLoad
+    from tpserve.measure.kubernetes import check_axes, deploying, kubernetes_backend
 
-    if serve_args:
+    if options.serve_args:
         raise typer.BadParameter("tpserve serve arguments are for local servers: on Kubernetes the chart's values "
                                  "(-f, --set) configure the server", param_hint="--serve-arg")
-    if vllm_args:
+    if options.vllm_args:
         raise typer.BadParameter("dummy weights are for local servers: on Kubernetes set "
                                  "vllm.extraArgs.load-format=dummy", param_hint="--dummy-weights")
-    check_axes(settings_axes, values, sets)
+    check_axes(settings_axes, options.values, options.sets)
     if load_in_cluster and load.prompt_set == "file":
         raise typer.BadParameter("the chart's loadtest Jobs have no prompt file: use the builtin or random "
                                  "prompt set", param_hint="--load-in-cluster")
@@ -133,9 +179,51 @@ def backend_for(on: str, *, model: str, name: str, load, settings_axes, logs: Pa
     if load_in_cluster > load.concurrency:
         raise typer.BadParameter(f"{load_in_cluster} workers need a --concurrency of at least {load_in_cluster}",
                                  param_hint="--load-in-cluster")
-    if not (chart / "Chart.yaml").is_file():
-        raise typer.BadParameter(f"no Helm chart at {chart}: pass --chart PATH to tpserve's chart (charts/vllm in a "
-                                 "checkout of tpserve; the installed package does not carry it)", param_hint="--chart")
+    if not (options.chart / "Chart.yaml").is_file():
+        raise typer.BadParameter(f"no Helm chart at {options.chart}: pass --chart PATH to tpserve's chart "
+                                 "(charts/vllm in a checkout of tpserve; the installed package does not carry it)",
+                                 param_hint="--chart")
     in_cluster = InClusterLoad.of(load, load_in_cluster) if load_in_cluster else None
-    return kubernetes_backend(release, chart, namespace, model=model, values=values, sets=sets, port=base_port,
-                              timeout_s=health_timeout, in_cluster=in_cluster)
+    backend = kubernetes_backend(options.release, options.chart, options.namespace, model=options.model,
+                                 values=options.values, sets=options.sets, port=options.base_port,
+                                 timeout_s=options.health_timeout, in_cluster=in_cluster)
+    return backend, deploying(options.release, options.chart, options.namespace, options.values, options.sets)
+
+
+def campaign_for(options: MeasureOptions):
+    """The :class:`tpserve.measure.campaign.Campaign` that OPTIONS describe, every option checked before any
+    server starts; the output folder defaults to a new one named after the time and the command."""
+    from tpserve.axes import parse_axes
+    from tpserve.data import OUTPUT_DIR
+    from tpserve.measure.campaign import Campaign, stamp
+    from tpserve.measure.points import parse_grid
+
+    load = load_for(options.workload, num_requests=options.num_requests, max_tokens=options.max_tokens,
+                    concurrency=options.concurrency, prompt_set=options.prompt_set,
+                    random_input_len=options.random_input_len, prompt_file=options.prompt_file)
+    settings_axes = parse_axes(list(options.vllm), [*options.serve_args, *options.vllm_args])
+    layouts = parse_grid(options.tensor, options.replicas)
+    name = served_name_for(options.on, options.model, options.served_model_name, options.values, options.sets)
+    check_resume(options.resume, options.out, "search" if options.command == "tune" else options.command)
+    out = options.out or OUTPUT_DIR / f"{stamp()}-{options.command}"
+    backend, serving = backend_for(options, name=name, load=load, settings_axes=settings_axes, logs=out / "logs")
+    return Campaign(model=options.model, name=name, layouts=tuple(layouts), settings_axes=tuple(settings_axes),
+                    load=load, backend=backend, out=out, repeats=options.repeats, resume=options.resume,
+                    serving=serving)
+
+
+@contextmanager
+def progress_bar(command: str, total: int, unit: str) -> Iterator[Callable[[str, int], None]]:
+    """A progress bar of TOTAL runs on the console (stderr), and the campaign's progress callback that prints
+    a line above it and advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(command), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(command, total=total)
+
+        def progress(text: str, done: int) -> None:
+            bar.console.print(text, markup=False, highlight=False)
+            bar.advance(task, done)
+
+        yield progress

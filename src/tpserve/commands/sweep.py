@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from tpserve.commands._measuring import (
     Concurrency,
     LoadInCluster,
     MaxTokens,
+    MeasureOptions,
     Namespace,
     NumRequests,
     On,
@@ -26,10 +28,8 @@ from tpserve.commands._measuring import (
     Values,
     VllmAxis,
     WorkloadPreset,
-    backend_for,
-    check_resume,
-    load_for,
-    served_name_for,
+    campaign_for,
+    progress_bar,
 )
 from tpserve.data import OUTPUT_DIR
 from tpserve.fetch.errors import TpserveError
@@ -62,6 +62,10 @@ def sweep(
     values: Values = None,
     set_: Sets = None,
     load_in_cluster: LoadInCluster = 0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the outcome as JSON on stdout (progress stays on stderr): out (the results folder), "
+                       "runs (every run record's file), failures_file and failures (the failed points, as "
+                       "failures.json holds them).")] = False,
 ) -> None:
     """Measure the load test over a grid of layouts × vLLM settings, each REPEATS times; a failed point is recorded.
 
@@ -82,35 +86,26 @@ def sweep(
         tpserve sweep meta-llama/Llama-2-7b-chat-hf --on kubernetes -f 7b-values.yaml --tensor 1,2 \\
             --load-in-cluster 4 --vllm kv-cache-dtype=auto,fp8
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from dataclasses import replace
 
-    from tpserve.axes import parse_axes
-    from tpserve.measure.points import cross_with_settings, parse_grid
-    from tpserve.sweep import run_sweep, stamp
+    from tpserve.sweep import run_sweep, summary, sweep_points
 
-    load = load_for(workload, num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency,
-                    prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file)
-    fixed_vllm_args = ["--load-format", "dummy"] if dummy_weights else []
-    settings_axes = parse_axes(vllm or [], [*(serve_arg or []), *fixed_vllm_args])
-    points = cross_with_settings(parse_grid(tensor, replicas), settings_axes)
-    name = served_name_for(on, model, served_model_name, values, set_)
-    check_resume(resume, out, "sweep")
-    out = out or OUTPUT_DIR / f"{stamp()}-sweep"
-    backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
-                          base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
-                          vllm_args=fixed_vllm_args, release=release, chart=chart, namespace=namespace,
-                          values=values or [], sets=set_ or [], load_in_cluster=load_in_cluster)
-    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("sweep", total=len(points) * repeats)
-
-        def progress(text: str, done: int) -> None:
-            bar.console.print(text, markup=False, highlight=False)
-            bar.advance(task, done)
-
-        result = run_sweep(points, backend, name=name, model=name, load=load, repeats=repeats, out=out,
-                           progress=progress, resume=resume)
-    console.print(f"{len(result.runs)} runs in {out}; {len(result.failures)} failed points "
-                  f"(see {out / 'failures.json'}); tpserve report {out}")
+    options = MeasureOptions(
+        "sweep", model, served_model_name=served_model_name, tensor=tensor, replicas=replicas, repeats=repeats,
+        vllm=tuple(vllm or ()), workload=workload, num_requests=num_requests, max_tokens=max_tokens,
+        concurrency=concurrency, prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file,
+        out=out, resume=resume, on=on, base_port=base_port, health_timeout=health_timeout,
+        serve_args=tuple(serve_arg or ()), dummy_weights=dummy_weights, release=release, namespace=namespace,
+        chart=chart, values=tuple(values or ()), sets=tuple(set_ or ()), load_in_cluster=load_in_cluster)
+    campaign = campaign_for(options)
+    points = sweep_points(campaign)
+    with progress_bar("sweep", len(points) * campaign.repeats, "runs") as progress:
+        result = run_sweep(replace(campaign, progress=progress))
+    out = campaign.out
+    if as_json:
+        typer.echo(json.dumps(summary(campaign, result), indent=2, ensure_ascii=False))
+    else:
+        console.print(f"{len(result.runs)} runs in {out}; {len(result.failures)} failed points "
+                      f"(see {out / 'failures.json'}); tpserve report {out}")
     if not result.runs:
         raise TpserveError("no point could be measured: " + "; ".join(f["error"] for f in result.failures))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from tpserve.commands._measuring import (
     Concurrency,
     LoadInCluster,
     MaxTokens,
+    MeasureOptions,
     Namespace,
     NumRequests,
     On,
@@ -26,10 +28,8 @@ from tpserve.commands._measuring import (
     Values,
     VllmAxis,
     WorkloadPreset,
-    backend_for,
-    check_resume,
-    load_for,
-    served_name_for,
+    campaign_for,
+    progress_bar,
 )
 from tpserve.data import OUTPUT_DIR
 from tpserve.fetch.errors import ConfigError, TpserveError
@@ -69,14 +69,20 @@ def tune(
     values: Values = None,
     set_: Sets = None,
     load_in_cluster: LoadInCluster = 0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the search as JSON on stdout instead of its last lines (progress stays on stderr): "
+                       "out (the results folder), file (its tune.json) and what tune.json holds — winner (with "
+                       "its serve or deploy command), defaults, ratio_to_defaults, candidates, server_starts, "
+                       "runs, stopped (docs/tuning.md).")] = False,
 ) -> None:
     """Find the vLLM settings with the most output tok/s per GPU whose median TTFT and TPOT are within budget.
 
     Coordinate search (docs/tuning.md): the layouts with vLLM's defaults first, then one --vllm axis at a time
     from the best so far; each candidate is one server start, measured --repeats times. Every run is a run
     record in OUT, the search is in OUT/tune.json, and the last line names the winner and its ratio to vLLM's
-    defaults, measured in the same session, then how to serve it. Runs locally (GPUs, else CPU cores), or with
-    --on kubernetes as one Helm release of the chart per candidate (as tpserve sweep does; docs/tuning.md).
+    defaults, measured in the same session, then how to serve it (with --json, stdout holds the search as one
+    JSON document instead). Runs locally (GPUs, else CPU cores), or with --on kubernetes as one Helm release
+    of the chart per candidate (as tpserve sweep does; docs/tuning.md).
 
     Example (2 GPUs, the throughput preset):
 
@@ -85,68 +91,44 @@ def tune(
             --vllm kv-cache-dtype=auto,fp8 --max-ttft-ms 2000 --max-tpot-ms 50 --budget-runs 12 \\
             --serve-arg=--no-allreduce-fusion
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from dataclasses import replace
 
-    from tpserve.axes import parse_axes
-    from tpserve.measure.points import parse_grid
-    from tpserve.sweep import stamp
-    from tpserve.tune import (
-        TUNE_FILE,
-        Budget,
-        final_line,
-        search_size,
-        serving,
-        with_defaults,
-        write_summary,
-    )
+    from tpserve.tune import Budget, final_line, search_size, summary, write_summary
     from tpserve.tune import tune as search
 
     if budget_runs is not None and budget_runs < 1:
         raise ConfigError(f"--budget-runs must be at least 1, got {budget_runs}")
     budget = Budget(max_ttft_ms, max_tpot_ms)
-    load = load_for(workload, num_requests=num_requests, max_tokens=max_tokens, concurrency=concurrency,
-                    prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file)
-    fixed_vllm_args = ["--load-format", "dummy"] if dummy_weights else []
-    settings_axes = parse_axes(vllm or [], [*(serve_arg or []), *fixed_vllm_args])
-    if not settings_axes:
+    if not vllm:
         raise ConfigError("tune needs at least one setting to try: add --vllm KEY=V1,V2 (e.g. max-num-seqs=256,512)")
-    layouts = parse_grid(tensor, replicas)
-    name = served_name_for(on, model, served_model_name, values, set_)
-    check_resume(resume, out, "search")
-    out = out or OUTPUT_DIR / f"{stamp()}-tune"
-    backend = backend_for(on, model=model, name=name, load=load, settings_axes=settings_axes, logs=out / "logs",
-                          base_port=base_port, health_timeout=health_timeout, serve_args=serve_arg or [],
-                          vllm_args=fixed_vllm_args, release=release, chart=chart, namespace=namespace,
-                          values=values or [], sets=set_ or [], load_in_cluster=load_in_cluster)
-    if on == "kubernetes":
-        from tpserve.kube import deploying
-
-        how = deploying(release, chart, namespace, values or [], set_ or [])
-    else:
-        how = serving(model, serve_arg or [])
-    total = search_size(layouts, with_defaults(settings_axes)) * repeats
+    options = MeasureOptions(
+        "tune", model, served_model_name=served_model_name, tensor=tensor, replicas=replicas, repeats=repeats,
+        vllm=tuple(vllm), workload=workload, num_requests=num_requests, max_tokens=max_tokens,
+        concurrency=concurrency, prompt_set=prompt_set, random_input_len=random_input_len, prompt_file=prompt_file,
+        out=out, resume=resume, on=on, base_port=base_port, health_timeout=health_timeout,
+        serve_args=tuple(serve_arg or ()), dummy_weights=dummy_weights, release=release, namespace=namespace,
+        chart=chart, values=tuple(values or ()), sets=tuple(set_ or ()), load_in_cluster=load_in_cluster)
+    campaign = campaign_for(options)
+    total = search_size(campaign) * campaign.repeats
     total = min(total, budget_runs) if budget_runs else total
-    columns = (TextColumn("tune"), BarColumn(), MofNCompleteColumn(), TextColumn("runs at most"), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("tune", total=total)
-
-        def progress(text: str, done: int) -> None:
-            bar.console.print(text, markup=False, highlight=False)
-            bar.advance(task, done)
-
-        result = search(layouts, settings_axes, backend, name=name, model=name, load=load, budget=budget,
-                        repeats=repeats, max_runs=budget_runs, out=out, progress=progress,
-                        resume=resume)
-    summary = write_summary(out / TUNE_FILE, result, model=model, load=load, budget=budget, layouts=layouts,
-                            settings_axes=settings_axes, repeats=repeats, max_runs=budget_runs, how=how)
-    console.print(f"{result.runs} runs in {out}; the search is in {summary}"
-                  + (f"; stopped early: {result.stopped}" if result.stopped else ""))
-    if result.interrupted is not None:
-        console.print(f"{final_line(result, budget)} (so far)", markup=False, highlight=False)
-        raise result.interrupted
+    with progress_bar("tune", total, "runs at most") as progress:
+        result = search(replace(campaign, progress=progress), budget, max_runs=budget_runs)
+    document = summary(campaign, result, budget, budget_runs)
+    path = write_summary(campaign, document)
     line = final_line(result, budget)
+    if as_json:
+        typer.echo(json.dumps({"out": str(campaign.out), "file": str(path), **document}, indent=2,
+                              ensure_ascii=False))
+    else:
+        console.print(f"{result.runs} runs in {campaign.out}; the search is in {path}"
+                      + (f"; stopped early: {result.stopped}" if result.stopped else ""))
+    if result.interrupted is not None:
+        if not as_json:
+            console.print(f"{line} (so far)", markup=False, highlight=False)
+        raise result.interrupted
     if result.winner is None:
         raise TpserveError(line)
-    verb, command = how(result.winner.point)
-    console.print(f"{verb} it: {command}", markup=False, highlight=False)
-    console.print(line, markup=False, highlight=False)
+    if not as_json:
+        verb, command = campaign.serving(result.winner.point)
+        console.print(f"{verb} it: {command}", markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False)

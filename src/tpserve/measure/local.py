@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -16,7 +17,7 @@ from tpserve.fetch.preflight import visible_gpus
 from tpserve.launch import ServeConfig
 from tpserve.machine import describe_machine, device_kind
 from tpserve.measure.points import Point
-from tpserve.measure.runner import Backend, Servers
+from tpserve.measure.runner import Backend, Servers, Serving
 from tpserve.server import LocalServer, cpu_env
 
 
@@ -50,13 +51,10 @@ SERVE_FIELDS = {"gpu-memory-utilization": ("gpu_memory_utilization", float), "ma
                 "dtype": ("dtype", str)}
 
 
-def replica_config(base: ServeConfig, point: Point, port: int, vllm_args: Sequence[str] = ()) -> ServeConfig:
-    """The :class:`tpserve.launch.ServeConfig` of one replica of POINT: BASE (the sweep's own ``tpserve serve``
-    options, :func:`exact_settings` applied) with the point's tensor-parallel size and settings, on PORT here.
-
-    The replica's command line (:func:`tpserve.commandlines.serve_command_of`) and its run records' layout
-    (:func:`tpserve.commandlines.served_layout`) are both made from it. VLLM_ARGS go to vLLM verbatim, before
-    the point's own vLLM flags (:func:`tpserve.axes.command_args`).
+def point_config(base: ServeConfig, point: Point, vllm_args: Sequence[str] = ()) -> ServeConfig:
+    """The :class:`tpserve.launch.ServeConfig` that serves POINT: BASE (the sweep's own ``tpserve serve``
+    options, :func:`exact_settings` applied) with the point's tensor-parallel size and settings. VLLM_ARGS go
+    to vLLM verbatim, before the point's own vLLM flags (:func:`tpserve.axes.command_args`).
     """
     serve_args, point_vllm_args = axes.command_args(point.settings, [] if base.allreduce_fusion
                                                     else ["--no-allreduce-fusion"])
@@ -70,9 +68,29 @@ def replica_config(base: ServeConfig, point: Point, port: int, vllm_args: Sequen
             options[name] = kind(value)
         except ValueError:
             raise ConfigError(f"--vllm {key}={value}: {key} takes a {kind.__name__}, got {value!r}") from None
-    return replace(base, tensor_parallel_size=point.tensor, host="127.0.0.1",
-                   port=port, allreduce_fusion=base.allreduce_fusion or "--no-allreduce-fusion" not in serve_args,
+    return replace(base, tensor_parallel_size=point.tensor,
+                   allreduce_fusion=base.allreduce_fusion or "--no-allreduce-fusion" not in serve_args,
                    extra_args=(*base.extra_args, *vllm_args, *point_vllm_args), **options)
+
+
+def replica_config(base: ServeConfig, point: Point, port: int, vllm_args: Sequence[str] = ()) -> ServeConfig:
+    """One replica of POINT (:func:`point_config`), on PORT here. The replica's command line
+    (:func:`tpserve.commandlines.serve_command_of`) and its run records' layout
+    (:func:`tpserve.commandlines.served_layout`) are both made from it."""
+    return replace(point_config(base, point, vllm_args), host="127.0.0.1", port=port)
+
+
+def serve_line(base: ServeConfig, point: Point, cache_dir: Path | None = None) -> str:
+    """The ``tpserve serve`` command that serves POINT (one replica of it) for good: its :func:`point_config`
+    with every option spelled out (:func:`tpserve.commandlines.serve_command_of`), without what only the
+    measuring adds (``--dummy-weights``, the replica's local host and port)."""
+    argv = serve_command_of(point_config(base, point), cache_dir=cache_dir)
+    return shlex.join(["tpserve", *argv[argv.index("serve"):]])
+
+
+def serving(base: ServeConfig, cache_dir: Path | None = None) -> Serving:
+    """How a local search's winner is served: ``("serve", its tpserve serve command)`` (:func:`serve_line`)."""
+    return lambda point: ("serve", serve_line(base, point, cache_dir))
 
 
 def local_backend(base: ServeConfig, cache_dir: Path, *, base_port: int, logs: Path, vllm_args: Sequence[str] = (),

@@ -83,11 +83,14 @@ class Servers:
 
     urls: list[str]
     layout: Layout
-    # How a run is measured: the Locust file on this host, or (tpserve.kube, --load-in-cluster) Jobs.
+    # How a run is measured: the Locust file on this host, or (tpserve.measure.kubernetes, --load-in-cluster) Jobs.
     measure: Callable[[Sequence[str], str, Load, Path, int], RunRecord] = measure
 
 
 Backend = Callable[[Point], AbstractContextManager[Servers]]
+# How a measured point is served for good, beside its backend: ("serve", its tpserve serve line) locally
+# (tpserve.measure.local.serving), ("deploy", its helm line) on Kubernetes (tpserve.measure.kubernetes.deploying).
+Serving = Callable[[Point], tuple[str, str]]
 
 
 def check_repeats(repeats: int) -> None:

@@ -3,7 +3,7 @@
 A Locust master in a Job (the chart's ``loadtest``) has no file anyone can reach after it ends, but its log
 stays readable (``kubectl logs``). With ``--print-results`` it prints the record as one line between two
 markers; the end marker proves the line arrived whole. :func:`records_from_log` finds such lines in a log
-and :func:`tpserve.kubeload` and ``tpserve loadtest-results`` write them back as results files.
+and :mod:`tpserve.measure.incluster` and ``tpserve loadtest-results`` write them back as results files.
 """
 
 from __future__ import annotations

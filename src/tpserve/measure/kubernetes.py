@@ -21,12 +21,13 @@ from pathlib import Path
 
 import yaml
 
-from tpserve import axes, kubeload
+from tpserve import axes
 from tpserve.fetch.errors import ConfigError, ServerNotHealthyError
-from tpserve.kubeload import InClusterLoad
 from tpserve.launch import FUSION_OFF, flags_of
+from tpserve.measure import incluster
+from tpserve.measure.incluster import InClusterLoad
 from tpserve.measure.points import Point
-from tpserve.measure.runner import Backend, Servers
+from tpserve.measure.runner import Backend, Servers, Serving
 from tpserve.workload import runrecord
 from tpserve.workload.runrecord import Layout, RunRecord
 
@@ -178,9 +179,9 @@ def deploy_line(release: str, chart: Path, namespace: str, point: Point, values:
 
 
 def deploying(release: str, chart: Path, namespace: str, values: Sequence[Path] = (),
-              sets: Sequence[str] = ()) -> Callable[[Point], tuple[str, str]]:
+              sets: Sequence[str] = ()) -> Serving:
     """How a Kubernetes search's winner is served: ``("deploy", its helm command)`` (:func:`deploy_line`), the
-    twin of :func:`tpserve.tune.serving`."""
+    twin of :func:`tpserve.measure.local.serving`."""
     return lambda point: ("deploy", deploy_line(release, chart, namespace, point, values, sets))
 
 
@@ -248,7 +249,8 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
     The layout names MODEL and the release; the GPUs' kind and vLLM's flags are in the chart's values,
     which the sweep does not read, except nameOverride and fullnameOverride for the objects' name.
     With IN_CLUSTER the load runs in the cluster instead, as the chart's loadtest Jobs
-    (:mod:`tpserve.kubeload`, through LOAD_APIS, a :class:`tpserve.kubeload.Apis`); nothing is forwarded.
+    (:mod:`tpserve.measure.incluster`, through LOAD_APIS, a :class:`tpserve.measure.incluster.Apis`); nothing is
+    forwarded.
     """
 
     # The chart requests no GPU when gpu.resource is set empty (values-cpu.yaml): its servers run on CPUs.
@@ -271,7 +273,7 @@ def kubernetes_backend(release: str, chart: Path, namespace: str, *, model: str 
                         *_point_values(point, values, sets), "--set", "requireAPIs=false"]
             yield Servers([f"http://{name}.{namespace}.svc"], layout,
                           measure=_in_cluster_measure(in_cluster, template, namespace, point,
-                                                      load_apis or kubeload.cluster_apis(), run))
+                                                      load_apis or incluster.cluster_apis(), run))
             return
         forward = subprocess.Popen([kubectl, "port-forward", "--namespace", namespace, f"svc/{name}",
                                     f"{port}:8000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -300,8 +302,8 @@ def _in_cluster_measure(in_cluster: InClusterLoad, template_argv: Sequence[str],
     def measure(urls, model, load, work: Path, seed: int) -> RunRecord:
         run_name = f"{point.label}-{next(runs)}"
         template = [*template_argv, *(part for item in in_cluster.sets(run_name, seed) for part in ("--set", item))]
-        objects = kubeload.render(template, run)
-        record = kubeload.run_in_cluster(objects, namespace, load_apis, timeout_s=in_cluster.deadline_s)
+        objects = incluster.render(template, run)
+        record = incluster.run_in_cluster(objects, namespace, load_apis, timeout_s=in_cluster.deadline_s)
         runrecord.write(work / "master.json", record)
         return record
 
