@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tpserve.preflight import visible_gpus
+from tpserve.fetch.preflight import visible_gpus
 
 RESULTS = Path(os.environ.get("TPSERVE_GPU_RESULTS", "results"))
 

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 # Lowest first: a module may import its own layer and the layers before it, never one after it.
 LAYERS = [
-    ("fetch", ["tpserve.fetch", "tpserve.errors", "tpserve.preflight"]),
+    ("fetch", ["tpserve.fetch"]),
     ("serving", ["tpserve.machine", "tpserve.gpuspecs", "tpserve.settings", "tpserve.catalog", "tpserve.launch",
                  "tpserve.plan", "tpserve.shapes", "tpserve.startup", "tpserve.axes", "tpserve.server"]),
     ("workload", ["tpserve.workload", "tpserve.data"]),

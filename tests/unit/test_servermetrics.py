@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.exposition import AWKWARD_LABEL_VALUES
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload.servermetrics import (
     GENERATION_TOKENS,
     PROMPT_TOKENS,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample as ExpositionSample
 
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 PROMPT_TOKENS = "vllm:prompt_tokens_total"

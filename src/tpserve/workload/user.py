@@ -21,7 +21,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from tpserve.errors import LoadTestError
+from tpserve.fetch.errors import LoadTestError
 from tpserve.workload import runtable
 from tpserve.workload.distributed import clock_offset, share, to_master_clock
 from tpserve.workload.logline import results_line
