@@ -24,6 +24,7 @@ arrival as ``kubectl logs --timestamps`` does, and splits every start into phase
 - Llama-2-70b's shape at TP 1 with the fp8 profile's flags (``--quantization fp8 --kv-cache-dtype fp8``): its
   start, its KV cache, and the ``note`` and ``throughput`` workloads.
 - 7b with the fp8 profile's flags on the throughput workload.
+- 7b, vLLM's defaults, on the throughput workload with the engine forked and then spawned (``7b-fork-vs-spawn``).
 
 Every step is skipped, and says so, when the deadline leaves it too little time; the order is the issue's
 priority. OUT_DIR gets ``ready.json`` (every start's phases, every run's figures), ``summary.txt``, the server
@@ -535,7 +536,17 @@ def steps(cpu: bool) -> list[Step]:
                 continue
             serve_and_stop(session, start)
 
-    return [Step("7b-restarts", 350, restarts), Step("7b-cold-warm", 400, cold_and_warm),
+    def engine_start(session: Session) -> None:
+        """Serving with the engine forked (tpserve serve's choice on one GPU) against spawned, side by side on
+        the throughput workload: the start method must not cost tokens."""
+        spawn = (("VLLM_WORKER_MULTIPROC_METHOD", "spawn"),)
+        for name, env in (("7b-fork-throughput", ()), ("7b-spawn-throughput", spawn)):
+            if session.left() < 120:
+                session.steps[-1].setdefault("skipped", []).append(name)
+                continue
+            serve_and_stop(session, Start(name, small, cache="7b-claim", env=env), workloads=("throughput",))
+
+    return [Step("7b-restarts", 350, restarts), Step("7b-fork-vs-spawn", 240, engine_start), Step("7b-cold-warm", 400, cold_and_warm),
             Step("loaders", 100, loaders), Step("70b-fp8", 300, fp8_70b), Step("7b-fp8", 150, fp8_7b)]
 
 
@@ -568,7 +579,7 @@ def main() -> int:
     parser.add_argument("--deadline-s", type=float, default=1300)
     parser.add_argument("--cpu", action="store_true", help="rehearse on this machine's CPU vLLM, tiny Llama")
     parser.add_argument("--only", default="", help="comma-separated step names, run in that order (default: all "
-                        "but 7b-restarts, in the order of the H100 session)")
+                        "but 7b-restarts and 7b-fork-vs-spawn, in the order of the first H100 session)")
     parser.add_argument("--no-weights", action="store_true", help="--prep: only the GPU's limits, no weight files")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -579,7 +590,8 @@ def main() -> int:
 
     session = Session(args.out, time.monotonic() + args.deadline_s, args.cpu)
     known = {s.name: s for s in steps(args.cpu)}
-    wanted = args.only.split(",") if args.only else [name for name in known if name != "7b-restarts"]
+    later = ("7b-restarts", "7b-fork-vs-spawn")  # written after the H100 session: asked for by --only
+    wanted = args.only.split(",") if args.only else [name for name in known if name not in later]
     if unknown := [name for name in wanted if name not in known]:
         parser.error(f"--only: no step {', '.join(unknown)}; the steps are {', '.join(known)}")
     todo = [known[name] for name in wanted]
