@@ -48,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -416,11 +416,27 @@ def start_server(session: Session, start: Start):
     return server
 
 
-def load_run(session: Session, name: str, server, model: str, workload: str) -> None:
-    """One load-test run of the named WORKLOAD (tpserve.presets; small on CPU) against SERVER."""
+def layout_of(start: Start):
+    """What START serves, as a sweep records it (commandlines.served_layout), named by its shape; the records of
+    its runs carry it, so ``tpserve report`` reads them."""
+    from tpserve.commandlines import serve_command, served_layout
+    from tpserve.commands.serve import serve_config
+    from tpserve.machine import describe_machine, device_kind
+
+    argv = serve_command(MODELS / start.model, served_model_name=start.model, serve_args=start.serve_args,
+                         vllm_args=start.vllm_args)
+    config, cache_dir = serve_config(argv[4:])
+    return replace(served_layout(config, cache_dir, device_kind(describe_machine())), model=start.model)
+
+
+def load_run(session: Session, name: str, server, start: Start, workload: str) -> None:
+    """One load-test run of the named WORKLOAD (tpserve.presets; small on CPU) against START's SERVER. The record
+    says what served it and, in its context, the environment the start added (the engine's start method)."""
     from tpserve.measure.runner import measure
     from tpserve.presets import workload_preset as preset
     from tpserve.workload import runrecord
+
+    model = start.model
 
     small = {"num_requests": 8, "concurrency": 4, "max_tokens": 16, "random_input_len": 64} if session.cpu else {}
     if session.cpu and workload == "note":
@@ -430,7 +446,8 @@ def load_run(session: Session, name: str, server, model: str, workload: str) -> 
     run: dict = {"name": name, "model": model, "workload": workload, "load": asdict(load) | {
         "locustfile": str(load.locustfile), "prompt_file": None}, "started_left_s": round(session.left())}
     try:
-        record = measure([server.url], model, load, work, 1)
+        record = replace(measure([server.url], model, load, work, 1), layout=layout_of(start),
+                         context={"environment": dict(start.env)})
         runrecord.write(work / "record.json", record)
         m = record.metrics
         run["figures"] = {"output_throughput": m.output_throughput, "total_token_throughput": m.total_token_throughput,
@@ -450,7 +467,7 @@ def serve_and_stop(session: Session, start: Start, workloads: tuple[str, ...] = 
     if server is not None:
         try:
             for workload in workloads:
-                load_run(session, f"{start.name}-{workload}", server, start.model, workload)
+                load_run(session, f"{start.name}-{workload}", server, start, workload)
         finally:
             server.stop(grace_s=20)
     return session.starts[-1] if session.starts and session.starts[-1]["start"]["name"] == start.name else {}

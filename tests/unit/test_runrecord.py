@@ -86,7 +86,7 @@ COMMITTED = [path for path in committed_results("results/*.json")
 
 
 def test_the_committed_results_hold_run_records_of_every_shape():
-    assert len(COMMITTED) == 148
+    assert len(COMMITTED) == 150
     assert {runrecord.load(path).provenance.command for path in COMMITTED} == {"demo", "sweep", "gpu test",
                                                                                 "loadtest"}
 
@@ -112,8 +112,9 @@ def test_every_committed_result_loads_and_says_what_served_it(path):
     assert loaded.token_check.ok and loaded.ok
     # Bare load tests (the pod rehearsal's helm-test pods, the tuning session's runs) cannot know what served
     # them; their folder's pod-rehearsal.json or tune.json says. Every other producer fills the layout. The H100
-    # time-to-ready session's load tests had it added by hand from the server commands in its logs (its README says).
-    by_hand = path.parent.parent.name == "20261206-h100x1-ready"
+    # time-to-ready sessions' load tests had it added by hand from the server commands in their logs (their READMEs
+    # say); lab/gpu/ready_on_host.py fills it itself since.
+    by_hand = path.parent.parent.name in ("20261206-h100x1-ready", "20261206c-h100x1-fork")
     assert (loaded.layout is None) == (loaded.provenance.command == "loadtest" and not by_hand)
     # The reference note's workload, the throughput-bound one of the tuning sessions, or the chat one (its file).
     assert (loaded.workload.prompt_set in ("builtin (59 prompts)", "random (512 input tokens)")
