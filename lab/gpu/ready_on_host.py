@@ -496,11 +496,15 @@ class Step:
 
 
 def steps(cpu: bool) -> list[Step]:
+    from tpserve.launch import ENGINE_START
+
     big = "tiny-llama" if cpu else "llama-2-70b"
     small = "tiny-llama" if cpu else "llama-2-7b"
     real = ("--load-format", "auto")
     # On the GPU the 70b answer is worth more than the last loaders: they run only while 70b's time stays free.
     keep_for_70b = 0 if cpu else 450
+    # vLLM's own engine start, which tpserve serve leaves alone when the environment names one.
+    spawn = ((ENGINE_START, "spawn"),)
 
     def cold_and_warm(session: Session) -> None:
         serve_and_stop(session, Start("7b-cold", small, pod="cold"))
@@ -540,7 +544,6 @@ def steps(cpu: bool) -> list[Step]:
         and TMPDIR at the same paths; the compile cache and the warm-up kernels kept on the claim), twice as
         tpserve serve starts vLLM (its engine forked on one GPU) and twice with the engine spawned (as `vllm serve`
         starts it), and once under py-spy."""
-        spawn = (("VLLM_WORKER_MULTIPROC_METHOD", "spawn"),)
         plan = [Start("7b-cold", small, pod="cold", cache="7b-claim"),
                 Start("7b-new-pod", small, pod="a", cache="7b-claim"),
                 Start("7b-new-pod-spawn", small, pod="b", cache="7b-claim", env=spawn),
@@ -556,7 +559,6 @@ def steps(cpu: bool) -> list[Step]:
     def engine_start(session: Session) -> None:
         """Serving with the engine forked (tpserve serve's choice on one GPU) against spawned, side by side on
         the throughput workload: the start method must not cost tokens."""
-        spawn = (("VLLM_WORKER_MULTIPROC_METHOD", "spawn"),)
         for name, env in (("7b-fork-throughput", ()), ("7b-spawn-throughput", spawn)):
             if session.left() < 120:
                 session.steps[-1].setdefault("skipped", []).append(name)
