@@ -175,9 +175,10 @@ def flags_of(args: Sequence[str]) -> dict[str, str | bool]:
 
 
 # How vLLM starts its engine process. Spawned (what vLLM's CLI picks), the engine imports vLLM and torch a second
-# time: 15.8-17.0 s of a 46-50 s new-pod start of 7b on an H100; forked, the engine starts in 1.3-1.7 s
-# (results/20261206b-h100x1-restarts). vLLM itself goes back to spawn where fork is unsafe (CUDA already
-# initialised, Ray). Fork is set for one GPU only, the layout measured; more GPUs keep vLLM's spawn.
+# time: 19.0-26.5 s of a 53.1-70.1 s new-pod start of 7b on an H100; forked, the engine started in 1.5-1.9 s and the
+# pod was ready in 36.1 s, serving as fast (results/20261206c-h100x1-fork). vLLM itself goes back to spawn where
+# fork is unsafe (CUDA already initialised, Ray). Fork is set for one GPU only, the layout measured; more GPUs keep
+# vLLM's spawn.
 ENGINE_START = "VLLM_WORKER_MULTIPROC_METHOD"
 
 
