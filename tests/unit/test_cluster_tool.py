@@ -35,9 +35,9 @@ def go_mod(component: str) -> str:
     return (versions.GO_MODULES / component / "go.mod").read_text()
 
 
-@pytest.mark.parametrize("component", [name for name, (module, _, _) in versions.COMPONENTS.items() if module])
+@pytest.mark.parametrize("component", [name for name, (module, _, _) in versions.PARTS.items() if module])
 def test_each_go_module_requires_the_version_pinned_in_versions_py(component):
-    module, version, _ = versions.COMPONENTS[component]
+    module, version, _ = versions.PARTS[component]
     assert re.search(rf"^require {re.escape(module)} {re.escape(version)}$", go_mod(component), re.MULTILINE), component
     assert (versions.GO_MODULES / component / "go.sum").is_file()
 

@@ -1,6 +1,7 @@
 """A single-node Kubernetes of real upstream parts, run as host processes, for trying the chart without GPUs.
 
     python tools/cluster build            # compile the parts from their pinned Go modules (cached)
+    python tools/cluster build prometheus # an add-on the scale-out test runs (versions.ADDONS)
     python tools/cluster up               # build if needed, start the node, wait until it serves
     python tools/cluster load IMAGE...    # copy podman images into the node's containerd
     python tools/cluster status
@@ -24,13 +25,16 @@ import build
 import crds
 import node
 import start
-from versions import CACHE, COMPONENTS, CRD_MODULES, KUBECONFIG, LOGS
+from versions import ADDONS, CACHE, COMPONENTS, CRD_MODULES, KUBECONFIG, LOGS
 
 TIMINGS = CACHE / "up-times.json"
 
 
-def command_build(_args) -> int:
-    build.build_all()
+def command_build(args) -> int:
+    unknown = sorted(set(args.addons) - set(ADDONS))
+    if unknown:
+        raise node.ClusterError(f"no add-on {', '.join(unknown)}; the add-ons are {', '.join(sorted(ADDONS))}")
+    build.build_all({name: ADDONS[name] for name in args.addons} if args.addons else COMPONENTS)
     return 0
 
 
@@ -84,7 +88,10 @@ def command_down(_args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/cluster", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="compile the parts (cached)").set_defaults(run=command_build)
+    build_parser = commands.add_parser("build", help="compile the parts (cached)")
+    build_parser.add_argument("addons", nargs="*", metavar="ADDON",
+                              help=f"build these add-ons instead of the node's parts: {', '.join(sorted(ADDONS))}")
+    build_parser.set_defaults(run=command_build)
     up = commands.add_parser("up", help="start the node (builds first when needed)")
     up.add_argument("--load", nargs="*", default=[], metavar="IMAGE", help="podman images to load once up")
     up.add_argument("--volumes", type=int, default=6, help="local PersistentVolumes to make (default 6)")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import crds
-from versions import CACHE, COMPONENTS, CONTAINERD, COREDNS_IMAGE, GO_MODULES, KUBERNETES, PAUSE_IMAGE
+from versions import CACHE, COMPONENTS, CONTAINERD, COREDNS_IMAGE, GO_MODULES, KUBERNETES, PARTS, PAUSE_IMAGE
 
 BUILDS = CACHE / "build"
 BUILD_TIMES = CACHE / "build-times.json"
@@ -54,7 +54,7 @@ def build_key(component: str) -> str:
 
 def binaries(component: str) -> list[str]:
     """The file names a component's build yields."""
-    return list(COMPONENTS[component][2])
+    return list(PARTS[component][2])
 
 
 def bin_dir(component: str) -> Path:
@@ -70,7 +70,7 @@ def build(component: str) -> tuple[Path, float | None]:
     scratch = Path(tempfile.mkdtemp(prefix=f".{component}-", dir=BUILDS if BUILDS.is_dir() else None))
     try:
         env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
-        for name, package in COMPONENTS[component][2].items():
+        for name, package in PARTS[component][2].items():
             print(f"building {component}: {name}", flush=True)
             subprocess.run(["go", "build", "-trimpath", "-ldflags", _ldflags(component),
                             "-o", str(scratch / name), package], cwd=GO_MODULES / component, env=env, check=True)
@@ -92,13 +92,15 @@ def _record(component: str, seconds: float) -> None:
     BUILD_TIMES.write_text(json.dumps(times, indent=2) + "\n")
 
 
-def build_all() -> dict[str, Path]:
+def build_all(components=COMPONENTS) -> dict[str, Path]:
+    """Build (or reuse) COMPONENTS, the node's parts unless named; the CRDs come with the node's parts."""
     folders = {}
-    for component in COMPONENTS:
+    for component in components:
         folders[component], seconds = build(component)
         what = "cached" if seconds is None else f"built in {seconds:.0f} s"
         print(f"{component}: {what} ({folders[component]})", flush=True)
-    crds.download_all()
+    if components is COMPONENTS:
+        crds.download_all()
     return folders
 
 

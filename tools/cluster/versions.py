@@ -18,6 +18,7 @@ KUBERNETES_STAGING = "v0" + KUBERNETES.removeprefix("v1")
 ETCD = "v3.6.17"
 CONTAINERD = "v2.4.2"
 COREDNS = "v1.15.0"
+PROMETHEUS = "v0.316.0"
 
 
 # Go module folder under go/ -> (the upstream module it requires, its version, {binary: package built}).
@@ -34,6 +35,14 @@ COMPONENTS: dict[str, tuple[str, str, dict[str, str]]] = {
     # The pod sandbox's process, written here (go/pause/main.go).
     "pause": ("", "", {"pause": "."}),
 }
+
+# Parts only the scale-out test runs (make scale-out-test): built on demand (`build NAME`), never by `up`, so the
+# cluster test does not wait for them. Same shape as COMPONENTS.
+ADDONS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "prometheus": ("github.com/prometheus/prometheus", PROMETHEUS, {
+        name: f"github.com/prometheus/prometheus/cmd/{name}" for name in ("prometheus", "promtool")}),
+}
+PARTS = COMPONENTS | ADDONS
 
 # The CRDs of the custom resources the chart renders, each from its project's module at a pinned version (the
 # YAML its release installs), with the module's go.sum hash. The LeaderWorkerSet's module (sigs.k8s.io/lws) is
