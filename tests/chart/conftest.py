@@ -46,7 +46,7 @@ def values_args(entry: str) -> tuple[str, ...]:
 # dry runs, which cannot be given API versions, run with the check off (helm lint only logs a template's `fail`).
 CRD_API_VERSIONS = ("leaderworkerset.x-k8s.io/v1/LeaderWorkerSet", "keda.sh/v1alpha1/ScaledObject",
                     "inference.networking.k8s.io/v1/InferencePool", "gateway.networking.k8s.io/v1/HTTPRoute",
-                    "monitoring.coreos.com/v1/ServiceMonitor")
+                    "monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ FEATURES = {
         "--set", "gateway.parentRefs.inference-gateway.namespace=gateway")),
     "monitoring.coreos.com/v1/ServiceMonitor": ("metrics.serviceMonitor.enabled=true",
                                                 ("--set", "metrics.serviceMonitor.enabled=true")),
+    "monitoring.coreos.com/v1/PrometheusRule": ("metrics.prometheusRule.enabled=true",
+                                                ("--set", "metrics.prometheusRule.enabled=true")),
 }
 
 

@@ -34,7 +34,8 @@ OVERRIDES = [(), ("nameOverride=llm",), ("nameOverride=" + "n" * 63,), ("nameOve
              ("fullnameOverride=serving",), ("fullnameOverride=" + "s" * 63,), ("fullnameOverride=" + "s" * 70,)]
 DEPLOYMENT = ("--set", "podDisruptionBudget.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
               "--set", "replicaCount=2", "--set", "cache.accessMode=ReadWriteMany", "--set", "autoscaling.enabled=true",
-              "--set", "autoscaling.engine=hpa", "--set", "loadtest.enabled=true")
+              "--set", "autoscaling.engine=hpa", "--set", "loadtest.enabled=true",
+              "--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.dashboard.enabled=true")
 SCALE_OUT = ("-f", str(CHART.parent.parent / "tests" / "chart" / "scale-out-values.yaml"),
              "--set", "metrics.serviceMonitor.enabled=true", "--set", "loadtest.enabled=true")
 MODES = {"deployment": DEPLOYMENT, "scale-out": SCALE_OUT}

@@ -22,6 +22,9 @@ requireAPIs=false for it. (`helm lint` only logs a template's fail.)
 {{- if .Values.metrics.serviceMonitor.enabled -}}
 {{- $wanted = append $wanted (list "metrics.serviceMonitor.enabled=true" "monitoring.coreos.com/v1/ServiceMonitor" "the Prometheus Operator (e.g. the kube-prometheus-stack chart), or scrape /metrics without it") -}}
 {{- end -}}
+{{- if .Values.metrics.prometheusRule.enabled -}}
+{{- $wanted = append $wanted (list "metrics.prometheusRule.enabled=true" "monitoring.coreos.com/v1/PrometheusRule" "the Prometheus Operator (e.g. the kube-prometheus-stack chart), or load the rules into Prometheus yourself (docs/monitoring.md)") -}}
+{{- end -}}
 {{- range $want := $wanted -}}
 {{- $api := index $want 1 -}}
 {{- if not ($.Capabilities.APIVersions.Has $api) -}}
