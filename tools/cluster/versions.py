@@ -58,6 +58,10 @@ CRD_MODULES: dict[str, tuple[str, str, str, str]] = {
         "github.com/prometheus-operator/prometheus-operator", "v0.85.0",
         "h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s=",
         "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"),
+    "monitoring.coreos.com/v1/PrometheusRule": (
+        "github.com/prometheus-operator/prometheus-operator", "v0.85.0",
+        "h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s=",
+        "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"),
     # v2.21 needs Go 1.27.4; the CRD's fields the chart uses are the same in v2.20.
     "keda.sh/v1alpha1/ScaledObject": (
         "github.com/kedacore/keda/v2", "v2.20.2", "h1:SR60v8uIcelbveS8n/1jcl8tLdBBIbHMxmdOHw8tKqA=",
