@@ -199,19 +199,32 @@ def requests_running(address: str) -> float:
     return sum(s.value for s in exposition_samples(exposition) if s.name == "vllm:num_requests_running")
 
 
-def test_a_stopped_engine_under_load_fires_the_engine_stalled_alert_and_sigcont_resolves_it(watched, url, shell):
-    pod = watched["metadata"]["name"]
+def loaded_alert_rule(shell) -> dict:
+    """The TpserveEngineStalled rule as Prometheus has it once `tools/cluster monitor` has loaded the cluster's rules."""
+    loaded = monitor(shell)
+    assert "rule file" in loaded, loaded
+    rules = [rule for group in api("rules", type="alert")["groups"] for rule in group["rules"] if rule["name"] == ALERT]
+    assert rules, f"Prometheus has no {ALERT} rule; it loaded:\n{loaded}"
+    return rules[0]
+
+
+@pytest.fixture(scope="module")
+def stalled_alert_rule(watched, shell) -> dict:
+    """The chart's alert rules, turned on with short windows by `helm upgrade --reuse-values` (the server pod
+    stays), loaded into Prometheus."""
     shell.run(f"helm upgrade {RELEASE} charts/vllm --reuse-values --set metrics.prometheusRule.enabled=true "
               f"--set metrics.prometheusRule.rateWindow={RATE_WINDOW} "
               f"--set metrics.prometheusRule.engineStalled.for={STALLED_FOR} --wait --timeout {ROLLOUT_TIMEOUT}",
               timeout=1500)
     assert wait_ready_pod(shell, SELECTOR)["metadata"]["uid"] == watched["metadata"]["uid"], "the rule alone changed"
-    loaded = monitor(shell)
-    assert "rule file" in loaded, loaded
-    rules = [rule for group in api("rules", type="alert")["groups"] for rule in group["rules"] if rule["name"] == ALERT]
-    assert rules, f"Prometheus has no {ALERT} rule; it loaded:\n{loaded}"
-    pending_for = rules[0]["duration"]
-    assert pending_for == seconds(STALLED_FOR), rules[0]
+    return loaded_alert_rule(shell)
+
+
+def test_a_stopped_engine_under_load_fires_the_engine_stalled_alert_and_sigcont_resolves_it(
+        watched, url, shell, stalled_alert_rule):
+    pod = watched["metadata"]["name"]
+    pending_for = stalled_alert_rule["duration"]
+    assert pending_for == seconds(STALLED_FOR), stalled_alert_rule
     # The rate window must first slide past the last token, then the alert pends for its duration; each step
     # waits up to a scrape and an evaluation. Generous on top: CI is a busy 2-core box.
     timeout_s = seconds(RATE_WINDOW) + pending_for + 4 * (seconds(SCRAPE_INTERVAL) + seconds(EVALUATION_INTERVAL)) + 300
