@@ -113,6 +113,23 @@ def test_the_certificates_name_the_identities_the_default_rbac_binds(tmp_path):
     assert oct((tmp_path / "ca.key").stat().st_mode & 0o777) == "0o600"
 
 
+def test_the_aggregation_layer_trusts_the_front_proxy_client_only_from_its_own_ca(tmp_path):
+    pki.make_pki(tmp_path)
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    proxy_ca = x509.load_pem_x509_certificate((tmp_path / "front-proxy-ca.crt").read_bytes())
+    client = x509.load_pem_x509_certificate((tmp_path / f"{pki.FRONT_PROXY_CLIENT}.crt").read_bytes())
+    client.verify_directly_issued_by(proxy_ca)
+    with pytest.raises(ValueError):
+        client.verify_directly_issued_by(ca)
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == pki.FRONT_PROXY_CLIENT
+    keda = x509.load_pem_x509_certificate((tmp_path / "keda.crt").read_bytes())
+    keda.verify_directly_issued_by(ca)
+    usages = keda.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usages)
+    ips = keda.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
+    assert versions.NODE_IP in {str(ip) for ip in ips}
+
+
 def test_the_build_key_changes_with_the_module_and_not_otherwise(tmp_path, monkeypatch):
     shutil.copytree(versions.GO_MODULES / "pause", tmp_path / "pause")
     monkeypatch.setattr(build, "GO_MODULES", tmp_path)

@@ -1,5 +1,7 @@
 """The cluster's certificates: one CA, a serving certificate for the API server, a client certificate for
-each part (named as Kubernetes' default RBAC expects), and the service-account signing key.
+each part (named as Kubernetes' default RBAC expects), and the service-account signing key. The aggregation
+layer has a CA of its own (front-proxy-ca): the API server proxies to extension API servers (KEDA's metrics
+API server) with its client certificate, and they trust the user it names only from that CA.
 
 Made fresh by every `up` and removed by `down`: a test cluster's keys live exactly as long as it does.
 """
@@ -27,6 +29,11 @@ CLIENTS = {
     "kube-proxy": ("system:kube-proxy", None),
     "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
 }
+FRONT_PROXY_CLIENT = "front-proxy-client"
+# Add-ons that run as host processes on the node and serve TLS: their certificates, from the cluster's CA (an
+# APIService's caBundle), valid for the node's address and loopback. Client and server both: KEDA's operator and
+# its metrics API server talk mutual TLS with one certificate.
+ADDON_CERTIFICATES = {"keda": ("keda-operator.keda.svc", "keda-metrics-apiserver.keda.svc")}
 API_SERVER_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
                     f"kubernetes.default.svc.{CLUSTER_DOMAIN}", "localhost")
 API_SERVER_IPS = (NODE_IP, API_SERVICE_IP, "127.0.0.1")
@@ -86,6 +93,24 @@ def make_pki(folder: Path) -> None:
         _write_key(folder / f"{stem}.key", key)
         _write_cert(folder / f"{stem}.crt", _issue(_name(common, organization), key, ca_name, ca_key,
                                                    usages=(ExtendedKeyUsageOID.CLIENT_AUTH,)))
+
+    for stem, names in ADDON_CERTIFICATES.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_key(folder / f"{stem}.key", key)
+        _write_cert(folder / f"{stem}.crt", _issue(_name(stem), key, ca_name, ca_key,
+                                                   usages=(ExtendedKeyUsageOID.SERVER_AUTH,
+                                                           ExtendedKeyUsageOID.CLIENT_AUTH),
+                                                   names=(*names, "localhost"), ips=(NODE_IP, "127.0.0.1")))
+
+    proxy_ca_key = ec.generate_private_key(ec.SECP256R1())
+    proxy_ca_name = _name("tpserve-front-proxy-ca")
+    _write_key(folder / "front-proxy-ca.key", proxy_ca_key)
+    _write_cert(folder / "front-proxy-ca.crt", _issue(proxy_ca_name, proxy_ca_key, proxy_ca_name, proxy_ca_key,
+                                                      ca=True))
+    proxy_key = ec.generate_private_key(ec.SECP256R1())
+    _write_key(folder / f"{FRONT_PROXY_CLIENT}.key", proxy_key)
+    _write_cert(folder / f"{FRONT_PROXY_CLIENT}.crt", _issue(_name(FRONT_PROXY_CLIENT), proxy_key, proxy_ca_name,
+                                                            proxy_ca_key, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,)))
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(folder / "sa.key", sa_key)

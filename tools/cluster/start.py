@@ -167,7 +167,16 @@ def up(folders: dict[str, Path], pv_count: int, pv_size: str) -> dict[str, float
         # The kubelet by its address: its node name would be looked up in the machine's resolver.
         "--kubelet-preferred-address-types=InternalIP",
         "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-        "--allow-privileged=true", "--profiling=false", "--anonymous-auth=true"])
+        "--allow-privileged=true", "--profiling=false", "--anonymous-auth=true",
+        # The aggregation layer, for extension API servers such as KEDA's metrics API server: the API server
+        # proxies to them as front-proxy-client and reaches them at their endpoints' addresses.
+        f"--requestheader-client-ca-file={PKI / 'front-proxy-ca.crt'}",
+        f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={PKI / (pki.FRONT_PROXY_CLIENT + '.crt')}",
+        f"--proxy-client-key-file={PKI / (pki.FRONT_PROXY_CLIENT + '.key')}",
+        "--enable-aggregator-routing=true"])
     _waited("kube-apiserver", lambda: _answers_200(f"https://{NODE_IP}:{API_PORT}/readyz", _as_admin()))
     steps["kube-apiserver"] = time.monotonic() - mark
 

@@ -19,6 +19,7 @@ ETCD = "v3.6.17"
 CONTAINERD = "v2.4.2"
 COREDNS = "v1.15.0"
 PROMETHEUS = "v0.316.0"
+KEDA = "v2.20.2"
 
 
 # Go module folder under go/ -> (the upstream module it requires, its version, {binary: package built}).
@@ -41,6 +42,12 @@ COMPONENTS: dict[str, tuple[str, str, dict[str, str]]] = {
 ADDONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "prometheus": ("github.com/prometheus/prometheus", PROMETHEUS, {
         name: f"github.com/prometheus/prometheus/cmd/{name}" for name in ("prometheus", "promtool")}),
+    # KEDA's operator (ScaledObject -> HPA, scale to and from zero) and its metrics API server, which serves the
+    # HPA's External metrics through the API server's aggregation layer. go/keda copies KEDA's replace block:
+    # without it the module graph takes newer k8s.io modules than KEDA builds with.
+    "keda": ("github.com/kedacore/keda/v2", KEDA, {
+        "keda-operator": "github.com/kedacore/keda/v2/cmd/operator",
+        "keda-adapter": "github.com/kedacore/keda/v2/cmd/adapter"}),
 }
 PARTS = COMPONENTS | ADDONS
 
@@ -64,7 +71,7 @@ CRD_MODULES: dict[str, tuple[str, str, str, str]] = {
         "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"),
     # v2.21 needs Go 1.27.4; the CRD's fields the chart uses are the same in v2.20.
     "keda.sh/v1alpha1/ScaledObject": (
-        "github.com/kedacore/keda/v2", "v2.20.2", "h1:SR60v8uIcelbveS8n/1jcl8tLdBBIbHMxmdOHw8tKqA=",
+        "github.com/kedacore/keda/v2", KEDA, "h1:SR60v8uIcelbveS8n/1jcl8tLdBBIbHMxmdOHw8tKqA=",
         "config/crd/bases/keda.sh_scaledobjects.yaml"),
 }
 
