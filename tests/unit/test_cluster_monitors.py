@@ -20,6 +20,7 @@ from tests.conftest import REPO, run
 
 sys.path.insert(0, str(REPO / "tools" / "cluster"))
 import monitors
+import node
 import prometheus
 
 KUBECONFIG = Path("/var/lib/tpserve-cluster/kubeconfig")
@@ -165,3 +166,28 @@ def test_promtool_accepts_the_translated_configuration_and_rule_file(tmp_path):
                           timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 1 rules found" in done.stdout, done.stdout
+
+
+def test_the_written_config_replaces_old_rule_files_and_has_a_job_per_service_monitor_endpoint(tmp_path, monkeypatch):
+    objects = {prometheus.SERVICE_MONITORS: [rendered_service_monitor()], prometheus.PROMETHEUS_RULES: [STALLED_RULE]}
+    monkeypatch.setattr(prometheus, "_objects", objects.__getitem__)
+    monkeypatch.setattr(prometheus, "CONFIG", tmp_path / "prometheus.yml")
+    monkeypatch.setattr(prometheus, "RULES", tmp_path / "rules")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a-deleted-rule.yaml").write_text("groups: []\n")
+    written = prometheus.write_config("5s")
+    assert sorted(path.name for path in (tmp_path / "rules").iterdir()) == ["monitoring-llama70b-vllm-1234-abcd.yaml"]
+    assert written == [f"rule file {tmp_path / 'rules' / 'monitoring-llama70b-vllm-1234-abcd.yaml'}",
+                       "scrape job serviceMonitor/monitoring/llama70b-vllm/0"]
+    config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    assert config["rule_files"] == [str(tmp_path / "rules" / "*.yaml")]
+    assert config["scrape_configs"][0]["kubernetes_sd_configs"][0]["kubeconfig_file"] == str(prometheus.KUBECONFIG)
+
+
+def test_down_stops_prometheus_before_the_node_parts(monkeypatch):
+    stopped = []
+    monkeypatch.setattr(node, "running", lambda name: name)
+    monkeypatch.setattr(node, "stop", stopped.append)
+    monkeypatch.setattr(node, "_processes_under", lambda paths: [])
+    node.stop_all()
+    assert stopped[0] == prometheus.NAME and stopped[1:] == list(reversed(node.ORDER))
