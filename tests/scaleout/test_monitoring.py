@@ -272,3 +272,9 @@ def test_a_stopped_engine_under_load_fires_the_engine_stalled_alert_and_sigcont_
     assert timeline["pending_s"] <= timeline["firing_s"] <= timeline["continued_s"] <= timeline["resolved_s"]
     assert timeline["firing_s"] >= pending_for, "the alert fired before its pending duration"
     assert timeline["requests_finished"] == len(outcomes), [vars(o) for o in outcomes]
+    after = shell.kubectl_json("get", "pod", pod)
+    assert restarts(after) == restarts(watched), "the server restarted: the alert was to answer the stop alone"
+
+
+def restarts(pod: dict) -> int:
+    return next(s["restartCount"] for s in pod["status"]["containerStatuses"] if s["name"] == "vllm")
