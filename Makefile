@@ -12,8 +12,8 @@ CPU_TORCH := 2.13.0+cpu
 # The CPU serving image tools/pod_images.py builds (charts/vllm/values-cpu.yaml names it).
 CPU_IMAGE := localhost/tpserve-cpu:0.1.0
 
-.PHONY: demo test test-unit test-e2e test-chart pod-test pod-images cluster cluster-down cluster-test lint venv clean \
-	k8s-tools k8s checkov-env chart-files
+.PHONY: demo test test-unit test-e2e test-chart pod-test pod-images cluster cluster-down cluster-test scale-out-test lint \
+	venv clean k8s-tools k8s checkov-env chart-files
 
 venv: $(STAMP)
 
@@ -67,6 +67,12 @@ cluster-down: $(STAMP)
 # unless one is up, builds or reuses the images, and takes down what it started.
 cluster-test: $(STAMP)
 	$(BIN)/pytest tests/cluster -m cluster -v
+
+# The chart's scale-out and monitoring objects run by their real controllers on that cluster (docs/cluster-test.md):
+# Prometheus, built on demand from its pinned module, scrapes the server through the ServiceMonitor and evaluates
+# the chart's alert rules. Reuses a cluster that is up; otherwise starts one and takes it down.
+scale-out-test: $(STAMP)
+	$(BIN)/pytest tests/scaleout -m scaleout -v
 
 # Official helm and kubectl binaries, offline, pinned by sha256 (see tools/k8s_tools.py).
 k8s-tools:

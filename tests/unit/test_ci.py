@@ -18,6 +18,13 @@ def test_ci_runs_the_test_suite_and_then_the_pod_test():
     assert lines.index("make test") < lines.index("make pod-test")
 
 
+def test_ci_runs_the_scale_out_test_after_the_cluster_test_and_make_test_leaves_it_out():
+    lines = [line.strip() for line in CI_RUN.read_text().splitlines()]
+    assert lines.index("make cluster-test") < lines.index("make scale-out-test")
+    addopts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "not scaleout" in addopts
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (.ci/run installs it)")
 def test_ci_run_passes_shellcheck():
     done = subprocess.run(["shellcheck", str(CI_RUN)], capture_output=True, text=True, timeout=60, check=False)

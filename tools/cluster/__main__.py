@@ -3,6 +3,8 @@
     python tools/cluster build            # compile the parts from their pinned Go modules (cached)
     python tools/cluster build prometheus # an add-on the scale-out test runs (versions.ADDONS)
     python tools/cluster up               # build if needed, start the node, wait until it serves
+    python tools/cluster up --addons prometheus  # ... and Prometheus beside it
+    python tools/cluster monitor          # (re)load the cluster's ServiceMonitors and PrometheusRules into Prometheus
     python tools/cluster load IMAGE...    # copy podman images into the node's containerd
     python tools/cluster status
     python tools/cluster crd API...       # print the path of the CRD YAML serving each group/version/Kind
@@ -24,21 +26,27 @@ import time
 import build
 import crds
 import node
+import prometheus
 import start
 from versions import ADDONS, CACHE, COMPONENTS, CRD_MODULES, KUBECONFIG, LOGS
 
 TIMINGS = CACHE / "up-times.json"
 
 
-def command_build(args) -> int:
-    unknown = sorted(set(args.addons) - set(ADDONS))
+def _known_addons(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(ADDONS))
     if unknown:
         raise node.ClusterError(f"no add-on {', '.join(unknown)}; the add-ons are {', '.join(sorted(ADDONS))}")
+
+
+def command_build(args) -> int:
+    _known_addons(args.addons)
     build.build_all({name: ADDONS[name] for name in args.addons} if args.addons else COMPONENTS)
     return 0
 
 
 def command_up(args) -> int:
+    _known_addons(args.addons)
     steps: dict[str, float] = {}
     begin = time.monotonic()
     folders = build.build_all()
@@ -48,6 +56,10 @@ def command_up(args) -> int:
         mark = time.monotonic()
         start.load_images(folders, args.load)
         steps["load images"] = time.monotonic() - mark
+    if "prometheus" in args.addons:
+        mark = time.monotonic()
+        prometheus.monitor()
+        steps["prometheus (build or reuse, ready)"] = time.monotonic() - mark
     steps["total"] = time.monotonic() - begin
     for step, seconds in steps.items():
         print(f"{step}: {seconds:.1f} s")
@@ -67,8 +79,21 @@ def command_status(_args) -> int:
     for name in node.ORDER:
         pid = node.running(name)
         print(f"{name}: {f'running, pid {pid}' if pid else 'not running'}")
+    for name in node.ADDON_PROCESSES:
+        pid = node.running(name)
+        if pid:
+            print(f"{name}: running, pid {pid}")
     print(f"logs: {LOGS}")
     return 0 if all(node.running(name) for name in node.ORDER) else 1
+
+
+def command_monitor(args) -> int:
+    if not node.running("kube-apiserver"):
+        raise node.ClusterError("no cluster is up: run `python tools/cluster up` first")
+    for line in prometheus.monitor(args.evaluation_interval):
+        print(line)
+    print(f"prometheus ready at {prometheus.URL} (log: {prometheus.LOG})")
+    return 0
 
 
 def command_crd(args) -> int:
@@ -96,11 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--load", nargs="*", default=[], metavar="IMAGE", help="podman images to load once up")
     up.add_argument("--volumes", type=int, default=6, help="local PersistentVolumes to make (default 6)")
     up.add_argument("--volume-size", default="50Gi", help="each volume's capacity (default 50Gi)")
+    up.add_argument("--addons", nargs="*", default=[], metavar="ADDON",
+                    help=f"add-ons to start beside the node: {', '.join(sorted(ADDONS))}")
     up.set_defaults(run=command_up)
     load = commands.add_parser("load", help="copy podman images into the node's containerd")
     load.add_argument("images", nargs="+", metavar="IMAGE")
     load.set_defaults(run=command_load)
     commands.add_parser("status", help="which parts run").set_defaults(run=command_status)
+    monitor = commands.add_parser(
+        "monitor", help="start Prometheus (or reload it) with the cluster's ServiceMonitors and PrometheusRules, "
+                        "as the Prometheus Operator would configure it")
+    monitor.add_argument("--evaluation-interval", default=prometheus.EVALUATION_INTERVAL,
+                         help=f"how often rules are evaluated (default {prometheus.EVALUATION_INTERVAL})")
+    monitor.set_defaults(run=command_monitor)
     crd = commands.add_parser("crd", help="download a custom resource's CRD from its pinned module, print its path")
     crd.add_argument("apis", nargs="+", metavar="API", choices=sorted(CRD_MODULES))
     crd.set_defaults(run=command_crd)

@@ -32,6 +32,8 @@ HOST_PATHS = (Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/lib/kube
 # Start order; `down` stops them in reverse.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet",
          "kube-proxy")
+# Add-ons started beside a running node (prometheus.py); `down` stops them first.
+ADDON_PROCESSES = ("prometheus",)
 
 
 class ClusterError(Exception):
@@ -208,7 +210,7 @@ def _processes_under(paths: tuple[Path, ...]) -> list[int]:
 
 def stop_all() -> list[str]:
     stopped = []
-    for name in reversed(ORDER):
+    for name in (*ADDON_PROCESSES, *reversed(ORDER)):
         pid = running(name)
         if pid:
             stop(pid)
