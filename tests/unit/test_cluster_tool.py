@@ -187,3 +187,29 @@ def test_a_crd_module_whose_hash_is_not_the_pinned_one_is_refused(tmp_path, monk
     fake_go(tmp_path, monkeypatch, {"Dir": str(tmp_path), "Sum": "h1:changed="})
     with pytest.raises(SystemExit, match="hashes to h1:changed=, not the pinned"):
         crds.crd_file("keda.sh/v1alpha1/ScaledObject")
+
+
+def test_a_build_past_its_deadline_stops_the_compilers_it_started_and_says_the_cache_keeps_their_work(
+        tmp_path, monkeypatch):
+    # A `go` whose build starts a child compiler and never finishes; both pids are written so the test sees them go.
+    pids = tmp_path / "pids"
+    go = tmp_path / "bin" / "go"
+    go.parent.mkdir()
+    go.write_text(f'#!/bin/sh\n[ "$1" = env ] && {{ echo go1.26.8; exit 0; }}\n'
+                  f"sleep 600 & echo $! >> {pids}\necho $$ >> {pids}\nwait\n")
+    go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{go.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(build, "BUILDS", tmp_path / "builds")
+    with pytest.raises(node.ClusterError, match="still compiling when its time ran out.*Go's build cache"):
+        build.build_all({"pause": versions.PARTS["pause"]}, within_s=1)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 2 and all(gone(pid) for pid in started)
+    assert not (tmp_path / "builds").exists() or not any((tmp_path / "builds").iterdir())
