@@ -208,7 +208,9 @@ def _processes_under(paths: tuple[Path, ...]) -> list[int]:
 
 def stop_all() -> list[str]:
     stopped = []
-    for name in reversed(ORDER):
+    # Processes started beside the node (the add-ons' controllers) go first, while the API server still answers.
+    besides = sorted({path.stem for path in PIDS.glob("*.pid")} - set(ORDER)) if PIDS.is_dir() else []
+    for name in [*besides, *reversed(ORDER)]:
         pid = running(name)
         if pid:
             stop(pid)
