@@ -9,7 +9,7 @@ makes pods that cannot start vLLM. The webhook configurations and both CRDs come
 config/), with the release's object selectors (config/webhook's patches) and a URL in place of the Service.
 
 `start` applies the CRDs, starts the controller, waits until its webhooks answer, then registers them; `stop`
-unregisters them and removes the CRDs before stopping the process, so the shared cluster is as it was (a
+unregisters them, stops the process and removes the CRDs, so the shared cluster is as it was (a
 LeaderWorkerSet webhook left registered with no server would refuse every LeaderWorkerSet). `down` stops it too
 (node.stop_all). Its files live in STATE/lws, its log in LOGS/lws-controller.log.
 """
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import socket
 import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import build
@@ -98,14 +97,14 @@ def crd_path(module: Path, name: str) -> Path:
     return module / "config" / "crd" / "bases" / f"{group}_{plural}.yaml"
 
 
-def _webhook_answers() -> bool:
-    """True once the pod webhook's handler is registered: any HTTP answer but 404 (a GET is refused, 405 or 400)."""
+def _webhook_serves() -> bool:
+    """True once the webhook server completes a TLS handshake with the certificate the API server will check; it
+    registers its handlers before it listens."""
     context = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
     try:
-        with urllib.request.urlopen(f"https://{NODE_IP}:{WEBHOOK_PORT}/mutate--v1-pod", context=context, timeout=5):
+        with socket.create_connection((NODE_IP, WEBHOOK_PORT), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname=NODE_IP):
             return True
-    except urllib.error.HTTPError as error:
-        return error.code != 404
     except OSError:
         return False
 
@@ -134,7 +133,7 @@ def start_controller() -> list[str]:
                   *(f"crd/{name}" for name in CRDS))
     node.start(NAME, [str(folder / NAME), f"--config={HOME / 'config.yaml'}", f"--kubeconfig={KUBECONFIG}"])
     alive = _alive()
-    node.wait_until("the LeaderWorkerSet controller's webhooks to answer", lambda: alive() or _webhook_answers(),
+    node.wait_until("the LeaderWorkerSet controller's webhooks to answer", lambda: alive() or _webhook_serves(),
                     READY_TIMEOUT_S, LOG)
     configurations = webhook_configurations(module, (PKI / "ca.crt").read_bytes())
     start.apply(configurations)
@@ -143,16 +142,18 @@ def start_controller() -> list[str]:
 
 
 def stop_controller() -> list[str]:
-    """Unregister the webhooks, remove the CRDs (and so every LeaderWorkerSet), stop the process."""
+    """Unregister the webhooks, stop the process, remove the CRDs (and so every LeaderWorkerSet)."""
     undone = []
     for kind, name in WEBHOOK_CONFIGURATIONS.items():
         if start.kubectl("delete", kind.lower(), name, "--ignore-not-found", check=False).stdout.strip():
             undone.append(f"{kind} {name}")
-    for name in CRDS:
-        if start.kubectl("delete", "crd", name, "--ignore-not-found", "--timeout=120s", check=False).stdout.strip():
-            undone.append(f"crd {name}")
     pid = node.running(NAME)
     if pid:
         node.stop(pid)
         undone.append(f"process {NAME} ({pid})")
+    # A stopped process may linger as a zombie until init reaps it: a start right after must not take it as running.
+    (node.PIDS / f"{NAME}.pid").unlink(missing_ok=True)
+    for name in CRDS:
+        if start.kubectl("delete", "crd", name, "--ignore-not-found", "--timeout=120s", check=False).stdout.strip():
+            undone.append(f"crd {name}")
     return undone
