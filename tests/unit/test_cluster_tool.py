@@ -129,6 +129,10 @@ def test_kubernetes_binaries_carry_the_pinned_version_for_kubectl_version_and_he
     assert "k8s.io/component-base/version.gitMinor=37" in flags
 
 
+def test_the_lws_controller_reports_its_pinned_release_in_its_log_and_user_agent():
+    assert f"-X sigs.k8s.io/lws/pkg/version.GitVersion={versions.LWS}" in build._ldflags("lws")
+
+
 def test_a_wait_that_times_out_names_what_it_waited_for_and_the_log(tmp_path):
     log = tmp_path / "etcd.log"
     log.write_text("first\nlast line of the log\n")
