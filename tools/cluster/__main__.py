@@ -9,6 +9,7 @@
     python tools/cluster load IMAGE...    # copy podman images into the node's containerd
     python tools/cluster status
     python tools/cluster crd API...       # print the path of the CRD YAML serving each group/version/Kind
+    python tools/cluster lws start|stop   # the LeaderWorkerSet controller beside the node (lws.py)
     python tools/cluster down             # stop and remove everything up made
 
 The parts: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (with Debian's runc and
@@ -27,6 +28,7 @@ import time
 import build
 import crds
 import keda
+import lws
 import node
 import prometheus
 import start
@@ -120,6 +122,13 @@ def command_crd(args) -> int:
     return 0
 
 
+def command_lws(args) -> int:
+    done = lws.start_controller() if args.action == "start" else lws.stop_controller()
+    for line in done:
+        print(f"{'made' if args.action == 'start' else 'removed'} {line}")
+    return 0
+
+
 def command_down(_args) -> int:
     for line in node.down():
         print(f"removed {line}")
@@ -160,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     crd = commands.add_parser("crd", help="download a custom resource's CRD from its pinned module, print its path")
     crd.add_argument("apis", nargs="+", metavar="API", choices=sorted(CRD_MODULES))
     crd.set_defaults(run=command_crd)
+    controller = commands.add_parser("lws", help="start or stop the LeaderWorkerSet controller and its webhooks")
+    controller.add_argument("action", choices=("start", "stop"))
+    controller.set_defaults(run=command_lws)
     commands.add_parser("down", help="stop and remove everything up made").set_defaults(run=command_down)
     args = parser.parse_args(argv)
     try:

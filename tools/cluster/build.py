@@ -37,6 +37,8 @@ def _ldflags(component: str) -> str:
                       f"-X {package}.buildDate=1970-01-01T00:00:00Z"]
     elif component == "containerd":
         flags.append(f"-X github.com/containerd/containerd/v2/version.Version={CONTAINERD}")
+    elif component == "lws":
+        flags.append(f"-X sigs.k8s.io/lws/pkg/version.GitVersion={PARTS[component][1]}")
     return " ".join(flags)
 
 
