@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -294,3 +295,26 @@ def test_down_stops_the_processes_started_beside_the_node_before_the_nodes_own(t
     monkeypatch.setattr(node, "stop", lambda pid: stopped.append(pid))
     monkeypatch.setattr(node, "_processes_under", lambda paths: [])
     assert [line.split()[1] for line in node.stop_all()] == ["lws-controller", "kube-apiserver", "etcd"]
+
+
+def test_an_image_the_cluster_loaded_with_the_same_podman_id_is_not_copied_again(tmp_path, monkeypatch):
+    import start
+
+    monkeypatch.setattr(start, "LOADED", tmp_path / "loaded-images.json")
+    monkeypatch.setattr(start, "_podman_id", lambda image: "sha256:aaaa")
+    monkeypatch.setattr(start, "_ctr", lambda folders, *args, stdin=None: subprocess.CompletedProcess(
+        args, 0, stdout="docker.io/localhost/tpserve-cpu:0.1.0\n", stderr=""))
+    saved = []
+
+    def save(argv, **kwargs):
+        saved.append(argv)
+        raise OSError("podman save is not run in this test")
+
+    monkeypatch.setattr(start.subprocess, "Popen", save)
+    (tmp_path / "loaded-images.json").write_text(json.dumps({"localhost/tpserve-cpu:0.1.0": "sha256:aaaa"}))
+    start.load_images({}, ["localhost/tpserve-cpu:0.1.0"])
+    assert saved == []
+    monkeypatch.setattr(start, "_podman_id", lambda image: "sha256:bbbb")
+    with pytest.raises(OSError, match="not run in this test"):
+        start.load_images({}, ["localhost/tpserve-cpu:0.1.0"])
+    assert saved and saved[0][:2] == ["podman", "save"]
