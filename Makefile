@@ -12,7 +12,7 @@ CPU_TORCH := 2.13.0+cpu
 # The CPU serving image tools/pod_images.py builds (charts/vllm/values-cpu.yaml names it).
 CPU_IMAGE := localhost/tpserve-cpu:0.1.0
 
-.PHONY: demo test test-unit test-e2e test-chart pod-test pod-images cluster cluster-down cluster-test scale-out-test lint \
+.PHONY: demo test test-unit test-e2e test-chart pod-test pod-images cluster cluster-down cluster-test scale-out-test scale-out-parts lint \
 	venv clean k8s-tools k8s checkov-env chart-files
 
 venv: $(STAMP)
@@ -73,6 +73,11 @@ cluster-test: $(STAMP)
 # the chart's alert rules. Reuses a cluster that is up; otherwise starts one and takes it down.
 scale-out-test: $(STAMP)
 	$(BIN)/pytest tests/scaleout -m scaleout -v
+
+# Only the scale-out test's controllers, compiled (or reused) from their pinned modules; WITHIN=SECONDS stops
+# compiling after that long and fails (.ci/run gives them what its 90 minutes have left).
+scale-out-parts: $(STAMP)
+	$(BIN)/python tools/cluster build $(if $(WITHIN),--within $(WITHIN)) prometheus keda lws
 
 # Official helm and kubectl binaries, offline, pinned by sha256 (see tools/k8s_tools.py).
 k8s-tools:

@@ -1,7 +1,7 @@
 """The alerts (metrics.prometheusRule) and the Grafana dashboard (metrics.dashboard) a release ships: off by
 default, scoped to the release's series, tuned by their values, and every vLLM metric name they use checked by the
 metric contract. `promtool test rules` and the CRD check of the rendered rules are in
-tests/cluster/test_alert_rules.py (they need Go builds)."""
+tests/scaleout/test_alert_rules.py (they need Go builds)."""
 
 from __future__ import annotations
 

@@ -184,10 +184,11 @@ def test_the_written_config_replaces_old_rule_files_and_has_a_job_per_service_mo
     assert config["scrape_configs"][0]["kubernetes_sd_configs"][0]["kubeconfig_file"] == str(prometheus.KUBECONFIG)
 
 
-def test_down_stops_prometheus_before_the_node_parts(monkeypatch):
+def test_down_stops_prometheus_and_the_other_add_ons_before_the_node_parts(monkeypatch):
     stopped = []
     monkeypatch.setattr(node, "running", lambda name: name)
     monkeypatch.setattr(node, "stop", stopped.append)
     monkeypatch.setattr(node, "_processes_under", lambda paths: [])
     node.stop_all()
-    assert stopped[0] == prometheus.NAME and stopped[1:] == list(reversed(node.ORDER))
+    addons = len(node.ADDON_PROCESSES)
+    assert prometheus.NAME in stopped[:addons] and stopped[addons:] == list(reversed(node.ORDER))

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -24,6 +25,7 @@ sys.path.insert(0, str(REPO / "tools" / "cluster"))
 import build
 import configs
 import crds
+import lws
 import node
 import pki
 import versions
@@ -145,6 +147,10 @@ def test_kubernetes_binaries_carry_the_pinned_version_for_kubectl_version_and_he
     assert "k8s.io/component-base/version.gitMinor=37" in flags
 
 
+def test_the_lws_controller_reports_its_pinned_release_in_its_log_and_user_agent():
+    assert f"-X sigs.k8s.io/lws/pkg/version.GitVersion={versions.LWS}" in build._ldflags("lws")
+
+
 def test_a_wait_that_times_out_names_what_it_waited_for_and_the_log(tmp_path):
     log = tmp_path / "etcd.log"
     log.write_text("first\nlast line of the log\n")
@@ -187,3 +193,128 @@ def test_a_crd_module_whose_hash_is_not_the_pinned_one_is_refused(tmp_path, monk
     fake_go(tmp_path, monkeypatch, {"Dir": str(tmp_path), "Sum": "h1:changed="})
     with pytest.raises(SystemExit, match="hashes to h1:changed=, not the pinned"):
         crds.crd_file("keda.sh/v1alpha1/ScaledObject")
+
+
+def test_a_build_past_its_deadline_stops_the_compilers_it_started_and_says_the_cache_keeps_their_work(
+        tmp_path, monkeypatch):
+    # A `go` whose build starts a child compiler and never finishes; both pids are written so the test sees them go.
+    pids = tmp_path / "pids"
+    go = tmp_path / "bin" / "go"
+    go.parent.mkdir()
+    go.write_text(f'#!/bin/sh\n[ "$1" = env ] && {{ echo go1.26.8; exit 0; }}\n'
+                  f"sleep 600 & echo $! >> {pids}\necho $$ >> {pids}\nwait\n")
+    go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{go.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(build, "BUILDS", tmp_path / "builds")
+    with pytest.raises(node.ClusterError, match="still compiling when its time ran out.*Go's build cache"):
+        build.build_all({"pause": versions.PARTS["pause"]}, within_s=1)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 2 and all(gone(pid) for pid in started)
+    assert not (tmp_path / "builds").exists() or not any((tmp_path / "builds").iterdir())
+
+
+def lws_module(root: Path) -> Path:
+    """The two files of config/webhook that webhook_configurations reads, in the module's shape (v0.9.0): the
+    generated manifests, and the release's patch that gives the pod webhook its object selector."""
+    folder = root / "config" / "webhook"
+    folder.mkdir(parents=True)
+    hooks = [{"name": name, "clientConfig": {"service": {"name": "webhook-service", "namespace": "system",
+                                                         "path": path}},
+              "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"]}
+             for name, path in (("mleaderworkerset.kb.io", "/mutate-leaderworkerset-x-k8s-io-v1-leaderworkerset"),
+                                ("mpod.kb.io", "/mutate--v1-pod"))]
+    manifests = [{"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+                  "metadata": {"name": f"{kind[:-len('WebhookConfiguration')].lower()}-webhook-configuration"},
+                  "webhooks": hooks} for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")]
+    (folder / "manifests.yaml").write_text(yaml.safe_dump_all(manifests))
+    selected = {**hooks[1], "objectSelector": {"matchExpressions": [
+        {"key": "leaderworkerset.sigs.k8s.io/name", "operator": "Exists"}]}}
+    patch = yaml.safe_dump([{"op": "replace", "path": "/webhooks/1", "value": selected}])
+    (folder / "mutating-patch.yaml").write_text(patch)
+    (folder / "validating-patch.yaml").write_text(patch)
+    return root
+
+
+def test_the_lws_webhooks_call_the_controller_on_the_node_address_trusting_the_cluster_ca(tmp_path):
+    made = lws.webhook_configurations(lws_module(tmp_path), b"CA PEM")
+    assert {document["kind"]: document["metadata"]["name"] for document in made} == lws.WEBHOOK_CONFIGURATIONS
+    for document in made:
+        leaderworkerset, pod = document["webhooks"]
+        assert leaderworkerset["clientConfig"] == {
+            "url": f"https://{versions.NODE_IP}:{lws.WEBHOOK_PORT}/mutate-leaderworkerset-x-k8s-io-v1-leaderworkerset",
+            "caBundle": "Q0EgUEVN"}
+        assert pod["objectSelector"]["matchExpressions"][0]["key"] == "leaderworkerset.sigs.k8s.io/name", (
+            "the release's patch: pods of no LeaderWorkerSet never wait on this controller")
+
+
+def test_a_webhook_patch_lws_py_cannot_apply_is_refused_by_name(tmp_path):
+    module = lws_module(tmp_path)
+    (module / "config" / "webhook" / "mutating-patch.yaml").write_text(
+        yaml.safe_dump([{"op": "add", "path": "/webhooks/2", "value": {}}]))
+    with pytest.raises(node.ClusterError, match=r"applies only replacements of one webhook, not .*'op': 'add'"):
+        lws.webhook_configurations(module, b"")
+
+
+def test_the_lws_controller_runs_alone_without_cert_rotation_its_webhooks_on_the_node_address():
+    config = lws.configuration()
+    assert config["leaderElection"] == {"leaderElect": False}
+    assert config["internalCertManagement"] == {"enable": False}
+    assert config["webhook"] == {"host": versions.NODE_IP, "port": lws.WEBHOOK_PORT,
+                                 "certDir": str(versions.STATE / "lws" / "certs")}
+    assert config["health"]["healthProbeBindAddress"].startswith("127.0.0.1:")
+    assert lws.crd_path(Path("/m"), lws.CRDS[0]) == Path(
+        "/m/config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml")
+
+
+def test_the_webhook_certificate_is_the_cluster_cas_for_the_node_address(tmp_path):
+    pki.make_pki(tmp_path)
+    pki.serving_certificate(tmp_path, tmp_path / "tls.crt", tmp_path / "tls.key", "lws-controller",
+                            (versions.NODE_IP,))
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    server = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == [versions.NODE_IP]
+    assert oct((tmp_path / "tls.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_down_stops_the_processes_started_beside_the_node_before_the_nodes_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(node, "PIDS", tmp_path)
+    for name in ("lws-controller", "etcd", "kube-apiserver"):
+        (tmp_path / f"{name}.pid").write_text("1\n")
+    stopped = []
+    monkeypatch.setattr(node, "running", lambda name: 1 if (tmp_path / f"{name}.pid").is_file() else None)
+    monkeypatch.setattr(node, "stop", lambda pid: stopped.append(pid))
+    monkeypatch.setattr(node, "_processes_under", lambda paths: [])
+    assert [line.split()[1] for line in node.stop_all()] == ["lws-controller", "kube-apiserver", "etcd"]
+
+
+def test_an_image_the_cluster_loaded_with_the_same_podman_id_is_not_copied_again(tmp_path, monkeypatch):
+    import start
+
+    monkeypatch.setattr(start, "LOADED", tmp_path / "loaded-images.json")
+    monkeypatch.setattr(start, "_podman_id", lambda image: "sha256:aaaa")
+    monkeypatch.setattr(start, "_ctr", lambda folders, *args, stdin=None: subprocess.CompletedProcess(
+        args, 0, stdout="docker.io/localhost/tpserve-cpu:0.1.0\n", stderr=""))
+    saved = []
+
+    def save(argv, **kwargs):
+        saved.append(argv)
+        raise OSError("podman save is not run in this test")
+
+    monkeypatch.setattr(start.subprocess, "Popen", save)
+    (tmp_path / "loaded-images.json").write_text(json.dumps({"localhost/tpserve-cpu:0.1.0": "sha256:aaaa"}))
+    start.load_images({}, ["localhost/tpserve-cpu:0.1.0"])
+    assert saved == []
+    monkeypatch.setattr(start, "_podman_id", lambda image: "sha256:bbbb")
+    with pytest.raises(OSError, match="not run in this test"):
+        start.load_images({}, ["localhost/tpserve-cpu:0.1.0"])
+    assert saved and saved[0][:2] == ["podman", "save"]

@@ -5,9 +5,11 @@
     python tools/cluster up               # build if needed, start the node, wait until it serves
     python tools/cluster up --addons prometheus  # ... and Prometheus beside it
     python tools/cluster monitor          # (re)load the cluster's ServiceMonitors and PrometheusRules into Prometheus
+    python tools/cluster keda start|stop  # KEDA's operator and metrics API server beside the node (keda.py)
     python tools/cluster load IMAGE...    # copy podman images into the node's containerd
     python tools/cluster status
     python tools/cluster crd API...       # print the path of the CRD YAML serving each group/version/Kind
+    python tools/cluster lws start|stop   # the LeaderWorkerSet controller beside the node (lws.py)
     python tools/cluster down             # stop and remove everything up made
 
 The parts: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (with Debian's runc and
@@ -25,6 +27,8 @@ import time
 
 import build
 import crds
+import keda
+import lws
 import node
 import prometheus
 import start
@@ -41,7 +45,7 @@ def _known_addons(names: list[str]) -> None:
 
 def command_build(args) -> int:
     _known_addons(args.addons)
-    build.build_all({name: ADDONS[name] for name in args.addons} if args.addons else COMPONENTS)
+    build.build_all({name: ADDONS[name] for name in args.addons} if args.addons else COMPONENTS, args.within)
     return 0
 
 
@@ -96,9 +100,32 @@ def command_monitor(args) -> int:
     return 0
 
 
+def command_keda(args) -> int:
+    if args.action == "stop":
+        for line in keda.down(start.kubectl):
+            print(f"removed {line}")
+        return 0
+    if not node.running("kube-apiserver"):
+        raise node.ClusterError("no cluster is up: run `python tools/cluster up` first")
+    if any(node.running(name) for name in keda.PROCESSES):
+        raise node.ClusterError("KEDA is already running beside the node (`python tools/cluster keda stop` stops it)")
+    folder, seconds = build.build("keda")
+    steps = {"build (or reuse)": 0.0 if seconds is None else seconds, **keda.up(folder, start.kubectl, start.apply)}
+    for step, seconds in steps.items():
+        print(f"{step}: {seconds:.1f} s")
+    return 0
+
+
 def command_crd(args) -> int:
     for api in args.apis:
         print(crds.crd_file(api))
+    return 0
+
+
+def command_lws(args) -> int:
+    done = lws.start_controller() if args.action == "start" else lws.stop_controller()
+    for line in done:
+        print(f"{'made' if args.action == 'start' else 'removed'} {line}")
     return 0
 
 
@@ -116,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     build_parser = commands.add_parser("build", help="compile the parts (cached)")
     build_parser.add_argument("addons", nargs="*", metavar="ADDON",
                               help=f"build these add-ons instead of the node's parts: {', '.join(sorted(ADDONS))}")
+    build_parser.add_argument("--within", type=float, metavar="SECONDS",
+                              help="stop compiling after SECONDS and fail (what was compiled stays in Go's build cache)")
     build_parser.set_defaults(run=command_build)
     up = commands.add_parser("up", help="start the node (builds first when needed)")
     up.add_argument("--load", nargs="*", default=[], metavar="IMAGE", help="podman images to load once up")
@@ -134,9 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     monitor.add_argument("--evaluation-interval", default=prometheus.EVALUATION_INTERVAL,
                          help=f"how often rules are evaluated (default {prometheus.EVALUATION_INTERVAL})")
     monitor.set_defaults(run=command_monitor)
+    keda_parser = commands.add_parser("keda", help="start or stop KEDA's operator and metrics API server beside the node")
+    keda_parser.add_argument("action", choices=("start", "stop"))
+    keda_parser.set_defaults(run=command_keda)
     crd = commands.add_parser("crd", help="download a custom resource's CRD from its pinned module, print its path")
     crd.add_argument("apis", nargs="+", metavar="API", choices=sorted(CRD_MODULES))
     crd.set_defaults(run=command_crd)
+    controller = commands.add_parser("lws", help="start or stop the LeaderWorkerSet controller and its webhooks")
+    controller.add_argument("action", choices=("start", "stop"))
+    controller.set_defaults(run=command_lws)
     commands.add_parser("down", help="stop and remove everything up made").set_defaults(run=command_down)
     args = parser.parse_args(argv)
     try:

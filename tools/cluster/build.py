@@ -12,12 +12,14 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import crds
+from node import ClusterError
 from versions import CACHE, COMPONENTS, CONTAINERD, COREDNS_IMAGE, GO_MODULES, KUBERNETES, PARTS, PAUSE_IMAGE
 
 BUILDS = CACHE / "build"
@@ -35,6 +37,8 @@ def _ldflags(component: str) -> str:
                       f"-X {package}.buildDate=1970-01-01T00:00:00Z"]
     elif component == "containerd":
         flags.append(f"-X github.com/containerd/containerd/v2/version.Version={CONTAINERD}")
+    elif component == "lws":
+        flags.append(f"-X sigs.k8s.io/lws/pkg/version.GitVersion={PARTS[component][1]}")
     return " ".join(flags)
 
 
@@ -61,8 +65,24 @@ def bin_dir(component: str) -> Path:
     return BUILDS / f"{component}-{build_key(component)}"
 
 
-def build(component: str) -> tuple[Path, float | None]:
-    """The folder with COMPONENT's binaries, and the seconds spent building them (None: reused)."""
+def _go_build(argv: list[str], cwd: Path, env: dict[str, str], deadline: float | None) -> None:
+    """Run `go build` in a process group of its own, so that a DEADLINE (time.monotonic()) passed stops the
+    compilers it started too; what they finished stays in Go's build cache for the next run."""
+    process = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+    try:
+        returncode = process.wait(None if deadline is None else max(deadline - time.monotonic(), 0))
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise ClusterError(f"{argv[-1]} was still compiling when its time ran out; the packages compiled so far are "
+                           "kept in Go's build cache, and the next build goes on from there") from None
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, argv)
+
+
+def build(component: str, deadline: float | None = None) -> tuple[Path, float | None]:
+    """The folder with COMPONENT's binaries, and the seconds spent building them (None: reused). A DEADLINE
+    (time.monotonic()) bounds the build: past it, ClusterError."""
     target = bin_dir(component)
     if all((target / name).is_file() for name in binaries(component)):
         return target, None
@@ -72,8 +92,8 @@ def build(component: str) -> tuple[Path, float | None]:
         env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
         for name, package in PARTS[component][2].items():
             print(f"building {component}: {name}", flush=True)
-            subprocess.run(["go", "build", "-trimpath", "-ldflags", _ldflags(component),
-                            "-o", str(scratch / name), package], cwd=GO_MODULES / component, env=env, check=True)
+            _go_build(["go", "build", "-trimpath", "-ldflags", _ldflags(component), "-o", str(scratch / name), package],
+                      GO_MODULES / component, env, deadline)
         BUILDS.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         scratch.rename(target)
@@ -92,11 +112,13 @@ def _record(component: str, seconds: float) -> None:
     BUILD_TIMES.write_text(json.dumps(times, indent=2) + "\n")
 
 
-def build_all(components=COMPONENTS) -> dict[str, Path]:
-    """Build (or reuse) COMPONENTS, the node's parts unless named; the CRDs come with the node's parts."""
+def build_all(components=COMPONENTS, within_s: float | None = None) -> dict[str, Path]:
+    """Build (or reuse) COMPONENTS, the node's parts unless named, all within WITHIN_S seconds when given; the
+    CRDs come with the node's parts."""
+    deadline = None if within_s is None else time.monotonic() + within_s
     folders = {}
     for component in components:
-        folders[component], seconds = build(component)
+        folders[component], seconds = build(component, deadline)
         what = "cached" if seconds is None else f"built in {seconds:.0f} s"
         print(f"{component}: {what} ({folders[component]})", flush=True)
     if components is COMPONENTS:

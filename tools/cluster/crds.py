@@ -22,7 +22,13 @@ MODULE_CACHE = CACHE / "crd-modules"
 def crd_file(api: str, offline: bool = True) -> Path:
     """The CRD YAML that serves API (``group/version/Kind``): from the Go module cache, or (OFFLINE false)
     downloaded into it first."""
-    module, version, pinned, path = CRD_MODULES[api]
+    return module_dir(api, offline) / CRD_MODULES[api][3]
+
+
+def module_dir(api: str, offline: bool = True) -> Path:
+    """The pinned module that holds API's CRD, unpacked: its other manifests (webhooks, sibling CRDs) come from
+    the same verified copy."""
+    module, version, pinned, _ = CRD_MODULES[api]
     env = {**os.environ, "GOFLAGS": "-mod=mod", "GOMODCACHE": str(MODULE_CACHE), "GOTOOLCHAIN": "local",
            # Offline, the checksum database cannot be asked either: the pinned hash below stands in for it.
            **({"GOPROXY": "off", "GOSUMDB": "off"} if offline else {})}
@@ -33,7 +39,7 @@ def crd_file(api: str, offline: bool = True) -> Path:
         raise SystemExit(f"go mod download {module}@{version} failed: {found.get('Error') or done.stderr.strip()}")
     if found["Sum"] != pinned:
         raise SystemExit(f"{module}@{version} hashes to {found['Sum']}, not the pinned {pinned}: refusing its CRD")
-    return Path(found["Dir"]) / path
+    return Path(found["Dir"])
 
 
 def download_all() -> None:

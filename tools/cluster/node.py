@@ -33,7 +33,7 @@ HOST_PATHS = (Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/lib/kube
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet",
          "kube-proxy")
 # Add-ons started beside a running node (prometheus.py); `down` stops them first.
-ADDON_PROCESSES = ("prometheus",)
+ADDON_PROCESSES = ("prometheus", "keda-operator", "keda-adapter", "lws-controller")
 
 
 class ClusterError(Exception):
@@ -210,7 +210,11 @@ def _processes_under(paths: tuple[Path, ...]) -> list[int]:
 
 def stop_all() -> list[str]:
     stopped = []
-    for name in (*ADDON_PROCESSES, *reversed(ORDER)):
+    # Processes started beside the node (the add-ons) go first, while the API server still answers; a pid file of
+    # neither ORDER nor ADDON_PROCESSES is one too.
+    unnamed = sorted({path.stem for path in PIDS.glob("*.pid")} - set(ORDER) - set(ADDON_PROCESSES)) \
+        if PIDS.is_dir() else []
+    for name in [*ADDON_PROCESSES, *unnamed, *reversed(ORDER)]:
         pid = running(name)
         if pid:
             stop(pid)

@@ -116,3 +116,14 @@ def make_pki(folder: Path) -> None:
     _write_key(folder / "sa.key", sa_key)
     (folder / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def serving_certificate(ca_folder: Path, cert: Path, key: Path, common: str, ips: tuple[str, ...]) -> None:
+    """A server certificate for IPS signed by the cluster's CA (in CA_FOLDER): what the API server trusts when it
+    calls a webhook served on the host (the webhook configuration's caBundle is that CA)."""
+    ca_key = serialization.load_pem_private_key((ca_folder / "ca.key").read_bytes(), password=None)
+    ca_name = x509.load_pem_x509_certificate((ca_folder / "ca.crt").read_bytes()).subject
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    _write_key(key, server_key)
+    _write_cert(cert, _issue(_name(common), server_key, ca_name, ca_key, usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
+                             ips=ips))

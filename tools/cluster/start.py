@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import ssl
@@ -244,10 +245,27 @@ def _ctr(folders: dict[str, Path], *args: str, stdin=None) -> subprocess.Complet
                           check=False)
 
 
+LOADED = RUN / "loaded-images.json"
+
+
+def _podman_id(image: str) -> str:
+    done = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True,
+                          text=True, check=False)
+    return done.stdout.strip()
+
+
 def load_images(folders: dict[str, Path], images: list[str]) -> None:
-    """Copy podman's IMAGES into containerd's k8s.io namespace (podman save | ctr images import)."""
+    """Copy podman's IMAGES into containerd's k8s.io namespace (podman save | ctr images import); an image this
+    cluster already loaded, with the same podman image ID, is not copied again (a 4 GB image takes minutes)."""
+    loaded = json.loads(LOADED.read_text()) if LOADED.is_file() else {}
     for image in images:
         start_s = time.monotonic()
+        image_id = _podman_id(image)
+        listed = _ctr(folders, "images", "list", "--quiet").stdout.split()
+        if image_id and loaded.get(image) == image_id and any(name.endswith(image.split("/", 1)[-1])
+                                                              for name in listed):
+            print(f"{image} is loaded already (podman image {image_id[:12]})", flush=True)
+            continue
         save = subprocess.Popen(["podman", "save", "--format", "docker-archive", image], stdout=subprocess.PIPE)
         done = _ctr(folders, "images", "import", "--no-unpack=false", "--local", "-", stdin=save.stdout)
         save.stdout.close()
@@ -257,4 +275,7 @@ def load_images(folders: dict[str, Path], images: list[str]) -> None:
         listed = _ctr(folders, "images", "list", "--quiet").stdout.split()
         if not any(name.endswith(image.split("/", 1)[-1]) for name in listed):
             raise ClusterError(f"{image} was imported but containerd lists only: {', '.join(listed)}")
+        if image_id:
+            loaded[image] = image_id
+            LOADED.write_text(json.dumps(loaded, indent=2) + "\n")
         print(f"loaded {image} in {time.monotonic() - start_s:.1f} s", flush=True)

@@ -20,6 +20,7 @@ CONTAINERD = "v2.4.2"
 COREDNS = "v1.15.0"
 PROMETHEUS = "v0.316.0"
 KEDA = "v2.20.2"
+LWS = "v0.9.0"
 
 
 # Go module folder under go/ -> (the upstream module it requires, its version, {binary: package built}).
@@ -48,13 +49,18 @@ ADDONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "keda": ("github.com/kedacore/keda/v2", KEDA, {
         "keda-operator": "github.com/kedacore/keda/v2/cmd/operator",
         "keda-adapter": "github.com/kedacore/keda/v2/cmd/adapter"}),
+    # The LeaderWorkerSet controller (multiNode), on the host, its webhooks served on the node address (lws.py).
+    "lws": ("sigs.k8s.io/lws", LWS, {"lws-controller": "sigs.k8s.io/lws/cmd"}),
 }
 PARTS = COMPONENTS | ADDONS
 
 # The CRDs of the custom resources the chart renders, each from its project's module at a pinned version (the
-# YAML its release installs), with the module's go.sum hash. The LeaderWorkerSet's module (sigs.k8s.io/lws) is
-# not served by this project's Go module proxy (403 on its version list, 2026-12-06), so it has none here.
+# YAML its release installs), with the module's go.sum hash. The proxy refuses sigs.k8s.io/lws's version list
+# (403, 2026-12-06) but serves its exact versions, so the LeaderWorkerSet's pin is an exact one, like the others.
 CRD_MODULES: dict[str, tuple[str, str, str, str]] = {
+    "leaderworkerset.x-k8s.io/v1/LeaderWorkerSet": (
+        "sigs.k8s.io/lws", LWS, "h1:DcJCgxjjoGOx//QHZkeKpyiblxYq70aCRZNYSfykWyI=",
+        "config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml"),
     "gateway.networking.k8s.io/v1/HTTPRoute": (
         "sigs.k8s.io/gateway-api", "v1.6.3", "h1:lKpJa5bGlraC/QeACvCpsHLdmO6y0iKfzVl6gzaFEYc=",
         "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"),

@@ -2,7 +2,8 @@
 projects that read them: the PrometheusRule against prometheus-operator's own CRD (its pinned Go module), and its
 rules by `promtool test rules` on the series of tests/monitoring/*.yaml, each alert firing where it must and quiet
 where it must not. promtool is Prometheus v0.316.0's, built from its module (`python tools/cluster build
-prometheus`, reused from the build cache). Marked ``cluster`` for those Go builds; no cluster is started.
+prometheus`, reused from the build cache). Marked ``scaleout`` for that Go build (CI compiles it within its time
+budget, .ci/run); no cluster is started.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-# build and crds are tools/cluster's modules, on sys.path through tests/cluster/conftest.py.
+# build and crds are tools/cluster's modules, on sys.path through tests/cluster/conftest.py (tests/scaleout's imports it).
 import build
 import crds
 import jsonschema
