@@ -64,16 +64,21 @@ class Report:
 REPORT = Report()
 
 
-def pytest_terminal_summary(terminalreporter):
+def summarize(terminalreporter, title: str, path: Path) -> None:
+    """Print REPORT's timings and facts under TITLE at the end of the run, and keep them in PATH."""
     if not (REPORT.timings or REPORT.facts):
         return
-    terminalreporter.section("cluster test: timings (s) and facts")
+    terminalreporter.section(title)
     for name, seconds in REPORT.timings.items():
         terminalreporter.write_line(f"{name}: {seconds:.1f}")
     for name, value in REPORT.facts.items():
         terminalreporter.write_line(f"{name}: {value}")
     WORK.mkdir(parents=True, exist_ok=True)
-    TIMINGS.write_text(json.dumps({"timings_s": REPORT.timings, "facts": REPORT.facts}, indent=2) + "\n")
+    path.write_text(json.dumps({"timings_s": REPORT.timings, "facts": REPORT.facts}, indent=2) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter):
+    summarize(terminalreporter, "cluster test: timings (s) and facts", TIMINGS)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ scale-out-test`` selects them. The cluster, the shell and the hub stand-in are t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import REPORT, WORK, cluster, hub, images, shell  # noqa: F401  (fixtures reused)
+from tests.chart.conftest import tools  # noqa: F401  (the chart tests' helm and kubectl, for test_alert_rules)
+from tests.cluster.conftest import WORK, cluster, hub, images, shell, summarize  # noqa: F401  (fixtures reused)
 
 TIMINGS = WORK / "scaleout-timings.json"
 
@@ -25,12 +25,4 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not (REPORT.timings or REPORT.facts):
-        return
-    terminalreporter.section("scale-out test: timings (s) and facts")
-    for name, seconds in REPORT.timings.items():
-        terminalreporter.write_line(f"{name}: {seconds:.1f}")
-    for name, value in REPORT.facts.items():
-        terminalreporter.write_line(f"{name}: {value}")
-    WORK.mkdir(parents=True, exist_ok=True)
-    TIMINGS.write_text(json.dumps({"timings_s": REPORT.timings, "facts": REPORT.facts}, indent=2) + "\n")
+    summarize(terminalreporter, "scale-out test: timings (s) and facts", TIMINGS)

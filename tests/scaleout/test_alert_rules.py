@@ -9,10 +9,7 @@ budget, .ci/run); no cluster is started.
 from __future__ import annotations
 
 import copy
-import os
 import shutil
-import sys
-from pathlib import Path
 
 # build and crds are tools/cluster's modules, on sys.path through tests/cluster/conftest.py (tests/scaleout's imports it).
 import build
@@ -21,25 +18,13 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, CRD_API_VERSIONS, TOOLS_BIN, Tools
+from tests.chart.conftest import CHART, CRD_API_VERSIONS
 from tests.conftest import REPO, run
 
 API = "monitoring.coreos.com/v1/PrometheusRule"
 TESTS = REPO / "tests" / "monitoring"
 # The release the series of tests/monitoring are written for.
 RELEASE, NAMESPACE = "llama70b", "llm"
-
-
-@pytest.fixture(scope="module")
-def tools(tmp_path_factory) -> Tools:
-    done = run(sys.executable, "tools/k8s_tools.py", str(TOOLS_BIN), timeout=300)
-    assert done.returncode == 0, done.stderr
-    helm, kubectl = (Path(line) for line in done.stdout.split())
-    home = tmp_path_factory.mktemp("k8s-home")
-    env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(home / "no-cluster"),
-           "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_DATA_HOME": str(home / "data")}
-    return Tools(helm=helm, kubectl=kubectl, env=env)
 
 
 @pytest.fixture(scope="module")
