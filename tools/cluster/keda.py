@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import time
 from pathlib import Path
 
 import crds
@@ -109,8 +110,6 @@ def up(bin_dir: Path, kubectl, apply) -> dict[str, float]:
     """Install KEDA's objects, start both processes, and wait until the API server serves
     external.metrics.k8s.io through the metrics API server. KUBECTL(*args) runs the admin's kubectl; APPLY(objects)
     applies them server-side."""
-    import time
-
     steps: dict[str, float] = {}
     mark = time.monotonic()
     apply(manifests(module_dir()))
