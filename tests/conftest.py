@@ -37,9 +37,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """A port P such that P .. P+COUNT-1 are all free now: a local sweep or tune gives replica i the port P + i, and
+    a port taken by anything else on the machine would fail that layout."""
+    for _ in range(200):
+        base = free_port()
+        held = []
+        try:
+            for number in range(base, base + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", number))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no {count} free ports in a row on 127.0.0.1 after 200 tries")
+
+
 @pytest.fixture
 def port() -> int:
-    return free_port()
+    """The base port of a server, or of a sweep's replicas (up to 4 in a row free)."""
+    return free_ports_in_a_row(4)
 
 
 def run(*argv: str, timeout: float = 600, env: dict | None = None, cwd: Path = REPO):
