@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.set_defaults(run=command_build)
     up = commands.add_parser("up", help="start the node (builds first when needed)")
     up.add_argument("--load", nargs="*", default=[], metavar="IMAGE", help="podman images to load once up")
-    up.add_argument("--volumes", type=int, default=6, help="local PersistentVolumes to make (default 6)")
+    up.add_argument("--volumes", type=int, default=16,
+                    help="local PersistentVolumes to make (default 16: their policy is Retain, so each claim the tests "
+                         "delete keeps its volume until `down`, and both cluster tests share one cluster in CI)")
     up.add_argument("--volume-size", default="50Gi", help="each volume's capacity (default 50Gi)")
     up.add_argument("--addons", nargs="*", default=[], metavar="ADDON",
                     help=f"add-ons to start beside the node: {', '.join(sorted(ADDONS))}")
