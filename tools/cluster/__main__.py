@@ -45,7 +45,11 @@ def _known_addons(names: list[str]) -> None:
 
 def command_build(args) -> int:
     _known_addons(args.addons)
-    build.build_all({name: ADDONS[name] for name in args.addons} if args.addons else COMPONENTS, args.within)
+    try:
+        build.build_all({name: ADDONS[name] for name in args.addons} if args.addons else COMPONENTS, args.within)
+    except build.BuildTimeout as error:
+        print(f"tools/cluster: {error}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("addons", nargs="*", metavar="ADDON",
                               help=f"build these add-ons instead of the node's parts: {', '.join(sorted(ADDONS))}")
     build_parser.add_argument("--within", type=float, metavar="SECONDS",
-                              help="stop compiling after SECONDS and fail (what was compiled stays in Go's build cache)")
+                              help="stop compiling after SECONDS and exit 3 (what was compiled stays in Go's build cache)")
     build_parser.set_defaults(run=command_build)
     up = commands.add_parser("up", help="start the node (builds first when needed)")
     up.add_argument("--load", nargs="*", default=[], metavar="IMAGE", help="podman images to load once up")

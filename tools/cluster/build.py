@@ -65,6 +65,10 @@ def bin_dir(component: str) -> Path:
     return BUILDS / f"{component}-{build_key(component)}"
 
 
+class BuildTimeout(ClusterError):
+    """A build stopped at its deadline (tools/cluster build --within); `build` exits 3 for it."""
+
+
 def _go_build(argv: list[str], cwd: Path, env: dict[str, str], deadline: float | None) -> None:
     """Run `go build` in a process group of its own, so that a DEADLINE (time.monotonic()) passed stops the
     compilers it started too; what they finished stays in Go's build cache for the next run."""
@@ -74,7 +78,7 @@ def _go_build(argv: list[str], cwd: Path, env: dict[str, str], deadline: float |
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        raise ClusterError(f"{argv[-1]} was still compiling when its time ran out; the packages compiled so far are "
+        raise BuildTimeout(f"{argv[-1]} was still compiling when its time ran out; the packages compiled so far are "
                            "kept in Go's build cache, and the next build goes on from there") from None
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, argv)
