@@ -133,10 +133,11 @@ def up(bin_dir: Path, kubectl, apply) -> dict[str, float]:
                     f"--authorization-kubeconfig={kubeconfig}", f"--metrics-service-address={GRPC_ADDRESS}",
                     f"--port={ADAPTER_METRICS_PORT}", "--zap-log-level=info"], env=env)
 
+    exited = [node.alive(name) for name in PROCESSES]
+
     def serving() -> bool:
-        for name in PROCESSES:
-            if not node.running(name):
-                raise node.ClusterError(f"{name} exited; see {node.LOGS / (name + '.log')}")
+        for check in exited:
+            check()
         done = kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o",
                        "jsonpath={.status.conditions[?(@.type=='Available')].status}", check=False)
         return done.stdout.strip() == "True"

@@ -109,14 +109,6 @@ def _webhook_serves() -> bool:
         return False
 
 
-def _alive():
-    def check() -> None:
-        if not node.running(NAME):
-            tail = "\n".join(LOG.read_text(errors="replace").splitlines()[-20:]) if LOG.is_file() else ""
-            raise ClusterError(f"the LeaderWorkerSet controller exited; see {LOG}:\n{tail}")
-    return check
-
-
 def start_controller() -> list[str]:
     """Build (or reuse), apply the CRDs, start the controller and register its webhooks once they answer; a no-op
     when it runs. What it made, one line each."""
@@ -132,7 +124,7 @@ def start_controller() -> list[str]:
     start.kubectl("wait", "--for", "condition=Established", f"--timeout={READY_TIMEOUT_S}s",
                   *(f"crd/{name}" for name in CRDS))
     node.start(NAME, [str(folder / NAME), f"--config={HOME / 'config.yaml'}", f"--kubeconfig={KUBECONFIG}"])
-    alive = _alive()
+    alive = node.alive(NAME, "the LeaderWorkerSet controller")
     node.wait_until("the LeaderWorkerSet controller's webhooks to answer", lambda: alive() or _webhook_serves(),
                     READY_TIMEOUT_S, LOG)
     configurations = webhook_configurations(module, (PKI / "ca.crt").read_bytes())

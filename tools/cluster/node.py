@@ -153,6 +153,17 @@ def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> subp
     return process
 
 
+def alive(name: str, what: str | None = None) -> Callable[[], None]:
+    """A check, for conditions being waited on, that fails loudly (WHAT, or NAME, exited; the tail of its log)
+    once the process NAME started has exited."""
+    def check() -> None:
+        if not running(name):
+            log = LOGS / f"{name}.log"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.is_file() else ""
+            raise ClusterError(f"{what or name} exited; see {log}:\n{tail}")
+    return check
+
+
 def running(name: str) -> int | None:
     """The pid of NAME when it is alive."""
     pid_file = PIDS / f"{name}.pid"

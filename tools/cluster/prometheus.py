@@ -94,17 +94,9 @@ def monitor(evaluation_interval: str = EVALUATION_INTERVAL) -> list[str]:
     (HOME / "data").mkdir(parents=True, exist_ok=True)
     node.start(NAME, [str(folder / NAME), f"--config.file={CONFIG}", f"--storage.tsdb.path={HOME / 'data'}",
                       f"--web.listen-address={NODE_IP}:{PORT}", "--web.enable-lifecycle"])
-    alive = _alive()
+    alive = node.alive(NAME, "Prometheus")
     node.wait_until("Prometheus to answer /-/ready", lambda: alive() or _ready(), READY_TIMEOUT_S, LOG)
     return written
-
-
-def _alive():
-    def check() -> None:
-        if not node.running(NAME):
-            tail = "\n".join(LOG.read_text(errors="replace").splitlines()[-20:]) if LOG.is_file() else ""
-            raise ClusterError(f"Prometheus exited; see {LOG}:\n{tail}")
-    return check
 
 
 def promtool() -> Path:

@@ -119,17 +119,8 @@ def _log(name: str) -> Path:
     return LOGS / f"{name}.log"
 
 
-def _alive(name: str):
-    """A condition that fails loudly when NAME has exited while being waited for."""
-    def check() -> None:
-        if not node.running(name):
-            tail = "\n".join(_log(name).read_text(errors="replace").splitlines()[-20:])
-            raise ClusterError(f"{name} exited; see {_log(name)}:\n{tail}")
-    return check
-
-
 def _waited(name: str, condition) -> None:
-    alive = _alive(name)
+    alive = node.alive(name)
     wait_until(f"{name} to serve", lambda: alive() or condition(), PART_TIMEOUT_S, _log(name))
 
 
