@@ -221,3 +221,21 @@ def test_the_sweep_measures_each_run_in_the_cluster_with_the_layouts_values_and_
     assert saved.layout.tensor_parallel_size == 2 and saved.layout.device_kind == "GPU (Kubernetes release bench/sweep7b)"
     assert saved.metrics == RECORD.metrics and (tmp_path / "work" / "tp2x1-run1" / "master.json").is_file()
     assert not any("port-forward" in str(argv) for argv in argvs)
+
+
+@pytest.mark.parametrize("label", ["tp1x1", "tp1x1-max-num-seqs=32", "tp8x2-kv-cache-dtype=fp8_e4m3-max-num-seqs=512",
+                                   "TP2x1-Enable-Prefix-Caching"])
+def test_every_points_run_name_is_one_the_chart_takes_and_tells_the_point_apart(helm, label):
+    names = {incluster.run_name(label, repeat) for repeat in (1, 2, 10)}
+    assert len(names) == 3
+    for name in names:
+        argv = ["helm", "template", "sweep7b", str(CHART), "--namespace", "bench"]
+        for item in LOAD.sets(name, 7):
+            argv += ["--set", item]
+        jobs = [o["metadata"]["name"] for o in incluster.render(argv, helm) if o["kind"] == "Job"]
+        assert jobs == [f"sweep7b-vllm-loadtest-{name}-master", f"sweep7b-vllm-loadtest-{name}-worker"]
+    assert incluster.run_name(label, 1) != incluster.run_name(label + "0", 1)
+
+
+def test_a_layout_without_settings_keeps_its_label_as_the_run_name():
+    assert incluster.run_name("tp2x1", 3) == "tp2x1-3"

@@ -10,6 +10,8 @@ waits for the master Job to end, reads the run record the master printed to its 
 
 from __future__ import annotations
 
+import hashlib
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +26,8 @@ from tpserve.workload.runrecord import RunRecord
 COMPONENTS = ("loadtest-master", "loadtest-worker")
 # The sweep starts a run only once the server has rolled out, so its Jobs wait for /health briefly.
 SERVER_WAIT_S = 300
+# The longest loadtest.run the chart takes (its Jobs' names carry it).
+RUN_NAME_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,19 @@ class InClusterLoad:
                   "runTime": f"{self.run_time_s}s", "serverWaitSeconds": SERVER_WAIT_S,
                   "activeDeadlineSeconds": self.deadline_s}
         return [f"loadtest.{key}={value}" for key, value in values.items()]
+
+
+def run_name(label: str, number: int) -> str:
+    """The loadtest.run of the NUMBERth run of the point LABEL: the chart's Jobs carry it, so it is 1 to 16 lowercase
+    letters, digits and '-'. A label with settings (``tp1x1-max-num-seqs=32``) is longer, or has other characters:
+    it is cut, with 4 hex digits of its hash so that two points never share a name."""
+    suffix = f"-{number}"
+    base = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+    room = RUN_NAME_LENGTH - len(suffix)
+    if base != label or len(base) > room:
+        digest = hashlib.sha256(label.encode()).hexdigest()[:4]
+        base = f"{base[:room - len(digest) - 1].rstrip('-')}-{digest}"
+    return base + suffix
 
 
 def render(template_argv: Sequence[str], run_command=subprocess.run) -> list[dict]:

@@ -300,7 +300,7 @@ def _in_cluster_measure(in_cluster: InClusterLoad, template_argv: Sequence[str],
     runs = itertools.count(1)
 
     def measure(urls, model, load, work: Path, seed: int) -> RunRecord:
-        run_name = f"{point.label}-{next(runs)}"
+        run_name = incluster.run_name(point.label, next(runs))
         template = [*template_argv, *(part for item in in_cluster.sets(run_name, seed) for part in ("--set", item))]
         objects = incluster.render(template, run)
         record = incluster.run_in_cluster(objects, namespace, load_apis, timeout_s=in_cluster.deadline_s)
