@@ -7,6 +7,7 @@ rules serve the metric names the chart's HPA asks for is tests/chart/test_hpa_ad
 from __future__ import annotations
 
 import base64
+import subprocess
 import sys
 
 import pytest
@@ -74,6 +75,20 @@ def test_start_is_refused_while_keda_holds_external_metrics_naming_the_command_t
 @pytest.mark.parametrize("apiservice", [None, OURS])
 def test_start_goes_ahead_when_the_group_is_free_or_already_the_adapters(apiservice):
     adapter.refuse_another_owner(apiservice, [])
+
+
+@pytest.mark.parametrize(("owner", "deleted"), [(adapter.NAMESPACE, False), (keda.NAMESPACE, True)])
+def test_keda_stop_takes_away_only_kedas_own_apiservice(monkeypatch, owner, deleted):
+    calls = []
+
+    def kubectl(*args, check=True):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, stdout=owner if args[0] == "get" else "deleted", stderr="")
+
+    monkeypatch.setattr(node, "running", lambda name: 1 if name == "kube-apiserver" else None)
+    removed = keda.down(kubectl)
+    assert any(call[0] == "delete" for call in calls) is deleted
+    assert removed == (["APIService v1beta1.external.metrics.k8s.io"] if deleted else [])
 
 
 def test_the_apiservice_reaches_the_adapter_on_the_node_address_through_a_selectorless_service(tmp_path):
