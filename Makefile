@@ -77,7 +77,7 @@ scale-out-test: $(STAMP)
 # Only the scale-out test's controllers, compiled (or reused) from their pinned modules; WITHIN=SECONDS stops
 # compiling after that long and fails (.ci/run gives them what its 90 minutes have left).
 scale-out-parts: $(STAMP)
-	$(BIN)/python tools/cluster build $(if $(WITHIN),--within $(WITHIN)) prometheus keda lws
+	$(BIN)/python tools/cluster build $(if $(WITHIN),--within $(WITHIN)) prometheus keda prometheus-adapter lws
 
 # Official helm and kubectl binaries, offline, pinned by sha256 (see tools/k8s_tools.py).
 k8s-tools:

@@ -106,8 +106,8 @@ def release(shell, hub, keda_running):
         shell.run(f"kubectl delete pvc {FULLNAME}-cache --wait=false", check=False)
 
 
-def waiting_in_prometheus() -> float | None:
-    answer = requests.get(f"{prometheus.URL}/api/v1/query", params={"query": WAITING}, timeout=30).json()
+def waiting_in_prometheus(query: str = WAITING) -> float | None:
+    answer = requests.get(f"{prometheus.URL}/api/v1/query", params={"query": query}, timeout=30).json()
     result = answer["data"]["result"]
     return float(result[0]["value"][1]) if result else None
 
@@ -117,15 +117,18 @@ class Timeline:
     """Samples every second or two of what scales the Deployment, from a thread, until stopped."""
 
     shell: object
+    deployment: str = FULLNAME
+    hpa: str = HPA
+    waiting_query: str = WAITING
     rows: list[dict] = field(default_factory=list)
     began: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
 
     def sample(self) -> dict:
-        deployment = self.shell.kubectl_json("get", "deployment", FULLNAME)
-        hpa = self.shell.run(f"kubectl get hpa {HPA} -o json", check=False)
+        deployment = self.shell.kubectl_json("get", "deployment", self.deployment)
+        hpa = self.shell.run(f"kubectl get hpa {self.hpa} -o json", check=False)
         status = json.loads(hpa.stdout)["status"] if hpa.returncode == 0 else {}
-        row = {"t_s": round(time.monotonic() - self.began, 1), "waiting": waiting_in_prometheus(),
+        row = {"t_s": round(time.monotonic() - self.began, 1), "waiting": waiting_in_prometheus(self.waiting_query),
                "hpa_desired": status.get("desiredReplicas"), "replicas": deployment["spec"].get("replicas"),
                "ready": deployment["status"].get("readyReplicas", 0)}
         self.rows.append(row)
@@ -173,8 +176,8 @@ def burst(url: str, count: int, stop: threading.Event, failures: list[str]) -> l
     return threads
 
 
-def service_url(shell) -> str:
-    service = shell.kubectl_json("get", "service", FULLNAME)
+def service_url(shell, name: str = FULLNAME) -> str:
+    service = shell.kubectl_json("get", "service", name)
     return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 

@@ -6,6 +6,7 @@
     python tools/cluster up --addons prometheus  # ... and Prometheus beside it
     python tools/cluster monitor          # (re)load the cluster's ServiceMonitors and PrometheusRules into Prometheus
     python tools/cluster keda start|stop  # KEDA's operator and metrics API server beside the node (keda.py)
+    python tools/cluster adapter start|stop  # or prometheus-adapter, serving the chart's HPA (adapter.py)
     python tools/cluster load IMAGE...    # copy podman images into the node's containerd
     python tools/cluster status
     python tools/cluster crd API...       # print the path of the CRD YAML serving each group/version/Kind
@@ -25,6 +26,7 @@ import json
 import sys
 import time
 
+import adapter
 import build
 import crds
 import keda
@@ -113,10 +115,25 @@ def command_keda(args) -> int:
         raise node.ClusterError("no cluster is up: run `python tools/cluster up` first")
     if any(node.running(name) for name in keda.PROCESSES):
         raise node.ClusterError("KEDA is already running beside the node (`python tools/cluster keda stop` stops it)")
+    if node.running(adapter.NAME):
+        raise node.ClusterError("prometheus-adapter serves external.metrics.k8s.io and only one server can own it: "
+                                "run python tools/cluster adapter stop first")
     folder, seconds = build.build("keda")
     steps = {"build (or reuse)": 0.0 if seconds is None else seconds, **keda.up(folder, start.kubectl, start.apply)}
     for step, seconds in steps.items():
         print(f"{step}: {seconds:.1f} s")
+    return 0
+
+
+def command_adapter(args) -> int:
+    if args.action == "stop":
+        for line in adapter.stop_adapter():
+            print(f"removed {line}")
+        return 0
+    if not node.running("kube-apiserver"):
+        raise node.ClusterError("no cluster is up: run `python tools/cluster up` first")
+    for line in adapter.start_adapter():
+        print(f"made {line}")
     return 0
 
 
@@ -172,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     keda_parser = commands.add_parser("keda", help="start or stop KEDA's operator and metrics API server beside the node")
     keda_parser.add_argument("action", choices=("start", "stop"))
     keda_parser.set_defaults(run=command_keda)
+    adapter_parser = commands.add_parser(
+        "adapter", help="start or stop prometheus-adapter, the External metrics server of the chart's HPA "
+                        "(autoscaling.engine=hpa); KEDA must be stopped first")
+    adapter_parser.add_argument("action", choices=("start", "stop"))
+    adapter_parser.set_defaults(run=command_adapter)
     crd = commands.add_parser("crd", help="download a custom resource's CRD from its pinned module, print its path")
     crd.add_argument("apis", nargs="+", metavar="API", choices=sorted(CRD_MODULES))
     crd.set_defaults(run=command_crd)

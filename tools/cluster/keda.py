@@ -150,9 +150,12 @@ def up(bin_dir: Path, kubectl, apply) -> dict[str, float]:
 
 def down(kubectl) -> list[str]:
     """Stop both processes and take the APIService away first: an aggregated API that no longer answers makes
-    every client's discovery (helm, kubectl) warn or fail. KEDA's other objects stay until `down`."""
+    every client's discovery (helm, kubectl) warn or fail; another server's (prometheus-adapter's) is left alone.
+    KEDA's other objects stay until `down`."""
     removed = []
-    if node.running("kube-apiserver"):
+    owner = kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o",
+                    "jsonpath={.spec.service.namespace}", check=False) if node.running("kube-apiserver") else None
+    if owner and owner.stdout.strip() == NAMESPACE:
         done = kubectl("delete", "apiservice", "v1beta1.external.metrics.k8s.io", "--ignore-not-found", check=False)
         if done.returncode == 0 and done.stdout.strip():
             removed.append("APIService v1beta1.external.metrics.k8s.io")

@@ -33,7 +33,7 @@ HOST_PATHS = (Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/lib/kube
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet",
          "kube-proxy")
 # Add-ons started beside a running node (prometheus.py); `down` stops them first.
-ADDON_PROCESSES = ("prometheus", "keda-operator", "keda-adapter", "lws-controller")
+ADDON_PROCESSES = ("prometheus", "keda-operator", "keda-adapter", "prometheus-adapter", "lws-controller")
 
 
 class ClusterError(Exception):

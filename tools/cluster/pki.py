@@ -118,12 +118,14 @@ def make_pki(folder: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def serving_certificate(ca_folder: Path, cert: Path, key: Path, common: str, ips: tuple[str, ...]) -> None:
-    """A server certificate for IPS signed by the cluster's CA (in CA_FOLDER): what the API server trusts when it
-    calls a webhook served on the host (the webhook configuration's caBundle is that CA)."""
+def serving_certificate(ca_folder: Path, cert: Path, key: Path, common: str, ips: tuple[str, ...],
+                        names: tuple[str, ...] = ()) -> None:
+    """A server certificate for IPS (and DNS NAMES) signed by the cluster's CA (in CA_FOLDER): what the API server
+    trusts when it calls a webhook served on the host (the webhook configuration's caBundle is that CA), or an
+    APIService's Service, whose name.namespace.svc it checks."""
     ca_key = serialization.load_pem_private_key((ca_folder / "ca.key").read_bytes(), password=None)
     ca_name = x509.load_pem_x509_certificate((ca_folder / "ca.crt").read_bytes()).subject
     server_key = ec.generate_private_key(ec.SECP256R1())
     _write_key(key, server_key)
     _write_cert(cert, _issue(_name(common), server_key, ca_name, ca_key, usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
-                             ips=ips))
+                             names=names, ips=ips))

@@ -21,6 +21,8 @@ COREDNS = "v1.15.0"
 PROMETHEUS = "v0.316.0"
 KEDA = "v2.20.2"
 LWS = "v0.9.0"
+# v0.13.0 is refused by the Go proxy here (2026-12-06).
+PROMETHEUS_ADAPTER = "v0.12.0"
 
 
 # Go module folder under go/ -> (the upstream module it requires, its version, {binary: package built}).
@@ -51,6 +53,10 @@ ADDONS: dict[str, tuple[str, str, dict[str, str]]] = {
         "keda-adapter": "github.com/kedacore/keda/v2/cmd/adapter"}),
     # The LeaderWorkerSet controller (multiNode), on the host, its webhooks served on the node address (lws.py).
     "lws": ("sigs.k8s.io/lws", LWS, {"lws-controller": "sigs.k8s.io/lws/cmd"}),
+    # The other server of External metrics (autoscaling.engine=hpa): Prometheus queries behind the chart's plain HPA,
+    # on the host beside the node (adapter.py). KEDA's metrics server owns the same API group: one runs at a time.
+    "prometheus-adapter": ("sigs.k8s.io/prometheus-adapter", PROMETHEUS_ADAPTER, {
+        "prometheus-adapter": "sigs.k8s.io/prometheus-adapter/cmd/adapter"}),
 }
 PARTS = COMPONENTS | ADDONS
 

@@ -1,0 +1,172 @@
+"""The chart's HPA variant for real (issue 25, item 2, `autoscaling.engine=hpa`): a plain autoscaling/v2 HPA on the
+External metric vllm_num_requests_waiting, which prometheus-adapter serves from Prometheus's
+vllm:num_requests_waiting (scraped through the ServiceMonitor), scales the Deployment from 1 to 2 servers when a
+burst passes the per-server target, and back to 1 once the queue is empty.
+
+prometheus-adapter runs beside the node (`python tools/cluster adapter start`, tools/cluster/adapter.py) in KEDA's
+place: only one server can own external.metrics.k8s.io, so KEDA is stopped first. Prometheus runs beside it too
+(`python tools/cluster monitor`). The burst, the timeline and the release's values are the KEDA test's
+(test_autoscaling.py); the second server is not waited for to be Ready (a vLLM start is minutes on a busy 2-core box,
+and the KEDA test measures it). The timeline is written to WORK/hpa-adapter-timeline.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.cluster.conftest import NAMESPACE, REPORT, ROLLOUT_TIMEOUT, WORK, cpu_values, wait_ready_pod
+from tests.conftest import REPO, wait_until
+from tests.scaleout.test_autoscaling import (
+    BURST,
+    MAX_NUM_SEQS,
+    MONITORING_APIS,
+    STABILIZATION_S,
+    WAITING_PER_SERVER,
+    Timeline,
+    burst,
+    service_url,
+)
+
+sys.path.insert(0, str(REPO / "tools" / "cluster"))
+import adapter
+import keda
+import node
+
+RELEASE = "hpa"
+FULLNAME = f"{RELEASE}-vllm"
+SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=server"
+METRIC = "vllm_num_requests_waiting"
+WAITING = f'sum(vllm:num_requests_waiting{{namespace="{NAMESPACE}",service="{FULLNAME}"}})'
+TIMELINE = WORK / "hpa-adapter-timeline.json"
+
+
+@pytest.fixture(scope="module")
+def adapter_running(shell):
+    """prometheus-adapter beside the node, external.metrics.k8s.io Available through it; KEDA stopped first when it
+    runs. The adapter is stopped at the end (its APIService removed) when started here."""
+    if any(node.running(name) for name in keda.PROCESSES):
+        shell.run(f"{shlex.quote(sys.executable)} tools/cluster keda stop", timeout=300)
+    started_here = not node.running(adapter.NAME)
+    if started_here:
+        start = time.monotonic()
+        done = shell.run(f"{shlex.quote(sys.executable)} tools/cluster adapter start", timeout=3600, check=False)
+        assert done.returncode == 0, f"tools/cluster adapter start failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        REPORT.time("hpa: tools/cluster adapter start (build or reuse, start, external metrics Available)", start)
+    try:
+        yield
+    finally:
+        if started_here:
+            shell.run(f"{shlex.quote(sys.executable)} tools/cluster adapter stop", timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def release(shell, hub, adapter_running):
+    """The tiny Llama with the chart's HPA on its waiting queue (1 to 2 servers), scraped every 5 s; uninstalled at
+    the end with its claim, so that a reused cluster is left as found."""
+    paths = shell.run(f"{shlex.quote(sys.executable)} tools/cluster crd {' '.join(MONITORING_APIS)}").stdout.split()
+    shell.run("kubectl apply --server-side " + " ".join(f"-f {shlex.quote(path)}" for path in paths))
+    shell.run("kubectl wait --for=condition=Established --timeout=300s crd/servicemonitors.monitoring.coreos.com")
+    shell.run(f"{shlex.quote(sys.executable)} tools/cluster monitor", timeout=1800)
+    start = time.monotonic()
+    done = shell.run(
+        f"helm install {RELEASE} charts/vllm {cpu_values(hub)} --set metrics.serviceMonitor.enabled=true "
+        f"--set metrics.serviceMonitor.interval=5s --set vllm.extraArgs.max-num-seqs={MAX_NUM_SEQS} "
+        # Two CPU servers on one node: see test_autoscaling.py (each would pin its engine to the same core).
+        "--set vllm.extraEnv.VLLM_CPU_OMP_THREADS_BIND=nobind "
+        "--set autoscaling.enabled=true --set autoscaling.engine=hpa "
+        "--set autoscaling.minReplicas=1 --set autoscaling.maxReplicas=2 "
+        "--set cache.allowReadWriteOnceReplicas=true "
+        f"--set autoscaling.waitingPerReplica={WAITING_PER_SERVER} "
+        f"--set autoscaling.scaleDownStabilizationSeconds={STABILIZATION_S} --wait --timeout {ROLLOUT_TIMEOUT}",
+        timeout=1500, check=False)
+    REPORT.time("hpa: helm install --wait (HPA, ServiceMonitor)", start)
+    try:
+        assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n" + shell.run(
+            f"kubectl describe pods -l {SELECTOR}; kubectl get events", check=False).stdout[-4000:]
+        loaded = shell.run(f"{shlex.quote(sys.executable)} tools/cluster monitor", timeout=1800).stdout
+        assert f"serviceMonitor/{NAMESPACE}/{FULLNAME}/0" in loaded, loaded
+        yield wait_ready_pod(shell, SELECTOR)
+    finally:
+        shell.run(f"helm uninstall {RELEASE} --wait", timeout=600, check=False)
+        shell.run(f"kubectl delete pvc {FULLNAME}-cache --wait=false", check=False)
+
+
+def external_metric(shell) -> dict | None:
+    """The API server's answer for the HPA's metric and selector, through the aggregation layer; None until the
+    adapter has listed the series (it lists every adapter.RELIST_INTERVAL) and Prometheus has scraped one."""
+    done = shell.run(f"kubectl get --raw '/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{METRIC}"
+                     f"?labelSelector=service%3D{FULLNAME}'", check=False)
+    if done.returncode != 0:
+        return None
+    answer = json.loads(done.stdout)
+    return answer if answer.get("items") else None
+
+
+def test_the_adapter_serves_the_hpas_external_metric_and_the_hpa_reads_it(release, shell):
+    hpa = shell.kubectl_json("get", "hpa", FULLNAME)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"] == {"name": METRIC, "selector": {"matchLabels": {"service": FULLNAME}}}
+    served = wait_until(lambda: external_metric(shell), f"the API server to serve {METRIC} through the adapter", 300,
+                        poll_s=2)
+    assert served["kind"] == "ExternalMetricValueList" and len(served["items"]) == 1, served
+    assert served["items"][0]["metricLabels"] == {"service": FULLNAME}, served
+    REPORT.facts["hpa: the HPA's external metric, served by prometheus-adapter"] = served["items"][0]
+    current = wait_until(lambda: shell.kubectl_json("get", "hpa", FULLNAME)["status"].get("currentMetrics"),
+                         "the HPA to read its metric (status.currentMetrics)", 300, poll_s=2)
+    (read,) = current
+    assert read["type"] == "External" and read["external"]["metric"]["name"] == METRIC, current
+    REPORT.facts["hpa: the HPA's status.currentMetrics"] = current
+
+
+def test_a_burst_makes_the_hpa_want_two_servers_and_it_returns_to_one_once_the_queue_is_empty(release, shell):
+    url = service_url(shell, FULLNAME)
+    timeline = Timeline(shell, deployment=FULLNAME, hpa=FULLNAME, waiting_query=WAITING)
+    sampler = threading.Thread(target=timeline.run, daemon=True)
+    sampler.start()
+    stop = threading.Event()
+    failures: list[str] = []
+    threads = burst(url, BURST, stop, failures)
+
+    def seen(condition):
+        assert not failures, failures
+        return timeline.first(condition)
+
+    try:
+        wait_until(lambda: seen(lambda r: (r["waiting"] or 0) > WAITING_PER_SERVER),
+                   "Prometheus to see the queue pass the per-server target", 600, poll_s=1)
+        wait_until(lambda: seen(lambda r: r["hpa_desired"] == 2 and r["replicas"] == 2),
+                   "the HPA to want 2 and the Deployment to have 2 replicas", 600, poll_s=1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(600)
+    drained = time.monotonic() - timeline.began
+    try:
+        wait_until(lambda: timeline.first(lambda r: r["t_s"] > drained and r["replicas"] == 1),
+                   "the HPA to scale back to 1 after the queue drained", STABILIZATION_S + 900, poll_s=1)
+    finally:
+        timeline.done.set()
+        sampler.join(60)
+        TIMELINE.write_text(json.dumps(timeline.rows, indent=1) + "\n")
+    marks = {
+        "queue above target (s)": timeline.at(lambda r: (r["waiting"] or 0) > WAITING_PER_SERVER),
+        "HPA desired 2 (s)": timeline.at(lambda r: r["hpa_desired"] == 2),
+        "Deployment replicas 2 (s)": timeline.at(lambda r: r["replicas"] == 2),
+        "load stopped (s)": round(drained, 1),
+        "queue empty after the load (s)": timeline.at(lambda r: r["t_s"] > drained and r["waiting"] == 0),
+        "back to 1 (s)": timeline.at(lambda r: r["t_s"] > drained and r["replicas"] == 1),
+        "most waiting": max(r["waiting"] or 0 for r in timeline.rows),
+    }
+    REPORT.facts["hpa: 1 -> 2 -> 1 timeline"] = marks
+    print(f"hpa timeline: {json.dumps(marks)}")
+    assert marks["queue above target (s)"] <= marks["HPA desired 2 (s)"] <= marks["Deployment replicas 2 (s)"]
+    assert marks["back to 1 (s)"] > marks["load stopped (s)"]
+    behavior = shell.kubectl_json("get", "hpa", FULLNAME)["spec"]["behavior"]["scaleDown"]
+    assert behavior["stabilizationWindowSeconds"] == STABILIZATION_S, behavior
+    assert max(r["replicas"] or 0 for r in timeline.rows) == 2, "maxReplicas 2 was passed"
