@@ -17,7 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import requests
@@ -72,38 +74,49 @@ def keda_running(shell):
             shell.run(f"{shlex.quote(sys.executable)} tools/cluster keda stop", timeout=300, check=False)
 
 
-@pytest.fixture(scope="module")
-def release(shell, hub, keda_running):
-    """The tiny Llama, autoscaled by KEDA on its waiting queue (1 to 2 servers), scraped every 5 s; uninstalled
-    at the end with its claim, so that a reused cluster is left as found."""
+@contextmanager
+def autoscaled_release(shell, hub, release: str, engine_sets: str, what: str):
+    """RELEASE: the tiny Llama autoscaled on its waiting queue (1 to 2 servers) by ENGINE_SETS, scraped every 5 s
+    through its ServiceMonitor by the Prometheus beside the node; its Ready server pod. Uninstalled at the end with
+    its claim, so that a reused cluster is left as found. WHAT names the install in the timings."""
+    fullname, selector = f"{release}-vllm", f"app.kubernetes.io/instance={release},app.kubernetes.io/component=server"
     paths = shell.run(f"{shlex.quote(sys.executable)} tools/cluster crd {' '.join(MONITORING_APIS)}").stdout.split()
     shell.run("kubectl apply --server-side " + " ".join(f"-f {shlex.quote(path)}" for path in paths))
     shell.run("kubectl wait --for=condition=Established --timeout=300s crd/servicemonitors.monitoring.coreos.com")
-    # Prometheus first: until KEDA can query it, the ScaledObject is not Ready, and helm's --wait waits for that.
+    # Prometheus first: until KEDA can query it, a ScaledObject is not Ready, and helm's --wait waits for that.
     shell.run(f"{shlex.quote(sys.executable)} tools/cluster monitor", timeout=1800)
     start = time.monotonic()
     done = shell.run(
-        f"helm install {RELEASE} charts/vllm {cpu_values(hub)} --set metrics.serviceMonitor.enabled=true "
+        f"helm install {release} charts/vllm {cpu_values(hub)} --set metrics.serviceMonitor.enabled=true "
         f"--set metrics.serviceMonitor.interval=5s --set vllm.extraArgs.max-num-seqs={MAX_NUM_SEQS} "
         # Two CPU servers on one node: vLLM's automatic binding would pin both engines' threads to the same core
         # (each sees the whole node), and the second server would start on what the first leaves of it.
         "--set vllm.extraEnv.VLLM_CPU_OMP_THREADS_BIND=nobind "
-        f"--set autoscaling.enabled=true --set autoscaling.minReplicas=1 --set autoscaling.maxReplicas=2 "
+        "--set autoscaling.enabled=true --set autoscaling.minReplicas=1 --set autoscaling.maxReplicas=2 "
         "--set cache.allowReadWriteOnceReplicas=true "
-        f"--set autoscaling.waitingPerReplica={WAITING_PER_SERVER} --set autoscaling.pollingSeconds={POLLING_S} "
-        f"--set autoscaling.scaleDownStabilizationSeconds={STABILIZATION_S} "
-        f"--set autoscaling.keda.serverAddress={prometheus.URL} --wait --timeout {ROLLOUT_TIMEOUT}",
+        f"--set autoscaling.waitingPerReplica={WAITING_PER_SERVER} "
+        f"--set autoscaling.scaleDownStabilizationSeconds={STABILIZATION_S} {engine_sets} "
+        f"--wait --timeout {ROLLOUT_TIMEOUT}",
         timeout=1500, check=False)
-    REPORT.time("autoscaling: helm install --wait (ScaledObject, ServiceMonitor)", start)
+    REPORT.time(what, start)
     try:
         assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n" + shell.run(
-            f"kubectl describe pods -l {SELECTOR}; kubectl get events", check=False).stdout[-4000:]
+            f"kubectl describe pods -l {selector}; kubectl get events", check=False).stdout[-4000:]
         loaded = shell.run(f"{shlex.quote(sys.executable)} tools/cluster monitor", timeout=1800).stdout
-        assert f"serviceMonitor/{NAMESPACE}/{FULLNAME}/0" in loaded, loaded
-        yield wait_ready_pod(shell, SELECTOR)
+        assert f"serviceMonitor/{NAMESPACE}/{fullname}/0" in loaded, loaded
+        yield wait_ready_pod(shell, selector)
     finally:
-        shell.run(f"helm uninstall {RELEASE} --wait", timeout=600, check=False)
-        shell.run(f"kubectl delete pvc {FULLNAME}-cache --wait=false", check=False)
+        shell.run(f"helm uninstall {release} --wait", timeout=600, check=False)
+        shell.run(f"kubectl delete pvc {fullname}-cache --wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def release(shell, hub, keda_running):
+    """The tiny Llama, autoscaled by KEDA on its waiting queue."""
+    with autoscaled_release(shell, hub, RELEASE, f"--set autoscaling.pollingSeconds={POLLING_S} "
+                            f"--set autoscaling.keda.serverAddress={prometheus.URL}",
+                            "autoscaling: helm install --wait (ScaledObject, ServiceMonitor)") as pod:
+        yield pod
 
 
 def waiting_in_prometheus(query: str = WAITING) -> float | None:
@@ -181,6 +194,40 @@ def service_url(shell, name: str = FULLNAME) -> str:
     return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 
+def scale_out_and_back(shell, url: str, timeline: Timeline, keep: Path, steps) -> float:
+    """A burst of BURST clients at URL until the queue passes the per-server target and each of STEPS ((condition on
+    a timeline row, what, bound in seconds)) has held, in order; then the clients stop, and the wait is for the
+    Deployment back at 1. TIMELINE samples throughout and is kept in KEEP. When the clients stopped (seconds)."""
+    sampler = threading.Thread(target=timeline.run, daemon=True)
+    sampler.start()
+    stop = threading.Event()
+    failures: list[str] = []
+    threads = burst(url, BURST, stop, failures)
+
+    def seen(condition):
+        assert not failures, failures
+        return timeline.first(condition)
+
+    try:
+        wait_until(lambda: seen(lambda r: (r["waiting"] or 0) > WAITING_PER_SERVER),
+                   "Prometheus to see the queue pass the per-server target", 600, poll_s=1)
+        for condition, what, bound in steps:
+            wait_until(lambda condition=condition: seen(condition), what, bound, poll_s=1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(600)
+    drained = time.monotonic() - timeline.began
+    try:
+        wait_until(lambda: timeline.first(lambda r: r["t_s"] > drained and r["replicas"] == 1),
+                   "the HPA to scale back to 1 after the queue drained", STABILIZATION_S + 900, poll_s=1)
+    finally:
+        timeline.done.set()
+        sampler.join(60)
+        keep.write_text(json.dumps(timeline.rows, indent=1) + "\n")
+    return drained
+
+
 def test_keda_made_an_hpa_on_the_external_metric_served_through_the_aggregation_layer(release, shell):
     scaled = shell.kubectl_json("get", "scaledobject", FULLNAME)
     ready = {c["type"]: c["status"] for c in scaled["status"].get("conditions", [])}
@@ -200,36 +247,10 @@ def test_keda_made_an_hpa_on_the_external_metric_served_through_the_aggregation_
 
 def test_a_burst_scales_the_servers_from_one_to_two_on_the_waiting_queue_and_back_to_one_when_it_drains(
         release, shell):
-    url = service_url(shell)
     timeline = Timeline(shell)
-    sampler = threading.Thread(target=timeline.run, daemon=True)
-    sampler.start()
-    stop = threading.Event()
-    failures: list[str] = []
-    threads = burst(url, BURST, stop, failures)
-
-    def seen(condition):
-        assert not failures, failures
-        return timeline.first(condition)
-
-    try:
-        wait_until(lambda: seen(lambda r: (r["waiting"] or 0) > WAITING_PER_SERVER),
-                   "Prometheus to see the queue pass the per-server target", 600, poll_s=1)
-        wait_until(lambda: seen(lambda r: r["replicas"] == 2), "the HPA to scale the Deployment to 2", 600, poll_s=1)
-        wait_until(lambda: seen(lambda r: r["ready"] == 2), "the second server to be Ready", ROLLOUT_TIMEOUT_S,
-                   poll_s=1)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(600)
-    drained = time.monotonic() - timeline.began
-    try:
-        wait_until(lambda: timeline.first(lambda r: r["t_s"] > drained and r["replicas"] == 1),
-                   "the HPA to scale back to 1 after the queue drained", STABILIZATION_S + 900, poll_s=1)
-    finally:
-        timeline.done.set()
-        sampler.join(60)
-        TIMELINE.write_text(json.dumps(timeline.rows, indent=1) + "\n")
+    drained = scale_out_and_back(shell, service_url(shell), timeline, TIMELINE, [
+        (lambda r: r["replicas"] == 2, "the HPA to scale the Deployment to 2", 600),
+        (lambda r: r["ready"] == 2, "the second server to be Ready", ROLLOUT_TIMEOUT_S)])
     marks = {
         "queue above target (s)": timeline.at(lambda r: (r["waiting"] or 0) > WAITING_PER_SERVER),
         "HPA desired 2 (s)": timeline.at(lambda r: r["hpa_desired"] == 2),

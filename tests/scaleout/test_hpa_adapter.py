@@ -15,21 +15,18 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import threading
 import time
 
 import pytest
 
-from tests.cluster.conftest import NAMESPACE, REPORT, ROLLOUT_TIMEOUT, WORK, cpu_values, wait_ready_pod
+from tests.cluster.conftest import NAMESPACE, REPORT, WORK
 from tests.conftest import REPO, wait_until
 from tests.scaleout.test_autoscaling import (
-    BURST,
-    MAX_NUM_SEQS,
-    MONITORING_APIS,
     STABILIZATION_S,
     WAITING_PER_SERVER,
     Timeline,
-    burst,
+    autoscaled_release,
+    scale_out_and_back,
     service_url,
 )
 
@@ -40,7 +37,6 @@ import node
 
 RELEASE = "hpa"
 FULLNAME = f"{RELEASE}-vllm"
-SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=server"
 METRIC = "vllm_num_requests_waiting"
 WAITING = f'sum(vllm:num_requests_waiting{{namespace="{NAMESPACE}",service="{FULLNAME}"}})'
 TIMELINE = WORK / "hpa-adapter-timeline.json"
@@ -67,34 +63,10 @@ def adapter_running(shell):
 
 @pytest.fixture(scope="module")
 def release(shell, hub, adapter_running):
-    """The tiny Llama with the chart's HPA on its waiting queue (1 to 2 servers), scraped every 5 s; uninstalled at
-    the end with its claim, so that a reused cluster is left as found."""
-    paths = shell.run(f"{shlex.quote(sys.executable)} tools/cluster crd {' '.join(MONITORING_APIS)}").stdout.split()
-    shell.run("kubectl apply --server-side " + " ".join(f"-f {shlex.quote(path)}" for path in paths))
-    shell.run("kubectl wait --for=condition=Established --timeout=300s crd/servicemonitors.monitoring.coreos.com")
-    shell.run(f"{shlex.quote(sys.executable)} tools/cluster monitor", timeout=1800)
-    start = time.monotonic()
-    done = shell.run(
-        f"helm install {RELEASE} charts/vllm {cpu_values(hub)} --set metrics.serviceMonitor.enabled=true "
-        f"--set metrics.serviceMonitor.interval=5s --set vllm.extraArgs.max-num-seqs={MAX_NUM_SEQS} "
-        # Two CPU servers on one node: see test_autoscaling.py (each would pin its engine to the same core).
-        "--set vllm.extraEnv.VLLM_CPU_OMP_THREADS_BIND=nobind "
-        "--set autoscaling.enabled=true --set autoscaling.engine=hpa "
-        "--set autoscaling.minReplicas=1 --set autoscaling.maxReplicas=2 "
-        "--set cache.allowReadWriteOnceReplicas=true "
-        f"--set autoscaling.waitingPerReplica={WAITING_PER_SERVER} "
-        f"--set autoscaling.scaleDownStabilizationSeconds={STABILIZATION_S} --wait --timeout {ROLLOUT_TIMEOUT}",
-        timeout=1500, check=False)
-    REPORT.time("hpa: helm install --wait (HPA, ServiceMonitor)", start)
-    try:
-        assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n" + shell.run(
-            f"kubectl describe pods -l {SELECTOR}; kubectl get events", check=False).stdout[-4000:]
-        loaded = shell.run(f"{shlex.quote(sys.executable)} tools/cluster monitor", timeout=1800).stdout
-        assert f"serviceMonitor/{NAMESPACE}/{FULLNAME}/0" in loaded, loaded
-        yield wait_ready_pod(shell, SELECTOR)
-    finally:
-        shell.run(f"helm uninstall {RELEASE} --wait", timeout=600, check=False)
-        shell.run(f"kubectl delete pvc {FULLNAME}-cache --wait=false", check=False)
+    """The tiny Llama with the chart's own HPA on its waiting queue (test_autoscaling.py's release otherwise)."""
+    with autoscaled_release(shell, hub, RELEASE, "--set autoscaling.engine=hpa",
+                            "hpa: helm install --wait (HPA, ServiceMonitor)") as pod:
+        yield pod
 
 
 def external_metric(shell) -> dict | None:
@@ -125,35 +97,10 @@ def test_the_adapter_serves_the_hpas_external_metric_and_the_hpa_reads_it(releas
 
 
 def test_a_burst_makes_the_hpa_want_two_servers_and_it_returns_to_one_once_the_queue_is_empty(release, shell):
-    url = service_url(shell, FULLNAME)
     timeline = Timeline(shell, deployment=FULLNAME, hpa=FULLNAME, waiting_query=WAITING)
-    sampler = threading.Thread(target=timeline.run, daemon=True)
-    sampler.start()
-    stop = threading.Event()
-    failures: list[str] = []
-    threads = burst(url, BURST, stop, failures)
-
-    def seen(condition):
-        assert not failures, failures
-        return timeline.first(condition)
-
-    try:
-        wait_until(lambda: seen(lambda r: (r["waiting"] or 0) > WAITING_PER_SERVER),
-                   "Prometheus to see the queue pass the per-server target", 600, poll_s=1)
-        wait_until(lambda: seen(lambda r: r["hpa_desired"] == 2 and r["replicas"] == 2),
-                   "the HPA to want 2 and the Deployment to have 2 replicas", 600, poll_s=1)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(600)
-    drained = time.monotonic() - timeline.began
-    try:
-        wait_until(lambda: timeline.first(lambda r: r["t_s"] > drained and r["replicas"] == 1),
-                   "the HPA to scale back to 1 after the queue drained", STABILIZATION_S + 900, poll_s=1)
-    finally:
-        timeline.done.set()
-        sampler.join(60)
-        TIMELINE.write_text(json.dumps(timeline.rows, indent=1) + "\n")
+    drained = scale_out_and_back(shell, service_url(shell, FULLNAME), timeline, TIMELINE, [
+        (lambda r: r["hpa_desired"] == 2 and r["replicas"] == 2,
+         "the HPA to want 2 and the Deployment to have 2 replicas", 600)])
     marks = {
         "queue above target (s)": timeline.at(lambda r: (r["waiting"] or 0) > WAITING_PER_SERVER),
         "HPA desired 2 (s)": timeline.at(lambda r: r["hpa_desired"] == 2),

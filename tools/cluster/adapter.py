@@ -37,7 +37,7 @@ import start
 import yaml
 from configs import PKI
 from node import ClusterError
-from versions import ADDONS, API_PORT, GO_MODULES, LOGS, NODE_IP, STATE
+from versions import ADDONS, GO_MODULES, LOGS, NODE_IP, STATE
 
 NAME = "prometheus-adapter"
 MODULE = ADDONS[NAME][0]
@@ -143,15 +143,7 @@ def _write_credentials(token: str) -> tuple[Path, Path]:
     if not (certs / "tls.crt").is_file():
         pki.serving_certificate(PKI, certs / "tls.crt", certs / "tls.key", NAME, (NODE_IP,),
                                 names=(f"{SERVICE}.{NAMESPACE}.svc",))
-    kubeconfig = HOME / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "tpserve", "cluster": {"server": f"https://{NODE_IP}:{API_PORT}",
-                                                      "certificate-authority": str(PKI / "ca.crt")}}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "tpserve", "context": {"cluster": "tpserve", "user": SERVICE_ACCOUNT}}],
-        "current-context": "tpserve"}, sort_keys=False))
-    kubeconfig.chmod(0o600)
+    kubeconfig = node.token_kubeconfig(HOME / "kubeconfig", SERVICE_ACCOUNT, token, PKI / "ca.crt")
     return certs, kubeconfig
 
 
@@ -203,12 +195,8 @@ def stop_adapter() -> list[str]:
         for kind, name in (("endpointslice", ENDPOINT_SLICE), ("service", SERVICE)):
             if start.kubectl("-n", NAMESPACE, "delete", kind, name, "--ignore-not-found", check=False).stdout.strip():
                 undone.append(f"{kind} {NAMESPACE}/{name}")
-    pid = node.running(NAME)
-    if pid:
-        node.stop(pid)
-        undone.append(f"process {NAME} ({pid})")
-    # A stopped process may linger as a zombie until init reaps it: a start right after must not take it as running.
-    (node.PIDS / f"{NAME}.pid").unlink(missing_ok=True)
+    if stopped := node.stop_named(NAME):
+        undone.append(stopped)
     if HOME.exists():
         shutil.rmtree(HOME)
         undone.append(f"folder {HOME}")

@@ -25,7 +25,7 @@ import node
 import yaml
 from configs import PKI
 from node import start, wait_until
-from versions import API_PORT, NODE_IP, STATE
+from versions import NODE_IP, STATE
 
 NAMESPACE = "keda"
 SERVICE_ACCOUNT = "keda-operator"
@@ -94,15 +94,7 @@ def _write_credentials(token: str) -> tuple[Path, Path]:
     shutil.copyfile(PKI / "ca.crt", certs / "ca.crt")
     shutil.copyfile(PKI / "keda.crt", certs / "tls.crt")
     shutil.copyfile(PKI / "keda.key", certs / "tls.key")
-    kubeconfig = FOLDER / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "tpserve", "cluster": {"server": f"https://{NODE_IP}:{API_PORT}",
-                                                      "certificate-authority": str(PKI / "ca.crt")}}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "tpserve", "context": {"cluster": "tpserve", "user": SERVICE_ACCOUNT}}],
-        "current-context": "tpserve"}, sort_keys=False))
-    kubeconfig.chmod(0o600)
+    kubeconfig = node.token_kubeconfig(FOLDER / "kubeconfig", SERVICE_ACCOUNT, token, PKI / "ca.crt")
     return certs, kubeconfig
 
 
@@ -159,9 +151,5 @@ def down(kubectl) -> list[str]:
         done = kubectl("delete", "apiservice", "v1beta1.external.metrics.k8s.io", "--ignore-not-found", check=False)
         if done.returncode == 0 and done.stdout.strip():
             removed.append("APIService v1beta1.external.metrics.k8s.io")
-    for name in PROCESSES:
-        pid = node.running(name)
-        if pid:
-            node.stop(pid)
-            removed.append(f"process {name} ({pid})")
+    removed += filter(None, map(node.stop_named, PROCESSES))
     return removed

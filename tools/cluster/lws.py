@@ -139,12 +139,8 @@ def stop_controller() -> list[str]:
     for kind, name in WEBHOOK_CONFIGURATIONS.items():
         if start.kubectl("delete", kind.lower(), name, "--ignore-not-found", check=False).stdout.strip():
             undone.append(f"{kind} {name}")
-    pid = node.running(NAME)
-    if pid:
-        node.stop(pid)
-        undone.append(f"process {NAME} ({pid})")
-    # A stopped process may linger as a zombie until init reaps it: a start right after must not take it as running.
-    (node.PIDS / f"{NAME}.pid").unlink(missing_ok=True)
+    if stopped := node.stop_named(NAME):
+        undone.append(stopped)
     for name in CRDS:
         if start.kubectl("delete", "crd", name, "--ignore-not-found", "--timeout=120s", check=False).stdout.strip():
             undone.append(f"crd {name}")

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from versions import BRIDGE, CLUSTER_RANGE, LOGS, NODE_INTERFACE, NODE_IP, POD_CIDR, RUN, STATE
+import yaml
+from versions import API_PORT, BRIDGE, CLUSTER_RANGE, LOGS, NODE_INTERFACE, NODE_IP, POD_CIDR, RUN, STATE
 
 PIDS = RUN / "pids"
 MADE = RUN / "made.json"
@@ -175,6 +176,30 @@ def running(name: str) -> int | None:
     except ProcessLookupError:
         return None
     return pid
+
+
+def stop_named(name: str) -> str | None:
+    """Stop the process NAME when it runs, and forget its pid: a stopped process may linger as a zombie until init
+    reaps it, and a start right after must not take it as running. What was stopped, as a line, or None."""
+    pid = running(name)
+    if pid:
+        stop(pid)
+    (PIDS / f"{name}.pid").unlink(missing_ok=True)
+    return f"process {name} ({pid})" if pid else None
+
+
+def token_kubeconfig(path: Path, user: str, token: str, ca: Path) -> Path:
+    """A kubeconfig at PATH (mode 0600) for the API server on the node (its certificate signed by CA), as USER with
+    the ServiceAccount TOKEN: what a controller beside the node uses where its pod would have the token mounted."""
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "tpserve", "cluster": {"server": f"https://{NODE_IP}:{API_PORT}",
+                                                      "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "tpserve", "context": {"cluster": "tpserve", "user": user}}],
+        "current-context": "tpserve"}, sort_keys=False))
+    path.chmod(0o600)
+    return path
 
 
 def stop(pid: int, grace_s: float = 15) -> None:
