@@ -129,3 +129,8 @@ def test_the_serving_certificate_names_the_apiservices_service_and_the_node_addr
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["prometheus-adapter.monitoring.svc"]
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == [versions.NODE_IP]
+
+
+def test_the_adapters_manifests_come_from_the_module_its_go_sum_pins():
+    go_sum = (REPO / "tools" / "cluster" / "go" / "prometheus-adapter" / "go.sum").read_text().splitlines()
+    assert f"{adapter.MODULE} {versions.PROMETHEUS_ADAPTER} {versions.PROMETHEUS_ADAPTER_SUM}" in go_sum

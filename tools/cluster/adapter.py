@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import build
+import crds
 import keda
 import node
 import pki
@@ -37,7 +36,7 @@ import start
 import yaml
 from configs import PKI
 from node import ClusterError
-from versions import ADDONS, GO_MODULES, LOGS, NODE_IP, STATE
+from versions import ADDONS, LOGS, NODE_IP, PROMETHEUS_ADAPTER, PROMETHEUS_ADAPTER_SUM, STATE
 
 NAME = "prometheus-adapter"
 MODULE = ADDONS[NAME][0]
@@ -79,14 +78,9 @@ def configuration() -> dict:
 
 
 def module_dir() -> Path:
-    """The module as the build used it (its go.sum pins the hash), for its deploy/ manifests."""
-    done = subprocess.run(["go", "list", "-m", "-json", MODULE], cwd=GO_MODULES / NAME, capture_output=True,
-                          text=True, env={**os.environ, "GOFLAGS": "-mod=readonly"}, timeout=600, check=False)
-    folder = json.loads(done.stdout or "{}").get("Dir") if done.returncode == 0 else None
-    if not folder:
-        raise ClusterError(f"go list -m {MODULE} found no unpacked module ({done.stderr.strip()}): run "
-                           f"`python tools/cluster build {NAME}` first")
-    return Path(folder)
+    """The module at the pinned version, unpacked in the project's own module cache (whatever HOME is: the tests run
+    with a fresh one) and checked against its go.sum hash, for its deploy/ manifests."""
+    return crds.pinned_module_dir(MODULE, PROMETHEUS_ADAPTER, PROMETHEUS_ADAPTER_SUM, offline=False)
 
 
 def manifests(module: Path, ca_bundle: bytes) -> list[dict]:

@@ -29,6 +29,12 @@ def module_dir(api: str, offline: bool = True) -> Path:
     """The pinned module that holds API's CRD, unpacked: its other manifests (webhooks, sibling CRDs) come from
     the same verified copy."""
     module, version, pinned, _ = CRD_MODULES[api]
+    return pinned_module_dir(module, version, pinned, offline)
+
+
+def pinned_module_dir(module: str, version: str, pinned: str, offline: bool = True) -> Path:
+    """MODULE at VERSION, unpacked in MODULE_CACHE (downloaded first unless OFFLINE), refused unless it hashes to
+    PINNED (its go.sum hash)."""
     env = {**os.environ, "GOFLAGS": "-mod=mod", "GOMODCACHE": str(MODULE_CACHE), "GOTOOLCHAIN": "local",
            # Offline, the checksum database cannot be asked either: the pinned hash below stands in for it.
            **({"GOPROXY": "off", "GOSUMDB": "off"} if offline else {})}
@@ -38,7 +44,7 @@ def module_dir(api: str, offline: bool = True) -> Path:
     if done.returncode != 0 or "Error" in found:
         raise SystemExit(f"go mod download {module}@{version} failed: {found.get('Error') or done.stderr.strip()}")
     if found["Sum"] != pinned:
-        raise SystemExit(f"{module}@{version} hashes to {found['Sum']}, not the pinned {pinned}: refusing its CRD")
+        raise SystemExit(f"{module}@{version} hashes to {found['Sum']}, not the pinned {pinned}: refusing it")
     return Path(found["Dir"])
 
 

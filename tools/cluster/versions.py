@@ -23,6 +23,8 @@ KEDA = "v2.20.2"
 LWS = "v0.9.0"
 # v0.13.0 is refused by the Go proxy here (2026-12-06).
 PROMETHEUS_ADAPTER = "v0.12.0"
+# Its go.sum hash: adapter.py reads the module's deploy/ manifests from a copy checked against it.
+PROMETHEUS_ADAPTER_SUM = "h1:e29A6BIwA/NKxPZeuamBMHJsvz0sSUXTb92Obg7RMV4="
 
 
 # Go module folder under go/ -> (the upstream module it requires, its version, {binary: package built}).
