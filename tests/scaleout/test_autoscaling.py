@@ -107,7 +107,9 @@ def autoscaled_release(shell, hub, release: str, engine_sets: str, what: str):
         yield wait_ready_pod(shell, selector)
     finally:
         shell.run(f"helm uninstall {release} --wait", timeout=600, check=False)
-        shell.run(f"kubectl delete pvc {fullname}-cache --wait=false", check=False)
+        # Waited for: an install of the same name right after would otherwise find the claim still going, and its
+        # pod would stay Pending on a claim that is then gone.
+        shell.run(f"kubectl delete pvc {fullname}-cache --ignore-not-found --timeout=300s", timeout=400, check=False)
 
 
 @pytest.fixture(scope="module")

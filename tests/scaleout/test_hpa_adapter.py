@@ -89,11 +89,16 @@ def test_the_adapter_serves_the_hpas_external_metric_and_the_hpa_reads_it(releas
     assert served["kind"] == "ExternalMetricValueList" and len(served["items"]) == 1, served
     assert served["items"][0]["metricLabels"] == {"service": FULLNAME}, served
     REPORT.facts["hpa: the HPA's external metric, served by prometheus-adapter"] = served["items"][0]
-    current = wait_until(lambda: shell.kubectl_json("get", "hpa", FULLNAME)["status"].get("currentMetrics"),
-                         "the HPA to read its metric (status.currentMetrics)", 300, poll_s=2)
-    (read,) = current
-    assert read["type"] == "External" and read["external"]["metric"]["name"] == METRIC, current
-    REPORT.facts["hpa: the HPA's status.currentMetrics"] = current
+
+    def read_by_the_hpa() -> dict | None:
+        """The HPA's reading of its metric; until its first one succeeds, the controller lists an entry with an
+        empty type."""
+        current = shell.kubectl_json("get", "hpa", FULLNAME)["status"].get("currentMetrics") or []
+        return next((metric for metric in current if metric.get("type") == "External"), None)
+
+    read = wait_until(read_by_the_hpa, "the HPA to read its metric (status.currentMetrics)", 300, poll_s=2)
+    assert read["external"]["metric"]["name"] == METRIC and "averageValue" in read["external"]["current"], read
+    REPORT.facts["hpa: the HPA's status.currentMetrics"] = read
 
 
 def test_a_burst_makes_the_hpa_want_two_servers_and_it_returns_to_one_once_the_queue_is_empty(release, shell):
