@@ -44,7 +44,7 @@ MODULE = ADDONS[NAME][0]
 NAMESPACE = "monitoring"
 SERVICE_ACCOUNT = SERVICE = "prometheus-adapter"
 ENDPOINT_SLICE = f"{SERVICE}-node"
-APISERVICE = "v1beta1.external.metrics.k8s.io"
+APISERVICE = start.EXTERNAL_METRICS
 # Beside the API server (6443) and KEDA's metrics API server (6445), on the node's address.
 PORT = 6446
 HOME = STATE / NAME
@@ -165,13 +165,8 @@ def start_adapter() -> list[str]:
     node.start(NAME, argv(folder / NAME, certs, kubeconfig))
     alive = node.alive(NAME, "prometheus-adapter")
 
-    def serving() -> bool:
-        alive()
-        done = start.kubectl("get", "apiservice", APISERVICE, "-o",
-                             "jsonpath={.status.conditions[?(@.type=='Available')].status}", check=False)
-        return done.stdout.strip() == "True"
-
-    node.wait_until("prometheus-adapter to be available through the API server", serving, STARTUP_TIMEOUT_S, LOG)
+    node.wait_until("prometheus-adapter to be available through the API server",
+                    lambda: alive() or start.external_metrics_available(), STARTUP_TIMEOUT_S, LOG)
     return [f"build {'reused' if seconds is None else f'in {seconds:.0f} s'} ({folder})",
             *(f"{obj['kind']} {obj['metadata']['name']}" for obj in objects),
             f"process {NAME} ({node.running(NAME)}), querying {prometheus.URL}"]
@@ -182,10 +177,7 @@ def stop_adapter() -> list[str]:
     or fail), then the Service, the process and its files; KEDA's APIService is left alone."""
     undone = []
     if node.running("kube-apiserver"):
-        apiservice = _apiservice()
-        if apiservice and _owner(apiservice) == f"{NAMESPACE}/{SERVICE}":
-            start.kubectl("delete", "apiservice", APISERVICE, "--ignore-not-found")
-            undone.append(f"APIService {APISERVICE}")
+        undone += start.remove_external_metrics(NAMESPACE)
         for kind, name in (("endpointslice", ENDPOINT_SLICE), ("service", SERVICE)):
             if start.kubectl("-n", NAMESPACE, "delete", kind, name, "--ignore-not-found", check=False).stdout.strip():
                 undone.append(f"{kind} {NAMESPACE}/{name}")

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import crds
 import node
+import start
 import yaml
 from configs import PKI
-from node import start, wait_until
+from node import wait_until
 from versions import NODE_IP, STATE
 
 NAMESPACE = "keda"
@@ -113,12 +114,12 @@ def up(bin_dir: Path, kubectl, apply) -> dict[str, float]:
     mark = time.monotonic()
     env = {"KUBECONFIG": str(kubeconfig), "WATCH_NAMESPACE": "", "POD_NAMESPACE": NAMESPACE,
            "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE, "OPERATOR_NAME": OPERATOR}
-    start(OPERATOR, [str(bin_dir / "keda-operator"), "--leader-elect=false", "--enable-cert-rotation=false",
+    node.start(OPERATOR, [str(bin_dir / "keda-operator"), "--leader-elect=false", "--enable-cert-rotation=false",
                      f"--cert-dir={certs}", f"--metrics-service-bind-address={GRPC_ADDRESS}",
                      f"--health-probe-bind-address={OPERATOR_HEALTH}", f"--metrics-bind-address={OPERATOR_METRICS}",
                      "--enable-webhook-patching=false", "--enable-apiservice-patching=false",
                      "--zap-log-level=info", "--zap-encoder=console"], env=env)
-    start(ADAPTER, [str(bin_dir / "keda-adapter"), f"--secure-port={ADAPTER_PORT}", f"--bind-address={NODE_IP}",
+    node.start(ADAPTER, [str(bin_dir / "keda-adapter"), f"--secure-port={ADAPTER_PORT}", f"--bind-address={NODE_IP}",
                     f"--cert-dir={certs}", f"--tls-cert-file={certs / 'tls.crt'}",
                     f"--tls-private-key-file={certs / 'tls.key'}", f"--client-ca-file={certs / 'ca.crt'}",
                     f"--lister-kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
@@ -130,9 +131,7 @@ def up(bin_dir: Path, kubectl, apply) -> dict[str, float]:
     def serving() -> bool:
         for check in exited:
             check()
-        done = kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o",
-                       "jsonpath={.status.conditions[?(@.type=='Available')].status}", check=False)
-        return done.stdout.strip() == "True"
+        return start.external_metrics_available(kubectl)
 
     wait_until("KEDA's metrics API server to be available through the API server", serving, STARTUP_TIMEOUT_S,
                node.LOGS / f"{ADAPTER}.log")
@@ -144,12 +143,6 @@ def down(kubectl) -> list[str]:
     """Stop both processes and take the APIService away first: an aggregated API that no longer answers makes
     every client's discovery (helm, kubectl) warn or fail; another server's (prometheus-adapter's) is left alone.
     KEDA's other objects stay until `down`."""
-    removed = []
-    owner = kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o",
-                    "jsonpath={.spec.service.namespace}", check=False) if node.running("kube-apiserver") else None
-    if owner and owner.stdout.strip() == NAMESPACE:
-        done = kubectl("delete", "apiservice", "v1beta1.external.metrics.k8s.io", "--ignore-not-found", check=False)
-        if done.returncode == 0 and done.stdout.strip():
-            removed.append("APIService v1beta1.external.metrics.k8s.io")
+    removed = start.remove_external_metrics(NAMESPACE, kubectl) if node.running("kube-apiserver") else []
     removed += filter(None, map(node.stop_named, PROCESSES))
     return removed

@@ -225,6 +225,27 @@ def up(folders: dict[str, Path], pv_count: int, pv_size: str) -> dict[str, float
     return steps
 
 
+# The API group the HPA reads External metrics from; KEDA's metrics server or prometheus-adapter serves it, one at a time.
+EXTERNAL_METRICS = "v1beta1.external.metrics.k8s.io"
+
+
+def external_metrics_available(kubectl=kubectl) -> bool:
+    """Whether the API server serves external.metrics.k8s.io through the server its APIService names."""
+    done = kubectl("get", "apiservice", EXTERNAL_METRICS, "-o",
+                   "jsonpath={.status.conditions[?(@.type=='Available')].status}", check=False)
+    return done.stdout.strip() == "True"
+
+
+def remove_external_metrics(namespace: str, kubectl=kubectl) -> list[str]:
+    """Delete the external.metrics.k8s.io APIService when it names a Service in NAMESPACE (its server's), leaving
+    the other server's alone; what was removed, as lines."""
+    owner = kubectl("get", "apiservice", EXTERNAL_METRICS, "-o", "jsonpath={.spec.service.namespace}", check=False)
+    if owner.returncode != 0 or owner.stdout.strip() != namespace:
+        return []
+    done = kubectl("delete", "apiservice", EXTERNAL_METRICS, "--ignore-not-found", check=False)
+    return [f"APIService {EXTERNAL_METRICS}"] if done.returncode == 0 and done.stdout.strip() else []
+
+
 def apply(objects: list[dict]) -> None:
     import yaml
     kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects, sort_keys=False))
