@@ -193,7 +193,7 @@ def test_with_more_than_one_gpu_the_engine_start_stays_vllms_own(layout):
     assert "VLLM_WORKER_MULTIPROC_METHOD" not in launch.vllm_env(ServeConfig(model="m", **layout), {})
 
 
-@pytest.mark.parametrize("model", ["./no/such/folder", "no/such/folder", "/no/such", "~/no-such-model", "../x"])
+@pytest.mark.parametrize("model", ["./no/such/folder", "no/such/folder", "/no/such", "~/no-such-model", "../no-such-model-folder"])
 def test_a_model_folder_that_does_not_exist_is_named_as_a_missing_folder(model, cache_dir):
     with pytest.raises(ConfigError, match=f"^model folder {model} does not exist \\(resolved to .*\\): pass a folder"):
         launch.prepare(ServeConfig(model=model), cache_dir, GPUS)
